@@ -1,0 +1,41 @@
+/**
+ * The process environment, read once into a typed, frozen object (STYLE.md habit 3). Nothing else
+ * in npr reads `process.env` directly, so every knob is listed here with what it does.
+ */
+
+export interface NprEnv {
+  /** NPR_BLAS=0 (or "off"/"false") forces the pure-TypeScript GEMM even when OpenBLAS loads. */
+  readonly useBlas: boolean;
+  /** NPR_OPENBLAS_PATH: explicit path of libopenblas.so; otherwise the loader's search path. */
+  readonly openblasPath: string | null;
+  /** NPR_THREADS: worker threads for CPU kernels that use them (default: available cores). */
+  readonly threads: number | null;
+  /** NPR_DEBUG: verbosity, 0 (quiet) to 3. */
+  readonly debug: number;
+  /** NPR_BACKEND: default backend name ("cpu", later "cuda"). */
+  readonly backend: string;
+}
+
+function flag(v: string | undefined, dflt: boolean): boolean {
+  if (v === undefined || v === "") return dflt;
+  return !["0", "off", "false", "no"].includes(v.toLowerCase());
+}
+
+function intOrNull(v: string | undefined): number | null {
+  if (v === undefined || v === "") return null;
+  const n = Number(v);
+  return Number.isInteger(n) && n > 0 ? n : null;
+}
+
+export function readEnv(env: Record<string, string | undefined> = process.env): NprEnv {
+  return Object.freeze({
+    useBlas: flag(env["NPR_BLAS"], true),
+    openblasPath: env["NPR_OPENBLAS_PATH"] || null,
+    threads: intOrNull(env["NPR_THREADS"]),
+    debug: intOrNull(env["NPR_DEBUG"]) ?? 0,
+    backend: env["NPR_BACKEND"] || "cpu",
+  });
+}
+
+/** The environment as it was when npr started. */
+export const ENV: NprEnv = readEnv();
