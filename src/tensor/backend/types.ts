@@ -6,7 +6,9 @@
  * A backend knows flat buffers and sizes only: no Tensor, no autograd, no model. All arrays are
  * row-major. Float ops run in the buffers' dtype (f32 for real work, f64 for gradient checks);
  * ids, targets, positions and layout segments are i32. Unless a parameter says otherwise, every
- * op reads and writes its buffers from element 0 and overwrites its outputs.
+ * op reads and writes its buffers from element 0 and overwrites its outputs. Elementwise ops
+ * (unary, unaryBackward, binary, scalar, swiglu) allow an output to alias an input of the same
+ * shape (in-place update); no other op does.
  *
  * Dimension letters: T query tokens, S key slots, H query heads, Hkv key/value heads, D head
  * dimension, V vocabulary, C channels, R rows, N elements.

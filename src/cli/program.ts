@@ -1,0 +1,43 @@
+/**
+ * The `npr` program: the composition root. It builds the commander program from one `register`
+ * function per command group and maps every BoundaryError to a one-line message (plus HINT) and
+ * exit code 2; anything else is a bug and prints its stack. Nothing imports this file.
+ */
+import { Command, CommanderError } from "commander";
+import { BoundaryError } from "../util/errors.ts";
+import { registerModelCommands } from "./model.ts";
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name("npr")
+    .description(
+      "Native Parallel Reasoner: train a language model to reason in parallel (map-process-reduce)\n" +
+        "and serve it fast. Run `npr <command> --help` for each command's options.",
+    )
+    .version("0.1.0")
+    .showHelpAfterError("(run with --help for usage)");
+  registerModelCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof BoundaryError) {
+      process.stderr.write(`npr: ${err.name}: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}
+
+

@@ -1,0 +1,13 @@
+/**
+ * The tensor library's public surface: Tensor, the differentiable ops, autograd switches,
+ * optimizers, dtype conversions and the backend contract. Other folders import tensor/ only
+ * through this file (backends are chosen by the composition root via their own entry files).
+ */
+export { Tensor, getDefaultBackend, setDefaultBackend, numel, contiguousStrides } from "./tensor.ts";
+export type { TensorOptions } from "./tensor.ts";
+export { noGrad, isGradEnabled } from "./autograd.ts";
+export * from "./ops.ts";
+export { AdamW, clipGradNorm, gradNorm, constantLr, cosineLr } from "./optim.ts";
+export type { AdamWOptions, AdamWState, LrSchedule, CosineOptions } from "./optim.ts";
+export type * from "./backend/types.ts";
+export { PRIMITIVES, UNARY_OPS, BINARY_OPS, SCALAR_OPS } from "./backend/types.ts";
