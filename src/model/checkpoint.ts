@@ -1,0 +1,201 @@
+/**
+ * Qwen3 checkpoints in the Hugging Face layout: a folder with config.json, model.safetensors (or
+ * shards + model.safetensors.index.json) and generation_config.json. Loading validates every
+ * tensor's presence, shape and dtype against the config and converts bf16/f16/f32 storage to the
+ * compute dtype; saving writes a folder transformers opens unchanged, atomically (a crash never
+ * leaves a half-written checkpoint under the final name).
+ * Bytes come from format/safetensors.ts; this file only maps names to tensors, never does math.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from "../format/safetensors.ts";
+import type { WriteEntry } from "../format/safetensors.ts";
+import { Tensor, getDefaultBackend } from "../tensor/index.ts";
+import type { Backend } from "../tensor/index.ts";
+import { decodeToFloat, encodeFloat } from "../tensor/dtype.ts";
+import { CheckpointFormatError, ConfigError } from "../util/errors.ts";
+import { parseQwen3Config, qwen3ConfigToJson } from "./config.ts";
+import type { ParsedQwen3Config } from "./config.ts";
+import { Qwen3Model } from "./qwen3.ts";
+import { LM_HEAD, qwen3ParamSpecs } from "./weights.ts";
+
+/** Storage dtypes a Qwen3 weight may have on disk. */
+const FLOAT_STORAGE = new Set(["F32", "BF16", "F16", "F64"]);
+
+export interface LoadOptions {
+  backend?: Backend;
+  /** Compute dtype (default f32); bf16/f16/f32 storage all load into it. */
+  dtype?: "f32" | "f64";
+  /** Parameters are autograd leaves (default true, for training). */
+  requiresGrad?: boolean;
+  /** Called with tensors the checkpoint has that Qwen3 does not use (HF ignores them too). */
+  onUnexpected?: (names: string[]) => void;
+}
+
+/** Reads and validates `dir/config.json`. */
+export function readQwen3Config(dir: string): ParsedQwen3Config {
+  const file = path.join(dir, "config.json");
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CheckpointFormatError(`${file}: cannot read the model config`, {
+      code: "missing_file",
+      param: file,
+      hint: "a Hugging Face checkpoint folder holds config.json beside its *.safetensors files",
+      cause: err,
+    });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`, {
+      code: "bad_json",
+      param: file,
+      cause: err,
+    });
+  }
+  return parseQwen3Config(json, file);
+}
+
+/**
+ * Loads a Qwen3 checkpoint folder into a model on `backend`. A missing, mis-shaped or non-float
+ * tensor is a CheckpointFormatError naming it. A tied checkpoint that also stores lm_head.weight
+ * loads with it ignored (as transformers does); an untied one without it is an error.
+ */
+export function loadQwen3(dir: string, opts: LoadOptions = {}): Qwen3Model {
+  const { config } = readQwen3Config(dir);
+  const backend = opts.backend ?? getDefaultBackend();
+  const dtype = opts.dtype ?? "f32";
+  const specs = qwen3ParamSpecs(config);
+  const ck = SafetensorsCheckpoint.open(dir);
+  try {
+    const params = new Map<string, Tensor>();
+    for (const spec of specs) {
+      const entry = ck.get(spec.name);
+      if (!entry) {
+        const tiedHint =
+          spec.name === LM_HEAD
+            ? "config.json says tie_word_embeddings: false, so lm_head.weight must be stored; set it to true if the head shares embed_tokens"
+            : "the checkpoint does not match config.json (num_hidden_layers, attention_bias?)";
+        throw new CheckpointFormatError(`${dir}: tensor ${spec.name} is missing`, {
+          code: "missing_tensor",
+          param: spec.name,
+          hint: tiedHint,
+        });
+      }
+      const same = entry.shape.length === spec.shape.length && entry.shape.every((d, i) => d === spec.shape[i]);
+      if (!same) {
+        throw new CheckpointFormatError(
+          `${dir}: tensor ${spec.name} has shape [${entry.shape.join(", ")}], config.json implies [${spec.shape.join(", ")}]`,
+          { code: "bad_shape", param: spec.name, hint: "the weights and config.json come from different models" },
+        );
+      }
+      if (!FLOAT_STORAGE.has(entry.dtype)) {
+        throw new CheckpointFormatError(
+          `${dir}: tensor ${spec.name} is stored as ${entry.dtype}, expected F32, BF16, F16 or F64`,
+          { code: "bad_dtype", param: spec.name, hint: "quantized checkpoints are not supported; use the bf16 release" },
+        );
+      }
+      // Decoded straight into the compute dtype and written into a fresh buffer in one bulk copy
+      // (Tensor.fromArray would copy element by element once more: slow for 150M-entry tables).
+      const values = decodeToFloat(ck.readBytes(spec.name), entry.dtype, dtype);
+      const buf = backend.alloc(dtype, values.length);
+      backend.write(buf, values);
+      params.set(spec.name, new Tensor(backend, buf, spec.shape, { requiresGrad: opts.requiresGrad ?? true }));
+    }
+    // lm_head.weight in a tied checkpoint is a copy of embed_tokens that HF drops; rotary
+    // inv_freq buffers appear in old exports. Neither is an error.
+    const wanted = new Set(specs.map((s) => s.name));
+    const unexpected = ck.names().filter((n) => !wanted.has(n) && !(config.tieWordEmbeddings && n === LM_HEAD));
+    if (unexpected.length > 0) opts.onUnexpected?.(unexpected);
+    return new Qwen3Model(config, params);
+  } finally {
+    ck.close();
+  }
+}
+
+export interface SaveOptions {
+  /** Storage dtype of every weight (default bf16, as Qwen3 releases ship). */
+  dtype?: "bf16" | "f16" | "f32";
+  /** Split into shards above this many bytes (HF's default is 5 GB). */
+  maxShardBytes?: number;
+  /** Replace an existing non-empty folder (default false: refuse). */
+  overwrite?: boolean;
+}
+
+const TORCH_DTYPE = { bf16: "bfloat16", f16: "float16", f32: "float32" } as const;
+const ST_DTYPE = { bf16: "BF16", f16: "F16", f32: "F32" } as const;
+
+/**
+ * Writes `model` as a Hugging Face checkpoint folder `dir`. Everything is first written into a
+ * sibling `dir.tmp-<pid>-<time>` and renamed into place at the end, so `dir` is either absent,
+ * the old checkpoint, or the complete new one. An existing non-empty `dir` is replaced only with
+ * `overwrite` (it is moved aside and deleted after the rename). Returns the files written.
+ */
+export function saveQwen3(model: Qwen3Model, dir: string, opts: SaveOptions = {}): string[] {
+  const dtype = opts.dtype ?? "bf16";
+  const target = path.resolve(dir);
+  const existing = listIfExists(target);
+  if (existing !== null && existing.length > 0 && !opts.overwrite) {
+    throw new CheckpointFormatError(`${target}: folder exists and is not empty; refusing to overwrite it`, {
+      code: "exists",
+      param: target,
+      hint: "choose a new output folder, or remove this one first",
+    });
+  }
+  const stamp = `${process.pid}-${Date.now().toString(36)}`;
+  const tmp = `${target}.tmp-${stamp}`;
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  fs.mkdirSync(tmp);
+  try {
+    // Thunks: each tensor is read back from the backend and encoded only when the writer reaches it.
+    const entries: WriteEntry[] = qwen3ParamSpecs(model.config).map((spec) => ({
+      name: spec.name,
+      dtype: ST_DTYPE[dtype],
+      shape: [...spec.shape],
+      data: () => encodeFloat(model.param(spec.name).toArray() as Float32Array | Float64Array, ST_DTYPE[dtype]),
+    }));
+    const files = writeSafetensorsCheckpoint(tmp, entries, {
+      maxShardBytes: opts.maxShardBytes,
+      metadata: { format: "pt" },
+    });
+    const config = qwen3ConfigToJson(model.config, { torchDtype: TORCH_DTYPE[dtype] });
+    fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(config, null, 2) + "\n");
+    fs.writeFileSync(
+      path.join(tmp, "generation_config.json"),
+      JSON.stringify(generationConfig(model), null, 2) + "\n",
+    );
+    let old: string | null = null;
+    if (existing !== null) {
+      old = `${target}.old-${stamp}`;
+      fs.renameSync(target, old);
+    }
+    fs.renameSync(tmp, target);
+    if (old) fs.rmSync(old, { recursive: true, force: true });
+    return [...files.map((f) => path.join(target, path.basename(f))), path.join(target, "config.json"), path.join(target, "generation_config.json")];
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** HF's generation_config.json as `GenerationConfig.from_model_config` writes it. */
+function generationConfig(model: Qwen3Model): Record<string, unknown> {
+  const c = model.config;
+  const out: Record<string, unknown> = { _from_model_config: true };
+  if (c.bosTokenId !== null) out["bos_token_id"] = c.bosTokenId;
+  if (c.eosTokenId !== null) out["eos_token_id"] = c.eosTokenId;
+  if (c.padTokenId !== null) out["pad_token_id"] = c.padTokenId;
+  return out;
+}
+
+function listIfExists(dir: string): string[] | null {
+  try {
+    return fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+}

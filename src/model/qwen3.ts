@@ -1,0 +1,194 @@
+/**
+ * Qwen3Model: the forward pass of Hugging Face `Qwen3ForCausalLM` over a layout, built from
+ * differentiable tensor ops so the trainer can call loss.backward() on its logits, and the same
+ * function (under noGrad, with a KVCache) is what the engine decodes with.
+ * It owns the parameters (HF names, see weights.ts) and the math; it knows nothing about files
+ * (checkpoint.ts), tokenizers or scheduling.
+ * Mirrors https://github.com/huggingface/transformers/blob/v4.51.0/src/transformers/models/qwen3/modeling_qwen3.py
+ */
+import {
+  Tensor,
+  add,
+  attention,
+  embedding,
+  getDefaultBackend,
+  linear,
+  noGrad,
+  rmsnorm,
+  rope,
+  swiglu,
+} from "../tensor/index.ts";
+import type { Backend } from "../tensor/index.ts";
+import { UsageError, invariant } from "../util/errors.ts";
+import { checkLayout } from "../util/layout.ts";
+import type { Layout } from "../util/layout.ts";
+import type { Qwen3Config } from "./config.ts";
+import { KVCache } from "./kv-cache.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, qwen3ParamSpecs } from "./weights.ts";
+
+export interface RandomModelOptions {
+  seed: number;
+  backend?: Backend;
+  dtype?: "f32" | "f64";
+  /** Std of the normal init (default config.initializerRange). */
+  std?: number;
+}
+
+export class Qwen3Model {
+  readonly config: Qwen3Config;
+  /** HF name -> tensor; exactly the names of qwen3ParamSpecs(config) (no lm_head when tied). */
+  readonly params: Map<string, Tensor>;
+  readonly backend: Backend;
+  /** Compute dtype of every parameter and activation. */
+  readonly dtype: "f32" | "f64";
+
+  /**
+   * Wraps an existing parameter map. The map must hold exactly the spec's names and shapes, all
+   * of one float dtype on one backend (checkpoint.ts reports bad files before this point, so a
+   * mismatch here is a bug).
+   */
+  constructor(config: Qwen3Config, params: Map<string, Tensor>) {
+    const specs = qwen3ParamSpecs(config);
+    invariant(params.size === specs.length, () =>
+      `Qwen3Model: ${params.size} parameters given, config needs ${specs.length}`);
+    const first = params.get(EMBED);
+    invariant(first, `Qwen3Model: missing ${EMBED}`);
+    invariant(first.dtype === "f32" || first.dtype === "f64", () => `Qwen3Model: parameters must be f32 or f64, got ${first.dtype}`);
+    for (const spec of specs) {
+      const t = params.get(spec.name);
+      invariant(t, () => `Qwen3Model: missing parameter ${spec.name}`);
+      invariant(
+        t.shape.length === spec.shape.length && t.shape.every((d, i) => d === spec.shape[i]),
+        () => `Qwen3Model: ${spec.name} has shape [${t.shape}], expected [${spec.shape}]`,
+      );
+      invariant(t.dtype === first.dtype && t.backend === first.backend, () =>
+        `Qwen3Model: ${spec.name} is ${t.dtype} on ${t.backend.name}, expected ${first.dtype} on ${first.backend.name}`);
+    }
+    this.config = config;
+    this.params = params;
+    this.backend = first.backend;
+    this.dtype = first.dtype;
+  }
+
+  /** A freshly initialized model (deterministic per seed; see weights.ts). */
+  static random(config: Qwen3Config, opts: RandomModelOptions): Qwen3Model {
+    const params = initQwen3Params(config, {
+      seed: opts.seed,
+      backend: opts.backend ?? getDefaultBackend(),
+      dtype: opts.dtype ?? "f32",
+      std: opts.std,
+    });
+    return new Qwen3Model(config, params);
+  }
+
+  /** Every trainable tensor, in HF order (the optimizer's parameter list). */
+  parameters(): Tensor[] {
+    return qwen3ParamSpecs(this.config).map((s) => this.params.get(s.name)!);
+  }
+
+  param(name: string): Tensor {
+    const t = this.params.get(name);
+    invariant(t, () => `Qwen3Model: no parameter named ${name}`);
+    return t;
+  }
+
+  /** An empty contiguous KV cache sized for this model. */
+  newKVCache(maxTokens: number): KVCache {
+    const c = this.config;
+    return new KVCache({
+      backend: this.backend,
+      dtype: this.dtype,
+      numLayers: c.numHiddenLayers,
+      kvHeads: c.numKeyValueHeads,
+      headDim: c.headDim,
+      maxTokens,
+    });
+  }
+
+  /**
+   * Logits [T, V] for the T tokens `ids` placed by `layout` (positions and visible key segments).
+   * Without a cache the layout's keys are the T tokens themselves (numKeys == T). With a cache
+   * holding P tokens, numKeys must be P + T (e.g. causalLayout(T, P)); the new tokens' k and v
+   * are written into the cache, which then holds P + T. Cached forwards are inference only.
+   */
+  forward(ids: Int32Array | readonly number[], layout: Layout, kv?: KVCache): Tensor {
+    if (kv) return noGrad(() => this.forwardImpl(ids, layout, kv));
+    return this.forwardImpl(ids, layout, undefined);
+  }
+
+  private forwardImpl(ids: Int32Array | readonly number[], layout: Layout, kv: KVCache | undefined): Tensor {
+    const c = this.config;
+    const T = ids.length;
+    const H = c.numAttentionHeads;
+    const Hkv = c.numKeyValueHeads;
+    const D = c.headDim;
+    const eps = c.rmsNormEps;
+    const past = kv ? kv.length : 0;
+    this.checkInputs(ids, layout, kv);
+    if (kv) kv.ensureRoom(T);
+
+    const idsT = Tensor.fromArray(Int32Array.from(ids), [T], { dtype: "i32", backend: this.backend });
+    const pos = Tensor.fromArray(layout.positions, [T], { dtype: "i32", backend: this.backend });
+    const embed = this.param(EMBED);
+    let h = embedding(embed, idsT); // [T, C]
+
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const n = layerParamNames(l);
+      const bias = (name: string) => (c.attentionBias ? this.param(name) : null);
+      const a = rmsnorm(h, this.param(n.inputNorm), eps); // [T, C]
+      // q/k RMSNorm runs per head over D, before RoPE (Qwen3's difference from Qwen2).
+      let q = linear(a, this.param(n.q), bias(n.qBias)).reshape([T, H, D]);
+      q = rope(rmsnorm(q, this.param(n.qNorm), eps), pos, c.ropeTheta); // [T, H, D]
+      let k = linear(a, this.param(n.k), bias(n.kBias)).reshape([T, Hkv, D]);
+      k = rope(rmsnorm(k, this.param(n.kNorm), eps), pos, c.ropeTheta); // [T, Hkv, D]
+      let v = linear(a, this.param(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
+      if (kv) ({ k, v } = kv.append(l, k, v)); // now [past + T, Hkv, D]
+      // HF: scaling = head_dim ** -0.5; query head h reads kv head floor(h / (H / Hkv)) (repeat_kv).
+      const att = attention(q, k, v, layout, 1 / Math.sqrt(D)).reshape([T, H * D]);
+      h = add(h, linear(att, this.param(n.o), bias(n.oBias))); // [T, C]
+      const m = rmsnorm(h, this.param(n.postNorm), eps);
+      const mlp = swiglu(linear(m, this.param(n.gate)), linear(m, this.param(n.up))); // [T, I]
+      h = add(h, linear(mlp, this.param(n.down))); // [T, C]
+    }
+    if (kv) kv.advance(T);
+    invariant(!kv || kv.length === past + T, "KVCache length out of step with the forward");
+    const hf = rmsnorm(h, this.param(FINAL_NORM), eps);
+    const head = c.tieWordEmbeddings ? embed : this.param(LM_HEAD);
+    return linear(hf, head); // [T, V]
+  }
+
+  /**
+   * Token ids come from users and tokenizers (a boundary); the layout from npr's own builders
+   * (a mismatch is a bug, so it fails an invariant).
+   */
+  private checkInputs(ids: Int32Array | readonly number[], layout: Layout, kv: KVCache | undefined): void {
+    const V = this.config.vocabSize;
+    if (ids.length === 0) throw new UsageError("Qwen3Model.forward: no tokens given", { code: "empty", param: "ids" });
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new UsageError(`token ${i} is ${id}, outside the vocabulary [0, ${V})`, {
+          code: "bad_token",
+          param: "ids",
+          hint: "token ids must be integers below the model's vocab_size",
+        });
+      }
+    }
+    const past = kv ? kv.length : 0;
+    invariant(layout.numTokens === ids.length, () =>
+      `forward: layout has ${layout.numTokens} tokens, ids has ${ids.length}`);
+    invariant(layout.numKeys === past + ids.length, () =>
+      `forward: layout sees ${layout.numKeys} keys but ${past} cached + ${ids.length} new` +
+      (kv ? " (build it as causalLayout(T, kv.length))" : ""));
+    if (kv) {
+      const c = this.config;
+      invariant(
+        kv.numLayers === c.numHiddenLayers && kv.kvHeads === c.numKeyValueHeads && kv.headDim === c.headDim &&
+          kv.dtype === this.dtype && kv.backend === this.backend,
+        "forward: KVCache was made for a different model (use model.newKVCache)",
+      );
+    }
+    const why = checkLayout(layout);
+    invariant(why === null, () => `forward: bad layout: ${why}`);
+  }
+}
