@@ -5,7 +5,9 @@
  */
 import { Command, CommanderError } from "commander";
 import { BoundaryError } from "../util/errors.ts";
+import { registerGradeCommands } from "./grade.ts";
 import { registerModelCommands } from "./model.ts";
+import { registerTasksCommands } from "./tasks.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -18,6 +20,8 @@ export function buildProgram(): Command {
     .version("0.1.0")
     .showHelpAfterError("(run with --help for usage)");
   registerModelCommands(program);
+  registerGradeCommands(program);
+  registerTasksCommands(program);
   return program;
 }
 
