@@ -4,7 +4,7 @@
  * pure-TypeScript GEMM and with OpenBLAS, and side by side in the same run against PyTorch on the
  * CPU (bench/torch_train.py: the same architecture and step in plain torch).
  *
- *   node bench/cpu-train.ts [--steps 5] [--batch 4] [--seq 256] [--presets tiny,small] [--no-torch]
+ *   node bench/cpu-train.ts [--steps 5] [--rounds 3] [--batch 4] [--seq 256] [--presets tiny,small] [--no-torch]
  *
  * PyTorch comes from Debian (`apt-get install python3-torch`); the script looks for it in
  * $NPR_PYTHON, /usr/bin/python3 and python3, and skips the comparison with the reason if none
@@ -31,6 +31,7 @@ const { values: args } = parseArgs({
     batch: { type: "string", default: "4" },
     seq: { type: "string", default: "256" },
     presets: { type: "string", default: "tiny,small" },
+    rounds: { type: "string", default: "3" },
     "no-torch": { type: "boolean", default: false },
   },
 });
@@ -38,6 +39,9 @@ const STEPS = Number(args.steps);
 const WARMUP = Number(args.warmup);
 const B = Number(args.batch);
 const S = Number(args.seq);
+// The three contestants run in alternation for several rounds and each keeps its best round, so
+// a burst of load from other processes penalizes one round, not one contestant.
+const ROUNDS = Number(args.rounds);
 
 interface Result {
   tokensPerS: number;
@@ -108,21 +112,31 @@ function benchTorch(python: string, configFile: string): Result & { version: str
 
 const torch = args["no-torch"] ? { python: null, why: "--no-torch given" } : findTorchPython();
 console.log(`machine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, Node ${process.version}`);
-console.log(`step: forward + cross-entropy + backward + clip + AdamW, B=${B} packed sequences x S=${S} tokens, median of ${STEPS} steps after ${WARMUP} warm-up\n`);
+console.log(`step: forward + cross-entropy + backward + clip + AdamW, B=${B} packed sequences x S=${S} tokens; median of ${STEPS} steps after ${WARMUP} warm-up, best of ${ROUNDS} alternating rounds\n`);
 const header = ["preset", "params", "npr ts-gemm tok/s", "npr openblas tok/s", "torch tok/s", "openblas/torch"];
 const rows: string[][] = [];
 for (const preset of String(args.presets).split(",")) {
   const file = path.join(ROOT, "presets/models", `${preset}.json`);
   const { config } = parseQwen3Config(JSON.parse(fs.readFileSync(file, "utf8")), file);
-  const ts = benchNpr(file, false);
-  const blas = benchNpr(file, true);
+  let ts = benchNpr(file, false);
+  let blas = benchNpr(file, true);
+  let tt: (Result & { version: string }) | null = torch.python ? benchTorch(torch.python, file) : null;
+  for (let r = 1; r < ROUNDS; r++) {
+    const ts2 = benchNpr(file, false);
+    if (ts2.tokensPerS > ts.tokensPerS) ts = ts2;
+    const blas2 = benchNpr(file, true);
+    if (blas2.tokensPerS > blas.tokensPerS) blas = blas2;
+    if (tt) {
+      const t2 = benchTorch(torch.python!, file);
+      if (t2.tokensPerS > tt.tokensPerS) tt = t2;
+    }
+  }
   const blasNote = blas.path === "openblas" ? "" : " (openblas did not load)";
   let torchCell = "skipped";
   let ratio = "-";
-  if (torch.python) {
-    const t = benchTorch(torch.python, file);
-    torchCell = t.tokensPerS.toFixed(0);
-    ratio = `${(blas.tokensPerS / t.tokensPerS).toFixed(2)}x`;
+  if (tt) {
+    torchCell = tt.tokensPerS.toFixed(0);
+    ratio = `${(blas.tokensPerS / tt.tokensPerS).toFixed(2)}x`;
   }
   rows.push([preset, qwen3ParamCount(config).toLocaleString("en-US"), ts.tokensPerS.toFixed(0), blas.tokensPerS.toFixed(0) + blasNote, torchCell, ratio]);
   console.error(`  ${preset}: loss npr ${blas.loss.toFixed(3)} (ts ${ts.loss.toFixed(3)})`);

@@ -1,0 +1,610 @@
+/**
+ * The CPU backend: the reference implementation of the Backend contract (types.ts) over typed
+ * arrays. This file owns buffers, argument checks and call counters; the arithmetic lives in
+ * elementwise.ts, nn.ts, attention.ts and gemm.ts (OpenBLAS or TypeScript). Every op checks its
+ * arguments before touching memory: another backend's buffer, a freed buffer, an f32/f64 mix, a
+ * float op on i32 or a too-small buffer is an InvariantError naming the op and the argument (a
+ * bug in the tensor layer, never user input). It knows nothing about Tensors or autograd.
+ */
+import { ENV } from "../../../util/env.ts";
+import { invariant } from "../../../util/errors.ts";
+import type {
+  AdamWParams,
+  AttentionParams,
+  AttentionSegments,
+  Backend,
+  BinaryOp,
+  BinaryParams,
+  CopyParams,
+  DeviceBuffer,
+  DType,
+  FloatArray,
+  HostArray,
+  LogprobParams,
+  MatmulParams,
+  PrimitiveName,
+  ReduceParams,
+  RmsNormParams,
+  RopeParams,
+  RowsParams,
+  ScalarOp,
+  UnaryOp,
+} from "../types.ts";
+import { BINARY_OPS, SCALAR_OPS, UNARY_OPS } from "../types.ts";
+import * as att from "./attention.ts";
+import * as ew from "./elementwise.ts";
+import { CpuGemm } from "./gemm.ts";
+import * as nn from "./nn.ts";
+
+const EMPTY = new Float32Array(0);
+
+/** A CPU buffer: a typed array of its dtype, exactly `length` elements. */
+export class CpuBuffer implements DeviceBuffer {
+  readonly dtype: DType;
+  readonly length: number;
+  /** The elements; replaced by an empty array on free so the memory can be collected. */
+  data: Float32Array | Float64Array | Int32Array;
+  /** Set by free(); any later use is an InvariantError. */
+  freed = false;
+
+  constructor(dtype: DType, length: number) {
+    this.dtype = dtype;
+    this.length = length;
+    this.data =
+      dtype === "f32" ? new Float32Array(length) : dtype === "f64" ? new Float64Array(length) : new Int32Array(length);
+  }
+}
+
+export interface CpuBackendOptions {
+  /** Use OpenBLAS for matmul when it loads (default ENV.useBlas, i.e. NPR_BLAS). */
+  useBlas?: boolean;
+  /**
+   * Attention tiling (attention.ts): query tokens per tile, and the fraction of a tile's dense
+   * [tokens x key span] block that must be visible for it to go through GEMM. Defaults are for
+   * speed; tests set them to force one path or the other.
+   */
+  attention?: { tile?: number; minDensity?: number };
+}
+
+/** Query tokens per attention tile: GEMMs of 64 x G rows keep OpenBLAS efficient. */
+const ATTENTION_TILE = 64;
+/**
+ * Density above which a tile goes through GEMM. Measured on this machine (D=32..128): OpenBLAS
+ * tiles run at 50-100 GFLOP/s against ~1.5 for the row-wise loop, so even sparse tiles win;
+ * the TypeScript GEMM (~5 GFLOP/s) only wins on tiles at least about half visible.
+ */
+const ATTENTION_MIN_DENSITY = { openblas: 0.1, typescript: 0.4 } as const;
+
+/** One float argument of an op: [name, buffer, minimum number of elements]. */
+type FloatArg = readonly [name: string, buf: DeviceBuffer, minLength: number];
+
+function isCount(n: number): boolean {
+  return Number.isInteger(n) && n >= 0;
+}
+
+export class CpuBackend implements Backend {
+  readonly name = "cpu";
+  /** Which GEMM path matmul takes; "typescript" when OpenBLAS is off or did not load. */
+  readonly gemmPath: "openblas" | "typescript";
+  /** Why matmul does not use OpenBLAS (null when it does). */
+  readonly whyNoBlas: string | null;
+  private readonly gemm: CpuGemm;
+  private readonly attn: att.AttentionOptions;
+  private readonly calls: Record<string, number> = {};
+
+  constructor(opts: CpuBackendOptions = {}) {
+    this.gemm = new CpuGemm({
+      useBlas: opts.useBlas ?? ENV.useBlas,
+      openblasPath: ENV.openblasPath,
+      threads: ENV.threads,
+    });
+    this.gemmPath = this.gemm.path;
+    this.whyNoBlas = this.gemm.whyNoBlas;
+    const gemm = this.gemm;
+    this.attn = {
+      gemm: (a, b, c, p) => gemm.run(a, b, c, p),
+      tile: opts.attention?.tile ?? ATTENTION_TILE,
+      minDensity: opts.attention?.minDensity ?? ATTENTION_MIN_DENSITY[gemm.path],
+    };
+  }
+
+  // ---------------------------------------------------------------- checking helpers
+
+  /** Counts a primitive call, or a backend-specific event: the GEMM path, attention tiles by path. */
+  private count(name: PrimitiveName | "gemm.openblas" | "gemm.typescript" | "attention.dense" | "attention.rowwise", n = 1): void {
+    this.calls[name] = (this.calls[name] ?? 0) + n;
+  }
+
+  private countTiles(stats: att.AttentionStats): void {
+    if (stats.denseTiles) this.count("attention.dense", stats.denseTiles);
+    if (stats.rowTiles) this.count("attention.rowwise", stats.rowTiles);
+  }
+
+  /** The live CpuBuffer behind buf, or an InvariantError naming op and argument. */
+  private live(op: string, arg: string, buf: DeviceBuffer): CpuBuffer {
+    invariant(buf instanceof CpuBuffer, () => `${op}: ${arg} is not a buffer of the cpu backend`);
+    invariant(!buf.freed, () => `${op}: ${arg} was used after free (${buf.dtype}[${buf.length}])`);
+    return buf;
+  }
+
+  private sized(op: string, arg: string, buf: DeviceBuffer, minLength: number): CpuBuffer {
+    const b = this.live(op, arg, buf);
+    invariant(
+      b.length >= minLength,
+      () => `${op}: ${arg} has ${b.length} elements, the sizes given need at least ${minLength}`,
+    );
+    return b;
+  }
+
+  /**
+   * Checks float arguments that must share one dtype (f32 or f64) and hold enough elements;
+   * returns their arrays in order.
+   */
+  private floats(op: string, args: readonly FloatArg[]): FloatArray[] {
+    // The first argument fixes the dtype, so messages read "b is f64 but a is f32".
+    const first = args[0];
+    const dtype = this.live(op, first[0], first[1]).dtype;
+    invariant(dtype === "f32" || dtype === "f64", () => `${op}: ${first[0]} is ${dtype}, expected f32 or f64`);
+    return args.map(([arg, buf, min]) => {
+      const b = this.sized(op, arg, buf, min);
+      invariant(
+        b.dtype === dtype,
+        () => `${op}: ${arg} is ${b.dtype} but ${first[0]} is ${dtype} (float args must share one dtype)`,
+      );
+      return b.data as FloatArray;
+    });
+  }
+
+  private ints(op: string, arg: string, buf: DeviceBuffer, minLength: number): Int32Array {
+    const b = this.sized(op, arg, buf, minLength);
+    invariant(b.dtype === "i32", () => `${op}: ${arg} is ${b.dtype}, expected i32`);
+    return b.data as Int32Array;
+  }
+
+  private dims(op: string, p: Record<string, number>): void {
+    for (const [key, n] of Object.entries(p)) {
+      invariant(isCount(n), () => `${op}: ${key} = ${n} is not a non-negative integer`);
+    }
+  }
+
+  // ---------------------------------------------------------------- buffers
+
+  alloc(dtype: DType, length: number): CpuBuffer {
+    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32", () => `alloc: unknown dtype ${String(dtype)}`);
+    invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
+    return new CpuBuffer(dtype, length);
+  }
+
+  /** Marks buf freed (a later use or a second free throws) and drops the array for the GC. */
+  free(buf: DeviceBuffer): void {
+    const b = this.live("free", "buf", buf);
+    b.freed = true;
+    b.data = EMPTY;
+  }
+
+  /** The host array's type must match the dtype: no silent f64 -> f32 rounding on upload. */
+  write(buf: DeviceBuffer, src: HostArray, dstOffset = 0): void {
+    const b = this.live("write", "buf", buf);
+    const ok =
+      (b.dtype === "f32" && src instanceof Float32Array) ||
+      (b.dtype === "f64" && src instanceof Float64Array) ||
+      (b.dtype === "i32" && src instanceof Int32Array);
+    invariant(ok, () => `write: a ${src.constructor.name} cannot be written into a ${b.dtype} buffer`);
+    invariant(
+      isCount(dstOffset) && dstOffset + src.length <= b.length,
+      () => `write: ${src.length} elements at offset ${dstOffset} overflow a buffer of ${b.length}`,
+    );
+    b.data.set(src as never, dstOffset);
+  }
+
+  read(buf: DeviceBuffer, offset = 0, length?: number): HostArray {
+    const b = this.live("read", "buf", buf);
+    const n = length ?? b.length - offset;
+    invariant(
+      isCount(offset) && isCount(n) && offset + n <= b.length,
+      () => `read: [${offset}, ${offset + n}) is outside a buffer of ${b.length}`,
+    );
+    return b.data.slice(offset, offset + n);
+  }
+
+  counters(): Readonly<Record<string, number>> {
+    return { ...this.calls };
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  /** Any dtype, i32 included (ids, masks). */
+  fill(out: DeviceBuffer, value: number): void {
+    ew.fill(this.live("fill", "out", out).data, value);
+    this.count("fill");
+  }
+
+  /** Any dtype, same on both sides. Strides must be >= 0 (the contract's views are negative-free). */
+  copy(src: DeviceBuffer, out: DeviceBuffer, p: CopyParams): void {
+    const op = "copy";
+    invariant(
+      p.srcStrides.length === p.shape.length,
+      () => `copy: srcStrides has ${p.srcStrides.length} entries for a rank-${p.shape.length} shape`,
+    );
+    this.dims(op, { srcOffset: p.srcOffset, dstOffset: p.dstOffset });
+    p.shape.forEach((d, i) => this.dims(op, { [`shape[${i}]`]: d, [`srcStrides[${i}]`]: p.srcStrides[i] }));
+    const s = this.sized(op, "src", src, ew.stridedExtent(p.shape, p.srcStrides, p.srcOffset));
+    const o = this.sized(op, "out", out, p.dstOffset + ew.numel(p.shape));
+    invariant(s.dtype === o.dtype, () => `copy: src is ${s.dtype} but out is ${o.dtype}`);
+    ew.copy(s.data, o.data, p);
+    this.count(op);
+  }
+
+  // ---------------------------------------------------------------- elementwise
+  // The contract sizes these ops by their output (n = out.length, or dx/dGate); inputs may be
+  // longer (a view's backing buffer), never shorter. Outputs may alias inputs: every kernel reads
+  // an element before writing the same index.
+
+  unary(op: UnaryOp, x: DeviceBuffer, out: DeviceBuffer): void {
+    invariant(UNARY_OPS.includes(op), () => `unary: unknown op ${op}`);
+    const n = out.length;
+    const [O, X] = this.floats(`unary(${op})`, [
+      ["out", out, n],
+      ["x", x, n],
+    ]);
+    ew.unary(op, X, O, n);
+    this.count("unary");
+  }
+
+  unaryBackward(op: UnaryOp, x: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer): void {
+    invariant(UNARY_OPS.includes(op), () => `unaryBackward: unknown op ${op}`);
+    const n = dx.length;
+    const usesY = ew.UNARY_USES_Y.has(op);
+    // Only the operand the derivative reads is checked; the other may be any placeholder.
+    const [DX, DY, IN] = this.floats(`unaryBackward(${op})`, [
+      ["dx", dx, n],
+      ["dy", dy, n],
+      usesY ? ["y", y, n] : ["x", x, n],
+    ]);
+    // The kernel reads only the operand checked above, so it is passed as both x and y.
+    ew.unaryBackward(op, IN, IN, DY, DX, n);
+    this.count("unaryBackward");
+  }
+
+  binary(op: BinaryOp, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: BinaryParams): void {
+    const name = `binary(${op})`;
+    invariant(BINARY_OPS.includes(op), () => `binary: unknown op ${op}`);
+    const rank = p.shape.length;
+    invariant(
+      p.aStrides.length === rank && p.bStrides.length === rank,
+      () => `${name}: aStrides/bStrides have ${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`,
+    );
+    p.shape.forEach((d, i) =>
+      this.dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }),
+    );
+    const [A, B, O] = this.floats(name, [
+      ["a", a, ew.stridedExtent(p.shape, p.aStrides)],
+      ["b", b, ew.stridedExtent(p.shape, p.bStrides)],
+      ["out", out, ew.numel(p.shape)],
+    ]);
+    ew.binary(op, A, B, O, p);
+    this.count("binary");
+  }
+
+  scalar(op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {
+    invariant(SCALAR_OPS.includes(op), () => `scalar: unknown op ${op}`);
+    const n = out.length;
+    const [O, X] = this.floats(`scalar(${op})`, [
+      ["out", out, n],
+      ["x", x, n],
+    ]);
+    ew.scalar(op, X, value, O, n);
+    this.count("scalar");
+  }
+
+  swiglu(gate: DeviceBuffer, up: DeviceBuffer, out: DeviceBuffer): void {
+    const n = out.length;
+    const [O, G, U] = this.floats("swiglu", [
+      ["out", out, n],
+      ["gate", gate, n],
+      ["up", up, n],
+    ]);
+    ew.swiglu(G, U, O, n);
+    this.count("swiglu");
+  }
+
+  swigluBackward(gate: DeviceBuffer, up: DeviceBuffer, dy: DeviceBuffer, dGate: DeviceBuffer, dUp: DeviceBuffer): void {
+    const n = dGate.length;
+    const [DG, DU, G, U, DY] = this.floats("swigluBackward", [
+      ["dGate", dGate, n],
+      ["dUp", dUp, n],
+      ["gate", gate, n],
+      ["up", up, n],
+      ["dy", dy, n],
+    ]);
+    ew.swigluBackward(G, U, DY, DG, DU, n);
+    this.count("swigluBackward");
+  }
+
+  // ---------------------------------------------------------------- reduce
+
+  reduceSum(x: DeviceBuffer, out: DeviceBuffer, p: ReduceParams): void {
+    this.dims("reduceSum", { outer: p.outer, reduce: p.reduce, inner: p.inner });
+    const [X, O] = this.floats("reduceSum", [
+      ["x", x, p.outer * p.reduce * p.inner],
+      ["out", out, p.outer * p.inner],
+    ]);
+    ew.reduceSum(X, O, p.outer, p.reduce, p.inner);
+    this.count("reduceSum");
+  }
+
+  // ---------------------------------------------------------------- gemm
+  // Sizes are checked here too (CpuGemm checks them again) so the error names the backend op and
+  // argument the way every other op does; the GEMM path taken is counted beside the call.
+
+  matmul(a: DeviceBuffer, b: DeviceBuffer, c: DeviceBuffer, p: MatmulParams): void {
+    const { batch, m, n, k } = p;
+    const offA = p.offsetA ?? 0;
+    const offB = p.offsetB ?? 0;
+    const offC = p.offsetC ?? 0;
+    this.dims("matmul", {
+      batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
+      offsetA: offA, offsetB: offB, offsetC: offC,
+    });
+    // The last batch item's matrix must fit; earlier ones sit below it (strides are >= 0).
+    const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
+    const [A, B, C] = this.floats("matmul", [
+      ["a", a, need(offA, p.strideA, m * k)],
+      ["b", b, need(offB, p.strideB, k * n)],
+      ["c", c, need(offC, p.strideC, m * n)],
+    ]);
+    this.gemm.run(A, B, C, p);
+    this.count("matmul");
+    this.count(`gemm.${this.gemm.path}`);
+  }
+
+  // ---------------------------------------------------------------- nn
+  // Ids, targets and positions are i32; their values (not just sizes) are checked in the kernels,
+  // where a bad id would otherwise silently read a neighbouring row.
+
+  embedding(table: DeviceBuffer, ids: DeviceBuffer, out: DeviceBuffer, p: { n: number; dim: number }): void {
+    this.dims("embedding", p);
+    const I = this.ints("embedding", "ids", ids, p.n);
+    const [T, O] = this.floats("embedding", [
+      ["table", table, 0],
+      ["out", out, p.n * p.dim],
+    ]);
+    nn.embedding(T, I, O, p.n, p.dim);
+    this.count("embedding");
+  }
+
+  embeddingBackward(dOut: DeviceBuffer, ids: DeviceBuffer, dTable: DeviceBuffer, p: { n: number; dim: number }): void {
+    this.dims("embeddingBackward", p);
+    const I = this.ints("embeddingBackward", "ids", ids, p.n);
+    const [DO, DT] = this.floats("embeddingBackward", [
+      ["dOut", dOut, p.n * p.dim],
+      ["dTable", dTable, 0],
+    ]);
+    nn.embeddingBackward(DO, I, DT, p.n, p.dim);
+    this.count("embeddingBackward");
+  }
+
+  rmsnorm(x: DeviceBuffer, w: DeviceBuffer, out: DeviceBuffer, rstd: DeviceBuffer, p: RmsNormParams): void {
+    const { rows, dim } = p;
+    this.dims("rmsnorm", { rows, dim });
+    const [X, W, O, R] = this.floats("rmsnorm", [
+      ["x", x, rows * dim],
+      ["w", w, dim],
+      ["out", out, rows * dim],
+      ["rstd", rstd, rows],
+    ]);
+    nn.rmsnorm(X, W, O, R, rows, dim, p.eps);
+    this.count("rmsnorm");
+  }
+
+  rmsnormBackward(
+    x: DeviceBuffer,
+    w: DeviceBuffer,
+    rstd: DeviceBuffer,
+    dy: DeviceBuffer,
+    dx: DeviceBuffer,
+    dw: DeviceBuffer,
+    p: RmsNormParams,
+  ): void {
+    const { rows, dim } = p;
+    this.dims("rmsnormBackward", { rows, dim });
+    const [X, W, R, DY, DX, DW] = this.floats("rmsnormBackward", [
+      ["x", x, rows * dim],
+      ["w", w, dim],
+      ["rstd", rstd, rows],
+      ["dy", dy, rows * dim],
+      ["dx", dx, rows * dim],
+      ["dw", dw, dim],
+    ]);
+    nn.rmsnormBackward(X, W, R, DY, DX, DW, rows, dim);
+    this.count("rmsnormBackward");
+  }
+
+  rope(x: DeviceBuffer, positions: DeviceBuffer, out: DeviceBuffer, p: RopeParams): void {
+    const { tokens, heads, dim } = p;
+    this.dims("rope", { tokens, heads, dim });
+    invariant(dim % 2 === 0, () => `rope: dim ${dim} is odd; rotate-half needs an even head dim`);
+    const P = this.ints("rope", "positions", positions, tokens);
+    const [X, O] = this.floats("rope", [
+      ["x", x, tokens * heads * dim],
+      ["out", out, tokens * heads * dim],
+    ]);
+    nn.rope(X, P, O, tokens, heads, dim, p.theta, p.inverse);
+    this.count("rope");
+  }
+
+  softmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
+    const [X, O] = this.rows("softmax", p, x, "x", out, "out");
+    nn.softmax(X, O, p.rows, p.cols);
+    this.count("softmax");
+  }
+
+  softmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
+    const [Y, DY, DX] = this.rows("softmaxBackward", p, y, "y", dy, "dy", dx, "dx");
+    nn.softmaxBackward(Y, DY, DX, p.rows, p.cols);
+    this.count("softmaxBackward");
+  }
+
+  logSoftmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
+    const [X, O] = this.rows("logSoftmax", p, x, "x", out, "out");
+    nn.logSoftmax(X, O, p.rows, p.cols);
+    this.count("logSoftmax");
+  }
+
+  logSoftmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
+    const [Y, DY, DX] = this.rows("logSoftmaxBackward", p, y, "y", dy, "dy", dx, "dx");
+    nn.logSoftmaxBackward(Y, DY, DX, p.rows, p.cols);
+    this.count("logSoftmaxBackward");
+  }
+
+  /** Checks [rows, cols] float arguments given as buffer, name pairs. */
+  private rows(op: string, p: RowsParams, ...pairs: Array<DeviceBuffer | string>): FloatArray[] {
+    this.dims(op, { rows: p.rows, cols: p.cols });
+    const args: FloatArg[] = [];
+    for (let i = 0; i < pairs.length; i += 2) {
+      args.push([pairs[i + 1] as string, pairs[i] as DeviceBuffer, p.rows * p.cols]);
+    }
+    return this.floats(op, args);
+  }
+
+  logprobGather(logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void {
+    const { rows, cols } = p;
+    this.dims("logprobGather", { rows, cols });
+    const TG = this.ints("logprobGather", "targets", targets, rows);
+    const [L, LP, LSE] = this.floats("logprobGather", [
+      ["logits", logits, rows * cols],
+      ["logp", logp, rows],
+      ["lse", lse, rows],
+    ]);
+    nn.logprobGather(L, TG, LP, LSE, rows, cols, p.ignoreIndex);
+    this.count("logprobGather");
+  }
+
+  logprobGatherBackward(
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    lse: DeviceBuffer,
+    dLogp: DeviceBuffer,
+    dLogits: DeviceBuffer,
+    p: LogprobParams,
+  ): void {
+    const { rows, cols } = p;
+    this.dims("logprobGatherBackward", { rows, cols });
+    const TG = this.ints("logprobGatherBackward", "targets", targets, rows);
+    const [L, LSE, DLP, DL] = this.floats("logprobGatherBackward", [
+      ["logits", logits, rows * cols],
+      ["lse", lse, rows],
+      ["dLogp", dLogp, rows],
+      ["dLogits", dLogits, rows * cols],
+    ]);
+    nn.logprobGatherBackward(L, TG, LSE, DLP, DL, rows, cols, p.ignoreIndex);
+    this.count("logprobGatherBackward");
+  }
+
+  /**
+   * Checks the segment arrays of an attention call: offsets [T+1] non-decreasing from 0, every
+   * segment inside [0, S), and each token's segments sorted and disjoint (the GEMM tiles map
+   * segments to score columns in one forward walk). Linear in the segments: negligible.
+   */
+  private segments(op: string, seg: AttentionSegments, T: number, S: number): [Int32Array, Int32Array, Int32Array] {
+    const off = this.ints(op, "seg.offsets", seg.offsets, T + 1);
+    invariant(off[0] === 0, () => `${op}: seg.offsets[0] = ${off[0]}, expected 0`);
+    for (let t = 0; t < T; t++) {
+      invariant(off[t + 1] >= off[t], () => `${op}: seg.offsets decreases at token ${t}`);
+    }
+    const numSeg = off[T];
+    const st = this.ints(op, "seg.starts", seg.starts, numSeg);
+    const en = this.ints(op, "seg.ends", seg.ends, numSeg);
+    for (let s = 0; s < numSeg; s++) {
+      invariant(
+        st[s] >= 0 && st[s] <= en[s] && en[s] <= S,
+        () => `${op}: segment ${s} = [${st[s]}, ${en[s]}) is not inside [0, ${S}) keys`,
+      );
+    }
+    for (let t = 0; t < T; t++) {
+      for (let s = off[t] + 1; s < off[t + 1]; s++) {
+        invariant(st[s] >= en[s - 1], () => `${op}: token ${t}'s segments ${s - 1} and ${s} are not sorted and disjoint`);
+      }
+    }
+    return [off, st, en];
+  }
+
+  private attentionDims(op: string, p: AttentionParams): void {
+    const { tokens, keys, heads, kvHeads, headDim } = p;
+    this.dims(op, { tokens, keys, heads, kvHeads, headDim });
+    invariant(kvHeads >= 1 && heads >= kvHeads, () => `${op}: ${heads} query heads cannot share ${kvHeads} kv heads`);
+  }
+
+  attention(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    seg: AttentionSegments,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    p: AttentionParams,
+  ): void {
+    const op = "attention";
+    this.attentionDims(op, p);
+    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
+    const [off, st, en] = this.segments(op, seg, T, S);
+    const [Q, K, V, O, L] = this.floats(op, [
+      ["q", q, T * H * D],
+      ["k", k, S * Hkv * D],
+      ["v", v, S * Hkv * D],
+      ["out", out, T * H * D],
+      ["lse", lse, T * H],
+    ]);
+    this.countTiles(att.attention(Q, K, V, off, st, en, O, L, p, this.attn));
+    this.count(op);
+  }
+
+  attentionBackward(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    seg: AttentionSegments,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    dOut: DeviceBuffer,
+    dq: DeviceBuffer,
+    dk: DeviceBuffer,
+    dv: DeviceBuffer,
+    p: AttentionParams,
+  ): void {
+    const op = "attentionBackward";
+    this.attentionDims(op, p);
+    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
+    const [off, st, en] = this.segments(op, seg, T, S);
+    const [Q, K, V, O, L, DO, DQ, DK, DV] = this.floats(op, [
+      ["q", q, T * H * D],
+      ["k", k, S * Hkv * D],
+      ["v", v, S * Hkv * D],
+      ["out", out, T * H * D],
+      ["lse", lse, T * H],
+      ["dOut", dOut, T * H * D],
+      ["dq", dq, T * H * D],
+      ["dk", dk, S * Hkv * D],
+      ["dv", dv, S * Hkv * D],
+    ]);
+    this.countTiles(att.attentionBackward(Q, K, V, off, st, en, O, L, DO, DQ, DK, DV, p, this.attn));
+    this.count(op);
+  }
+
+  // ---------------------------------------------------------------- optim
+  // param, grad, m and v share one dtype: the optimizer state of an f32 model is f32, as in the
+  // CUDA backend, so checkpoints carry the same numbers whichever backend trained.
+
+  adamw(param: DeviceBuffer, grad: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, p: AdamWParams): void {
+    this.dims("adamw", { n: p.n });
+    invariant(Number.isInteger(p.step) && p.step >= 1, () => `adamw: step ${p.step} must be a 1-based integer`);
+    const [P, G, M, V] = this.floats("adamw", [
+      ["param", param, p.n],
+      ["grad", grad, p.n],
+      ["m", m, p.n],
+      ["v", v, p.n],
+    ]);
+    nn.adamw(P, G, M, V, p.n, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step);
+    this.count("adamw");
+  }
+}

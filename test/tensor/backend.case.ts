@@ -1,0 +1,901 @@
+/**
+ * The backend conformance suite (STYLE.md habit 7): every primitive of the Backend contract,
+ * forward and backward, against naive float64 references written here (dense masks built from
+ * the segments), on seeded random inputs, with per-op tolerances. Every backend runs it
+ * (cpu.test.ts now, cuda.test.ts later). Each case asserts the backend's counter for its primitive
+ * rose, so a silent fallback cannot pass; outputs start as garbage (NaN where C must not be
+ * read), so an op that accumulates where it should overwrite fails. Knows only the Backend API.
+ */
+import { describe, test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import type {
+  Backend,
+  BinaryOp,
+  DeviceBuffer,
+  MatmulParams,
+  PrimitiveName,
+  ScalarOp,
+  UnaryOp,
+} from "../../src/tensor/backend/types.ts";
+import { BINARY_OPS, UNARY_OPS } from "../../src/tensor/backend/types.ts";
+import { causalLayout, packedCausalLayout, segmentLayout, type Layout } from "../../src/util/layout.ts";
+import { Rng } from "../../src/util/rng.ts";
+import { checkClose, formatStats, type Tolerance } from "../util/check-close.ts";
+
+export type FloatDType = "f32" | "f64";
+
+export interface BackendSuiteOptions {
+  /** Primitives this backend cannot run yet, each with the reason printed in the report. */
+  skip?: Partial<Record<PrimitiveName, string>>;
+  /** Float dtypes to run every case in (default both). */
+  dtypes?: FloatDType[];
+}
+
+/** Per-op tolerance for each dtype: |actual - expected| <= atol + rtol |expected|. */
+interface OpTol {
+  f32: Tolerance;
+  f64: Tolerance;
+}
+
+function tol(f32atol: number, f32rtol: number, f64atol = 1e-12, f64rtol = 1e-12): OpTol {
+  return { f32: { atol: f32atol, rtol: f32rtol }, f64: { atol: f64atol, rtol: f64rtol } };
+}
+
+/** Single rounding of an f64 result: within an ulp or two of f32. */
+const TOL_POINTWISE = tol(1e-6, 1e-5);
+/** Short reductions (rows of tens to hundreds of terms). */
+const TOL_REDUCE = tol(1e-5, 1e-5);
+/** GEMM with k up to ~130 (OpenBLAS and cuBLAS accumulate in f32). */
+const TOL_MATMUL = tol(1e-4, 1e-5);
+/** Attention forward and backward (softmax over tens of keys, gradients summed over tokens and heads). */
+const TOL_ATTENTION = tol(3e-5, 1e-4, 1e-12, 1e-11);
+
+// ---------------------------------------------------------------- harness
+
+/** FNV-1a, so each case's seed comes from its name and the cases stay independent. */
+function seedOf(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** Buffers, inputs and comparisons for one case; frees everything it allocated at the end. */
+class Harness {
+  readonly be: Backend;
+  readonly dtype: FloatDType;
+  readonly rng: Rng;
+  private readonly t: TestContext;
+  private readonly prim: PrimitiveName;
+  private readonly owned: DeviceBuffer[] = [];
+
+  constructor(be: Backend, dtype: FloatDType, rng: Rng, t: TestContext, prim: PrimitiveName) {
+    this.be = be;
+    this.dtype = dtype;
+    this.rng = rng;
+    this.t = t;
+    this.prim = prim;
+  }
+
+  /** x as the backend's dtype stores it; references run on these rounded values. */
+  round(x: number): number {
+    return this.dtype === "f32" ? Math.fround(x) : x;
+  }
+
+  randn(n: number, scale = 1): Float64Array {
+    return Float64Array.from({ length: n }, () => this.round(this.rng.normal() * scale));
+  }
+
+  uniform(n: number, lo: number, hi: number): Float64Array {
+    return Float64Array.from({ length: n }, () => this.round(this.rng.uniform(lo, hi)));
+  }
+
+  /** A float buffer of the case's dtype holding values (rounded to the dtype). */
+  buf(values: ArrayLike<number>): DeviceBuffer {
+    const b = this.be.alloc(this.dtype, values.length);
+    this.owned.push(b);
+    this.be.write(b, this.dtype === "f32" ? Float32Array.from(values) : Float64Array.from(values));
+    return b;
+  }
+
+  ibuf(values: ArrayLike<number>): DeviceBuffer {
+    const b = this.be.alloc("i32", values.length);
+    this.owned.push(b);
+    this.be.write(b, Int32Array.from(values));
+    return b;
+  }
+
+  /** An output buffer of n elements pre-filled with garbage, so an op must overwrite it. */
+  out(n: number, fillValue?: number): DeviceBuffer {
+    return this.buf(fillValue === undefined ? this.randn(n, 100) : new Float64Array(n).fill(fillValue));
+  }
+
+  get(b: DeviceBuffer): Float64Array {
+    return Float64Array.from(this.be.read(b));
+  }
+
+  /** checkClose against the reference, with the max/mean diff written to the test report. */
+  close(label: string, actual: DeviceBuffer | ArrayLike<number>, expected: ArrayLike<number>, t: OpTol): void {
+    const a = ArrayBuffer.isView(actual) || Array.isArray(actual) ? (actual as ArrayLike<number>) : this.get(actual as DeviceBuffer);
+    const stats = checkClose(`${this.prim} ${this.dtype}: ${label}`, a, expected, t[this.dtype]);
+    this.t.diagnostic(formatStats(label, stats));
+  }
+
+  dispose(): void {
+    for (const b of this.owned) this.be.free(b);
+  }
+}
+
+interface Case {
+  prim: PrimitiveName;
+  name: string;
+  run: (h: Harness) => void;
+}
+
+const CASES: Case[] = [];
+
+function add(prim: PrimitiveName, name: string, run: (h: Harness) => void): void {
+  CASES.push({ prim, name, run });
+}
+
+/**
+ * Registers every case as a node:test test, once per dtype, under `describe(name dtype)`.
+ * makeBackend is called once, lazily, by the first case that runs.
+ */
+export function runBackendSuite(name: string, makeBackend: () => Backend, opts: BackendSuiteOptions = {}): void {
+  let backend: Backend | undefined;
+  const get = (): Backend => (backend ??= makeBackend());
+  for (const dtype of opts.dtypes ?? ["f32", "f64"]) {
+    describe(`${name} [${dtype}]`, () => {
+      for (const c of CASES) {
+        const skip = opts.skip?.[c.prim];
+        test(`${c.prim}: ${c.name}`, skip ? { skip } : {}, (t) => {
+          const be = get();
+          const h = new Harness(be, dtype, new Rng(seedOf(`${c.prim}/${c.name}/${dtype}`)), t, c.prim);
+          const before = be.counters()[c.prim] ?? 0;
+          try {
+            c.run(h);
+          } finally {
+            h.dispose();
+          }
+          const after = be.counters()[c.prim] ?? 0;
+          assert.ok(after > before, `${c.prim}: counter did not rise (${before} -> ${after}): did the op run at all?`);
+        });
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------- references (float64, naive)
+
+function sigmoidRef(x: number): number {
+  return 1 / (1 + Math.exp(-x));
+}
+
+/** f and f' of every unary op, written out independently of any kernel. */
+const UNARY_REF: Record<UnaryOp, { f: (x: number) => number; df: (x: number) => number; positive?: boolean }> = {
+  neg: { f: (x) => -x, df: () => -1 },
+  exp: { f: Math.exp, df: Math.exp },
+  log: { f: Math.log, df: (x) => 1 / x, positive: true },
+  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), positive: true },
+  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 * Math.pow(x, -1.5), positive: true },
+  silu: { f: (x) => x * sigmoidRef(x), df: (x) => sigmoidRef(x) + x * sigmoidRef(x) - x * sigmoidRef(x) ** 2 },
+  square: { f: (x) => x * x, df: (x) => 2 * x },
+  sigmoid: { f: sigmoidRef, df: (x) => Math.exp(-x) / (1 + Math.exp(-x)) ** 2 },
+};
+
+const BINARY_REF: Record<BinaryOp, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+};
+
+/** Calls fn(flatIndex, multiIndex) over a shape in row-major order. */
+function forEachIndex(shape: readonly number[], fn: (flat: number, idx: number[]) => void): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let flat = 0; flat < n; flat++) {
+    fn(flat, idx);
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+function stridedIndex(idx: readonly number[], strides: readonly number[], offset = 0): number {
+  let o = offset;
+  for (let d = 0; d < idx.length; d++) o += idx[d] * strides[d];
+  return o;
+}
+
+/** Elements needed to hold a strided view. */
+function extent(shape: readonly number[], strides: readonly number[], offset = 0): number {
+  return shape.reduce((acc, d, i) => acc + (d - 1) * strides[i], offset) + 1;
+}
+
+function matmulRef(a: Float64Array, b: Float64Array, c: Float64Array, p: MatmulParams): Float64Array {
+  const out = c.slice();
+  const { m, n, k, alpha = 1, beta = 0 } = p;
+  for (let bi = 0; bi < p.batch; bi++) {
+    const oa = (p.offsetA ?? 0) + bi * p.strideA;
+    const ob = (p.offsetB ?? 0) + bi * p.strideB;
+    const oc = (p.offsetC ?? 0) + bi * p.strideC;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let l = 0; l < k; l++) {
+          const av = p.transA ? a[oa + l * m + i] : a[oa + i * k + l];
+          const bv = p.transB ? b[ob + j * k + l] : b[ob + l * n + j];
+          s += av * bv;
+        }
+        out[oc + i * n + j] = alpha * s + (beta === 0 ? 0 : beta * c[oc + i * n + j]);
+      }
+    }
+  }
+  return out;
+}
+
+/** Dense [T][S] visibility built by walking the segments one key at a time. */
+export function denseMask(layout: Layout): boolean[][] {
+  const mask: boolean[][] = [];
+  for (let t = 0; t < layout.numTokens; t++) {
+    const row = new Array<boolean>(layout.numKeys).fill(false);
+    for (let sg = layout.segOffsets[t]; sg < layout.segOffsets[t + 1]; sg++) {
+      for (let s = layout.segStarts[sg]; s < layout.segEnds[sg]; s++) row[s] = true;
+    }
+    mask.push(row);
+  }
+  return mask;
+}
+
+export interface AttnCase {
+  T: number;
+  S: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  scale: number;
+}
+
+/** Dense softmax attention, then the textbook backward (dS = P (dP - rowsum(P dP))). */
+export function attentionRef(
+  c: AttnCase,
+  mask: boolean[][],
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  dO: Float64Array,
+): { out: Float64Array; lse: Float64Array; dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { T, S, H, Hkv, D, scale } = c;
+  const out = new Float64Array(T * H * D);
+  const lse = new Float64Array(T * H);
+  const dq = new Float64Array(T * H * D);
+  const dk = new Float64Array(S * Hkv * D);
+  const dv = new Float64Array(S * Hkv * D);
+  const qi = (t: number, h: number, d: number) => (t * H + h) * D + d;
+  const ki = (s: number, g: number, d: number) => (s * Hkv + g) * D + d;
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor((h * Hkv) / H);
+    for (let t = 0; t < T; t++) {
+      const sc = new Float64Array(S).fill(-Infinity);
+      for (let s = 0; s < S; s++) {
+        if (!mask[t][s]) continue;
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += q[qi(t, h, d)] * k[ki(s, g, d)];
+        sc[s] = scale * dot;
+      }
+      const max = Math.max(...sc);
+      let z = 0;
+      for (let s = 0; s < S; s++) z += mask[t][s] ? Math.exp(sc[s] - max) : 0;
+      lse[t * H + h] = max + Math.log(z);
+      const P = Float64Array.from(sc, (x, s) => (mask[t][s] ? Math.exp(x - max) / z : 0));
+      const dP = new Float64Array(S);
+      for (let s = 0; s < S; s++) {
+        for (let d = 0; d < D; d++) {
+          out[qi(t, h, d)] += P[s] * v[ki(s, g, d)];
+          dP[s] += dO[qi(t, h, d)] * v[ki(s, g, d)];
+          dv[ki(s, g, d)] += P[s] * dO[qi(t, h, d)];
+        }
+      }
+      let pdp = 0;
+      for (let s = 0; s < S; s++) pdp += P[s] * dP[s];
+      for (let s = 0; s < S; s++) {
+        const dS = P[s] * (dP[s] - pdp);
+        for (let d = 0; d < D; d++) {
+          dq[qi(t, h, d)] += scale * dS * k[ki(s, g, d)];
+          dk[ki(s, g, d)] += scale * dS * q[qi(t, h, d)];
+        }
+      }
+    }
+  }
+  return { out, lse, dq, dk, dv };
+}
+
+// ---------------------------------------------------------------- memory
+
+add("fill", "float and i32 buffers", (h) => {
+  const b = h.out(37);
+  h.be.fill(b, -2.5);
+  h.close("float", b, new Float64Array(37).fill(-2.5), TOL_POINTWISE);
+  const ib = h.ibuf([1, 2, 3, 4, 5]);
+  h.be.fill(ib, 7);
+  assert.deepEqual(Array.from(h.be.read(ib)), [7, 7, 7, 7, 7]);
+});
+
+/** Runs one copy and checks the region written and that nothing around it changed. */
+function checkCopy(h: Harness, label: string, srcLen: number, shape: number[], strides: number[], srcOffset: number, dstOffset: number): void {
+  const src = h.randn(srcLen);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const outLen = dstOffset + n + 3;
+  const before = h.randn(outLen, 100);
+  const out = h.buf(before);
+  h.be.copy(h.buf(src), out, { shape, srcStrides: strides, srcOffset, dstOffset });
+  const expected = before.slice();
+  forEachIndex(shape, (flat, idx) => {
+    expected[dstOffset + flat] = src[stridedIndex(idx, strides, srcOffset)];
+  });
+  h.close(label, out, expected, tol(0, 0, 0, 0));
+}
+
+add("copy", "contiguous runs with offsets", (h) => {
+  checkCopy(h, "short run", 20, [10], [1], 3, 2);
+  checkCopy(h, "long run", 300, [250], [1], 17, 5);
+  checkCopy(h, "rows of a matrix [3, 40] of [5, 50]", 250, [3, 40], [50, 1], 55, 0);
+});
+
+add("copy", "permuted strides (transpose, 3-D permutation)", (h) => {
+  checkCopy(h, "transpose [6, 9] -> [9, 6]", 54, [9, 6], [1, 9], 0, 0);
+  // src [2, 3, 4] contiguous, viewed as permute(2, 0, 1): shape [4, 2, 3], strides [1, 12, 4].
+  checkCopy(h, "permute(2,0,1) of [2,3,4]", 24, [4, 2, 3], [1, 12, 4], 0, 1);
+  checkCopy(h, "rank-4 permutation", 120, [5, 2, 3, 4], [1, 60, 20, 5], 0, 0);
+});
+
+add("copy", "broadcast (stride 0), size-1 dims, rank 0, i32", (h) => {
+  checkCopy(h, "repeat a row [4, 7] from [7]", 7, [4, 7], [0, 1], 0, 0);
+  checkCopy(h, "repeat a column [5, 3] from [5]", 5, [5, 3], [1, 0], 0, 0);
+  checkCopy(h, "size-1 dims", 12, [1, 3, 1, 4], [99, 4, 99, 1], 0, 0);
+  checkCopy(h, "rank 0", 5, [], [], 4, 2);
+  const src = h.ibuf([1, 2, 3, 4, 5, 6]);
+  const out = h.ibuf([0, 0, 0, 0, 0, 0, 0]);
+  h.be.copy(src, out, { shape: [3, 2], srcStrides: [1, 3], srcOffset: 0, dstOffset: 1 });
+  assert.deepEqual(Array.from(h.be.read(out)), [0, 1, 4, 2, 5, 3, 6]);
+});
+
+// ---------------------------------------------------------------- elementwise
+
+for (const op of UNARY_OPS) {
+  add("unary", op, (h) => {
+    const ref = UNARY_REF[op];
+    const x = ref.positive ? h.uniform(53, 0.1, 4) : h.randn(53, 2);
+    const out = h.out(53);
+    h.be.unary(op, h.buf(x), out);
+    h.close(op, out, x.map(ref.f), TOL_POINTWISE);
+  });
+  add("unaryBackward", op, (h) => {
+    const ref = UNARY_REF[op];
+    const x = ref.positive ? h.uniform(53, 0.1, 4) : h.randn(53, 2);
+    const y = x.map((v) => h.round(ref.f(v)));
+    const dy = h.randn(53);
+    const dx = h.out(53);
+    h.be.unaryBackward(op, h.buf(x), h.buf(y), h.buf(dy), dx);
+    h.close(`d${op}`, dx, x.map((v, i) => dy[i] * ref.df(v)), TOL_POINTWISE);
+  });
+}
+
+/** Broadcasting patterns: [label, shape, aStrides, bStrides]. */
+const BROADCASTS: Array<[string, number[], number[], number[]]> = [
+  ["same shape [5, 7]", [5, 7], [7, 1], [7, 1]],
+  ["rows: [6, 9] op [9]", [6, 9], [9, 1], [0, 1]],
+  ["columns: [6, 9] op [6, 1]", [6, 9], [9, 1], [1, 0]],
+  ["scalar-like b", [4, 5], [5, 1], [0, 0]],
+  ["broadcast a: [9] op [6, 9]", [6, 9], [0, 1], [9, 1]],
+  ["3-D: [3, 1, 5] op [1, 4, 1]", [3, 4, 5], [5, 0, 1], [0, 1, 0]],
+  ["transposed a", [4, 6], [1, 4], [6, 1]],
+  ["long rows [3, 200] op [200]", [3, 200], [200, 1], [0, 1]],
+  ["one element, rank 0", [], [], []],
+];
+
+for (const op of BINARY_OPS) {
+  add("binary", `${op} (every broadcasting pattern)`, (h) => {
+    for (const [label, shape, as, bs] of BROADCASTS) {
+      const a = h.randn(extent(shape, as));
+      // Divisors are kept away from zero so the comparison is well conditioned.
+      const b = op === "div" ? h.uniform(extent(shape, bs), 0.5, 2).map((v, i) => (i % 2 ? -v : v)) : h.randn(extent(shape, bs));
+      const n = shape.reduce((x, y) => x * y, 1);
+      const out = h.out(n);
+      h.be.binary(op, h.buf(a), h.buf(b), out, { shape, aStrides: as, bStrides: bs });
+      const expected = new Float64Array(n);
+      forEachIndex(shape, (flat, idx) => {
+        expected[flat] = BINARY_REF[op](a[stridedIndex(idx, as)], b[stridedIndex(idx, bs)]);
+      });
+      h.close(label, out, expected, TOL_POINTWISE);
+    }
+  });
+}
+
+const SCALARS: Array<[ScalarOp, number]> = [
+  ["add", 0.75],
+  ["mul", -1.5],
+  ["pow", 2],
+  ["pow", 3],
+  ["pow", 0.5],
+  ["pow", -1],
+  ["pow", 1.7],
+];
+
+add("scalar", "add, mul, pow (integer, fractional and negative exponents)", (h) => {
+  for (const [op, value] of SCALARS) {
+    const x = op === "pow" ? h.uniform(41, 0.2, 3) : h.randn(41);
+    const out = h.out(41);
+    h.be.scalar(op, h.buf(x), value, out);
+    const f = op === "add" ? (v: number) => v + value : op === "mul" ? (v: number) => v * value : (v: number) => v ** value;
+    h.close(`${op} ${value}`, out, x.map(f), TOL_POINTWISE);
+  }
+});
+
+add("swiglu", "silu(gate) * up", (h) => {
+  const gate = h.randn(77, 2);
+  const up = h.randn(77);
+  const out = h.out(77);
+  h.be.swiglu(h.buf(gate), h.buf(up), out);
+  h.close("out", out, gate.map((g, i) => UNARY_REF.silu.f(g) * up[i]), TOL_POINTWISE);
+});
+
+add("swigluBackward", "dGate and dUp", (h) => {
+  const gate = h.randn(77, 2);
+  const up = h.randn(77);
+  const dy = h.randn(77);
+  const dGate = h.out(77);
+  const dUp = h.out(77);
+  h.be.swigluBackward(h.buf(gate), h.buf(up), h.buf(dy), dGate, dUp);
+  h.close("dGate", dGate, gate.map((g, i) => dy[i] * up[i] * UNARY_REF.silu.df(g)), TOL_POINTWISE);
+  h.close("dUp", dUp, gate.map((g, i) => dy[i] * UNARY_REF.silu.f(g)), TOL_POINTWISE);
+});
+
+// ---------------------------------------------------------------- reduce
+
+add("reduceSum", "[outer, reduce, inner] shapes, including reduce 0", (h) => {
+  const shapes: Array<[number, number, number]> = [
+    [1, 50, 1],
+    [4, 7, 1],
+    [3, 5, 6],
+    [1, 1, 8],
+    [2, 33, 17],
+    [2, 0, 3],
+  ];
+  for (const [outer, reduce, inner] of shapes) {
+    const x = h.randn(outer * reduce * inner);
+    const out = h.out(outer * inner);
+    h.be.reduceSum(h.buf(x.length ? x : [0]), out, { outer, reduce, inner });
+    const expected = new Float64Array(outer * inner);
+    for (let o = 0; o < outer; o++) {
+      for (let r = 0; r < reduce; r++) {
+        for (let i = 0; i < inner; i++) expected[o * inner + i] += x[(o * reduce + r) * inner + i];
+      }
+    }
+    h.close(`[${outer}, ${reduce}, ${inner}]`, out, expected, TOL_REDUCE);
+  }
+});
+
+// ---------------------------------------------------------------- gemm
+
+/** Runs one matmul on random A, B and a C pre-filled with cFill (NaN tests beta 0). */
+function checkMatmul(h: Harness, label: string, p: MatmulParams, cFill?: number): void {
+  const { batch, m, n, k } = p;
+  const last = (off: number | undefined, stride: number, size: number) => (off ?? 0) + (batch - 1) * stride + size;
+  const a = h.randn(last(p.offsetA, p.strideA, m * k) + 2);
+  const b = h.randn(last(p.offsetB, p.strideB, k * n) + 2);
+  const c0 = cFill === undefined ? h.randn(last(p.offsetC, p.strideC, m * n) + 2) : new Float64Array(last(p.offsetC, p.strideC, m * n) + 2).fill(cFill);
+  const c = h.buf(c0);
+  h.be.matmul(h.buf(a), h.buf(b), c, p);
+  const expected = matmulRef(a, b, c0, p);
+  if (cFill !== undefined && Number.isNaN(cFill)) {
+    // Only the written region is compared; the rest of C keeps its NaN.
+    const got = h.get(c);
+    for (let bi = 0; bi < batch; bi++) {
+      const oc = (p.offsetC ?? 0) + bi * p.strideC;
+      h.close(`${label} item ${bi}`, got.subarray(oc, oc + m * n), expected.subarray(oc, oc + m * n), TOL_MATMUL);
+    }
+    return;
+  }
+  h.close(label, c, expected, TOL_MATMUL);
+}
+
+const TRANS: Array<[boolean, boolean]> = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+];
+
+add("matmul", "all four transpose combinations, odd sizes", (h) => {
+  for (const [transA, transB] of TRANS) {
+    for (const [m, n, k] of [
+      [5, 7, 3],
+      [17, 9, 33],
+      [1, 1, 1],
+      [3, 65, 130],
+    ]) {
+      const label = `${transA ? "T" : "N"}${transB ? "T" : "N"} m${m} n${n} k${k}`;
+      checkMatmul(h, label, { batch: 1, m, n, k, transA, transB, strideA: 0, strideB: 0, strideC: 0 });
+    }
+  }
+});
+
+add("matmul", "strided batch, broadcast B (stride 0), offsets, gaps between items", (h) => {
+  for (const [transA, transB] of TRANS) {
+    const m = 6;
+    const n = 5;
+    const k = 7;
+    checkMatmul(h, `batch 3, shared B, ${transA}/${transB}`, {
+      batch: 3, m, n, k, transA, transB, strideA: m * k + 3, strideB: 0, strideC: m * n + 1,
+      offsetA: 2, offsetB: 5, offsetC: 4,
+    });
+  }
+  checkMatmul(h, "batch 4, shared A", { batch: 4, m: 3, n: 8, k: 5, transA: false, transB: true, strideA: 0, strideB: 40, strideC: 24 });
+});
+
+add("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) => {
+  checkMatmul(h, "alpha 0.5 beta 0.25", { batch: 2, m: 9, n: 4, k: 11, transA: false, transB: false, strideA: 99, strideB: 44, strideC: 36, alpha: 0.5, beta: 0.25 });
+  checkMatmul(h, "beta 1 (gradient accumulation)", { batch: 1, m: 8, n: 8, k: 8, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, beta: 1 });
+  checkMatmul(h, "beta 0 over NaN", { batch: 2, m: 7, n: 6, k: 5, transA: false, transB: true, strideA: 35, strideB: 30, strideC: 50, offsetC: 3 }, NaN);
+  checkMatmul(h, "alpha -2, beta 0 over NaN", { batch: 1, m: 4, n: 3, k: 9, transA: true, transB: true, strideA: 0, strideB: 0, strideC: 0, alpha: -2, beta: 0 }, NaN);
+});
+
+// ---------------------------------------------------------------- nn: embedding, rmsnorm, rope
+
+const EMB_IDS = [3, 0, 10, 3, 7, 7, 7, 1, 10];
+
+add("embedding", "rows gathered, repeated ids", (h) => {
+  const V = 11;
+  const C = 6;
+  const table = h.randn(V * C);
+  const out = h.out(EMB_IDS.length * C);
+  h.be.embedding(h.buf(table), h.ibuf(EMB_IDS), out, { n: EMB_IDS.length, dim: C });
+  const expected = Float64Array.from({ length: EMB_IDS.length * C }, (_, i) => table[EMB_IDS[Math.floor(i / C)] * C + (i % C)]);
+  h.close("out", out, expected, tol(0, 0, 0, 0));
+});
+
+add("embeddingBackward", "scatter-add accumulates into dTable, repeated ids sum", (h) => {
+  const V = 11;
+  const C = 6;
+  const dOut = h.randn(EMB_IDS.length * C);
+  const d0 = h.randn(V * C);
+  const dTable = h.buf(d0);
+  h.be.embeddingBackward(h.buf(dOut), h.ibuf(EMB_IDS), dTable, { n: EMB_IDS.length, dim: C });
+  const expected = d0.slice();
+  EMB_IDS.forEach((id, i) => {
+    for (let j = 0; j < C; j++) expected[id * C + j] += dOut[i * C + j];
+  });
+  h.close("dTable", dTable, expected, TOL_REDUCE);
+});
+
+const RMS = { rows: 6, dim: 24, eps: 1e-6 };
+
+function rmsRef(x: Float64Array, w: Float64Array): { out: Float64Array; rstd: Float64Array } {
+  const { rows, dim, eps } = RMS;
+  const out = new Float64Array(rows * dim);
+  const rstd = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let ms = 0;
+    for (let j = 0; j < dim; j++) ms += x[r * dim + j] ** 2 / dim;
+    rstd[r] = 1 / Math.sqrt(ms + eps);
+    for (let j = 0; j < dim; j++) out[r * dim + j] = x[r * dim + j] * rstd[r] * w[j];
+  }
+  return { out, rstd };
+}
+
+add("rmsnorm", "out and rstd", (h) => {
+  const x = h.randn(RMS.rows * RMS.dim, 3);
+  const w = h.randn(RMS.dim, 0.5).map((v) => h.round(v + 1));
+  const out = h.out(RMS.rows * RMS.dim);
+  const rstd = h.out(RMS.rows);
+  h.be.rmsnorm(h.buf(x), h.buf(w), out, rstd, RMS);
+  const ref = rmsRef(x, w);
+  h.close("out", out, ref.out, TOL_REDUCE);
+  h.close("rstd", rstd, ref.rstd, TOL_REDUCE);
+});
+
+add("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
+  const { rows, dim } = RMS;
+  const x = h.randn(rows * dim, 3);
+  const w = h.randn(dim, 0.5).map((v) => h.round(v + 1));
+  const rstd = rmsRef(x, w).rstd.map((v) => h.round(v));
+  const dy = h.randn(rows * dim);
+  const dx = h.out(rows * dim);
+  const dw = h.out(dim);
+  h.be.rmsnormBackward(h.buf(x), h.buf(w), h.buf(rstd), h.buf(dy), dx, dw, RMS);
+  // d out[i] / d x[j] = r w[i] (delta_ij - x[i] x[j] r^2 / dim); d out[i] / d w[i] = x[i] r.
+  const edx = new Float64Array(rows * dim);
+  const edw = new Float64Array(dim);
+  for (let r = 0; r < rows; r++) {
+    const rs = rstd[r];
+    for (let i = 0; i < dim; i++) {
+      const xi = x[r * dim + i];
+      edw[i] += dy[r * dim + i] * xi * rs;
+      for (let j = 0; j < dim; j++) {
+        const jac = rs * w[i] * ((i === j ? 1 : 0) - (xi * x[r * dim + j] * rs * rs) / dim);
+        edx[r * dim + j] += dy[r * dim + i] * jac;
+      }
+    }
+  }
+  h.close("dx", dx, edx, TOL_REDUCE);
+  h.close("dw", dw, edw, TOL_REDUCE);
+});
+
+function ropeRef(x: Float64Array, pos: number[], heads: number, dim: number, theta: number, sign: number): Float64Array {
+  const out = new Float64Array(x.length);
+  const half = dim / 2;
+  pos.forEach((p, t) => {
+    for (let hd = 0; hd < heads; hd++) {
+      const o = (t * heads + hd) * dim;
+      for (let j = 0; j < half; j++) {
+        const angle = (sign * p) / theta ** ((2 * j) / dim);
+        const [c, s] = [Math.cos(angle), Math.sin(angle)];
+        out[o + j] = x[o + j] * c - x[o + j + half] * s;
+        out[o + j + half] = x[o + j + half] * c + x[o + j] * s;
+      }
+    }
+  });
+  return out;
+}
+
+add("rope", "forward and inverse at explicit positions (incl. large ones)", (h) => {
+  const heads = 3;
+  const dim = 16;
+  const theta = 1e6;
+  const pos = [0, 1, 5, 5, 130, 4095, 70000];
+  const x = h.randn(pos.length * heads * dim);
+  const params = { tokens: pos.length, heads, dim, theta };
+  const fwd = h.out(x.length);
+  h.be.rope(h.buf(x), h.ibuf(pos), fwd, { ...params, inverse: false });
+  h.close("forward", fwd, ropeRef(x, pos, heads, dim, theta, 1), TOL_POINTWISE);
+  const inv = h.out(x.length);
+  h.be.rope(h.buf(x), h.ibuf(pos), inv, { ...params, inverse: true });
+  h.close("inverse", inv, ropeRef(x, pos, heads, dim, theta, -1), TOL_POINTWISE);
+  const back = h.out(x.length);
+  h.be.rope(fwd, h.ibuf(pos), back, { ...params, inverse: true });
+  h.close("inverse(forward(x)) = x", back, x, TOL_REDUCE);
+});
+
+// ---------------------------------------------------------------- nn: softmax family, logprob
+
+const ROWS = { rows: 5, cols: 13 };
+
+/** Rows of logits, two of them shifted far from 0 to catch a softmax without max subtraction. */
+function logits(h: Harness, rows: number, cols: number): Float64Array {
+  const x = h.randn(rows * cols, 2);
+  for (let j = 0; j < cols; j++) {
+    x[cols + j] = h.round(x[cols + j] + 1000);
+    if (rows > 2) x[2 * cols + j] = h.round(x[2 * cols + j] - 1000);
+  }
+  return x;
+}
+
+function softmaxRef(x: Float64Array, rows: number, cols: number): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * cols, (r + 1) * cols);
+    const max = Math.max(...row);
+    const z = row.reduce((acc, v) => acc + Math.exp(v - max), 0);
+    for (let j = 0; j < cols; j++) y[r * cols + j] = Math.exp(row[j] - max) / z;
+  }
+  return y;
+}
+
+add("softmax", "rows, including far-shifted ones", (h) => {
+  const x = logits(h, ROWS.rows, ROWS.cols);
+  const out = h.out(x.length);
+  h.be.softmax(h.buf(x), out, ROWS);
+  h.close("out", out, softmaxRef(x, ROWS.rows, ROWS.cols), TOL_REDUCE);
+});
+
+add("softmaxBackward", "through the explicit Jacobian", (h) => {
+  const { rows, cols } = ROWS;
+  const y = softmaxRef(logits(h, rows, cols), rows, cols).map((v) => h.round(v));
+  const dy = h.randn(y.length);
+  const dx = h.out(y.length);
+  h.be.softmaxBackward(h.buf(y), h.buf(dy), dx, ROWS);
+  const expected = new Float64Array(y.length);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < cols; i++) {
+      for (let j = 0; j < cols; j++) {
+        const jac = y[r * cols + i] * ((i === j ? 1 : 0) - y[r * cols + j]);
+        expected[r * cols + j] += dy[r * cols + i] * jac;
+      }
+    }
+  }
+  h.close("dx", dx, expected, TOL_REDUCE);
+});
+
+add("logSoftmax", "rows, including far-shifted ones", (h) => {
+  const x = logits(h, ROWS.rows, ROWS.cols);
+  const out = h.out(x.length);
+  h.be.logSoftmax(h.buf(x), out, ROWS);
+  const p = softmaxRef(x, ROWS.rows, ROWS.cols);
+  h.close("out", out, p.map(Math.log), tol(1e-4, 1e-5)); // |x| ~ 1000: f32 ulp there is 6e-5
+});
+
+add("logSoftmaxBackward", "through the explicit Jacobian", (h) => {
+  const { rows, cols } = ROWS;
+  const p = softmaxRef(logits(h, rows, cols), rows, cols);
+  const y = p.map((v) => h.round(Math.log(v)));
+  const dy = h.randn(y.length);
+  const dx = h.out(y.length);
+  h.be.logSoftmaxBackward(h.buf(y), h.buf(dy), dx, ROWS);
+  const expected = new Float64Array(y.length);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < cols; i++) {
+      for (let j = 0; j < cols; j++) {
+        expected[r * cols + j] += dy[r * cols + i] * ((i === j ? 1 : 0) - p[r * cols + j]);
+      }
+    }
+  }
+  h.close("dx", dx, expected, TOL_REDUCE);
+});
+
+const LP = { rows: 7, cols: 19, ignoreIndex: -100 };
+const LP_TARGETS = [4, -100, 0, 18, -100, 9, 9];
+
+function lseRef(x: Float64Array, rows: number, cols: number): Float64Array {
+  return Float64Array.from({ length: rows }, (_, r) => {
+    const row = x.subarray(r * cols, (r + 1) * cols);
+    const max = Math.max(...row);
+    return max + Math.log(row.reduce((acc, v) => acc + Math.exp(v - max), 0));
+  });
+}
+
+add("logprobGather", "logp and lse, ignored rows give 0", (h) => {
+  const { rows, cols } = LP;
+  const x = logits(h, rows, cols);
+  const logp = h.out(rows);
+  const lse = h.out(rows);
+  h.be.logprobGather(h.buf(x), h.ibuf(LP_TARGETS), logp, lse, LP);
+  const eLse = lseRef(x, rows, cols);
+  h.close("lse", lse, eLse, tol(1e-4, 1e-5));
+  const eLogp = LP_TARGETS.map((t, r) => (t === LP.ignoreIndex ? 0 : x[r * cols + t] - eLse[r]));
+  h.close("logp", logp, eLogp, tol(1e-4, 1e-5));
+});
+
+add("logprobGatherBackward", "dLogits, zero on ignored rows", (h) => {
+  const { rows, cols } = LP;
+  const x = logits(h, rows, cols);
+  const lse = lseRef(x, rows, cols).map((v) => h.round(v));
+  const dLogp = h.randn(rows);
+  const dLogits = h.out(rows * cols);
+  h.be.logprobGatherBackward(h.buf(x), h.ibuf(LP_TARGETS), h.buf(lse), h.buf(dLogp), dLogits, LP);
+  const p = softmaxRef(x, rows, cols);
+  const expected = new Float64Array(rows * cols);
+  LP_TARGETS.forEach((t, r) => {
+    if (t === LP.ignoreIndex) return;
+    for (let j = 0; j < cols; j++) expected[r * cols + j] = dLogp[r] * ((j === t ? 1 : 0) - p[r * cols + j]);
+  });
+  // f32: lse is rounded near |x| ~ 1000, so exp(x - lse) carries ~6e-5 relative error there.
+  h.close("dLogits", dLogits, expected, tol(2e-4, 2e-4));
+});
+
+// ---------------------------------------------------------------- nn: attention
+
+/** Random NPR-like visibility: each token sees itself plus random earlier ranges. */
+export function randomLayout(rng: Rng, T: number, past: number): Layout {
+  const visible: Array<Array<[number, number]>> = [];
+  for (let i = 0; i < T; i++) {
+    const self = past + i;
+    const ranges: Array<[number, number]> = [[self, self + 1]];
+    const numRanges = rng.int(3);
+    for (let r = 0; r < numRanges; r++) {
+      const a = rng.int(self + 1);
+      ranges.push([a, a + 1 + rng.int(self + 1 - a)]);
+    }
+    visible.push(ranges);
+  }
+  return segmentLayout(Array.from({ length: T }, (_, i) => past + i), visible, past + T);
+}
+
+/**
+ * An NPR-shaped layout: a 4-token prompt, two 3-token branches that each see the prompt and
+ * themselves only, then a 2-token takeaway that sees everything.
+ */
+function branchLayout(): Layout {
+  const prompt: [number, number] = [0, 4];
+  const visible: Array<Array<[number, number]>> = [];
+  for (let i = 0; i < 4; i++) visible.push([[0, i + 1]]);
+  for (let i = 4; i < 7; i++) visible.push([prompt, [4, i + 1]]);
+  for (let i = 7; i < 10; i++) visible.push([prompt, [7, i + 1]]);
+  for (let i = 10; i < 12; i++) visible.push([[0, i + 1]]);
+  return segmentLayout(Array.from({ length: 12 }, (_, i) => i), visible);
+}
+
+interface AttnSpec {
+  label: string;
+  layout: (rng: Rng) => Layout;
+  H: number;
+  Hkv: number;
+  D: number;
+  /** Rows of k/v beyond S (filled with huge values that must never be read). */
+  extraRows?: number;
+  /** Multiplies q, for peaked softmaxes. */
+  qScale?: number;
+}
+
+const ATTENTION_SPECS: AttnSpec[] = [
+  { label: "causal T=S=9, H=Hkv=2, D=8", layout: () => causalLayout(9), H: 2, Hkv: 2, D: 8 },
+  { label: "packed causal [3,1,5], GQA H=4 Hkv=2, D=6", layout: () => packedCausalLayout([3, 1, 5]), H: 4, Hkv: 2, D: 6 },
+  { label: "random segments, GQA H=4 Hkv=1, D=5", layout: (rng) => randomLayout(rng, 10, 0), H: 4, Hkv: 1, D: 5 },
+  { label: "NPR branches, GQA H=6 Hkv=3, D=8", layout: () => branchLayout(), H: 6, Hkv: 3, D: 8 },
+  { label: "KV cache T=3 after 6 (S > T), S' = S + 4", layout: () => causalLayout(3, 6), H: 4, Hkv: 2, D: 8, extraRows: 4 },
+  { label: "decode T=1 after 11, random segments over the cache", layout: (rng) => randomLayout(rng, 1, 11), H: 2, Hkv: 1, D: 16, extraRows: 2 },
+  { label: "peaked scores (q x 8), causal", layout: () => causalLayout(6), H: 2, Hkv: 2, D: 4, qScale: 8 },
+  { label: "uneven groups H=5 Hkv=2 (heads 0-2 read kv 0), causal", layout: () => causalLayout(8), H: 5, Hkv: 2, D: 4 },
+];
+
+/** Inputs and dense reference of one attention spec. */
+function attentionSetup(h: Harness, spec: AttnSpec) {
+  const layout = spec.layout(h.rng);
+  const T = layout.numTokens;
+  const S = layout.numKeys;
+  const { H, Hkv, D } = spec;
+  const c: AttnCase = { T, S, H, Hkv, D, scale: 1 / Math.sqrt(D) };
+  const rows = S + (spec.extraRows ?? 0);
+  const q = h.randn(T * H * D, spec.qScale ?? 1);
+  const k = h.randn(rows * Hkv * D);
+  const v = h.randn(rows * Hkv * D);
+  // Rows past S hold huge values: reading them would wreck the result.
+  k.fill(1e4, S * Hkv * D);
+  v.fill(1e4, S * Hkv * D);
+  const dO = h.randn(T * H * D);
+  const ref = attentionRef(c, denseMask(layout), q, k, v, dO);
+  const seg = { offsets: h.ibuf(layout.segOffsets), starts: h.ibuf(layout.segStarts), ends: h.ibuf(layout.segEnds) };
+  const params = { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D, scale: c.scale };
+  return { c, q, k, v, dO, ref, seg, params };
+}
+
+for (const spec of ATTENTION_SPECS) {
+  add("attention", spec.label, (h) => {
+    const { c, q, k, v, ref, seg, params } = attentionSetup(h, spec);
+    const out = h.out(c.T * c.H * c.D);
+    const lse = h.out(c.T * c.H);
+    h.be.attention(h.buf(q), h.buf(k), h.buf(v), seg, out, lse, params);
+    h.close("out", out, ref.out, TOL_ATTENTION);
+    h.close("lse", lse, ref.lse, TOL_ATTENTION);
+  });
+  add("attentionBackward", spec.label, (h) => {
+    const { c, q, k, v, dO, ref, seg, params } = attentionSetup(h, spec);
+    const dq = h.out(c.T * c.H * c.D);
+    const dk = h.out(c.S * c.Hkv * c.D);
+    const dv = h.out(c.S * c.Hkv * c.D);
+    const round = (a: Float64Array) => a.map((x) => h.round(x));
+    h.be.attentionBackward(
+      h.buf(q), h.buf(k), h.buf(v), seg, h.buf(round(ref.out)), h.buf(round(ref.lse)), h.buf(dO), dq, dk, dv, params,
+    );
+    h.close("dq", dq, ref.dq, TOL_ATTENTION);
+    h.close("dk", dk, ref.dk, TOL_ATTENTION);
+    h.close("dv", dv, ref.dv, TOL_ATTENTION);
+  });
+}
+
+// ---------------------------------------------------------------- optim
+
+add("adamw", "three steps, weight decay, bias correction", (h) => {
+  const n = 61;
+  const hp = { n, lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+  let param = h.randn(n);
+  let m = new Float64Array(n);
+  let v = new Float64Array(n);
+  const bp = h.buf(param);
+  const bm = h.buf(m);
+  const bv = h.buf(v);
+  for (let step = 1; step <= 3; step++) {
+    const g = h.randn(n, step);
+    h.be.adamw(bp, h.buf(g), bm, bv, { ...hp, step });
+    m = m.map((mi, i) => hp.beta1 * mi + (1 - hp.beta1) * g[i]);
+    v = v.map((vi, i) => hp.beta2 * vi + (1 - hp.beta2) * g[i] * g[i]);
+    const mHat = m.map((mi) => mi / (1 - hp.beta1 ** step));
+    const vHat = v.map((vi) => vi / (1 - hp.beta2 ** step));
+    param = param.map((p, i) => p - hp.lr * hp.weightDecay * p - (hp.lr * mHat[i]) / (Math.sqrt(vHat[i]) + hp.eps));
+    h.close(`step ${step} param`, bp, param, TOL_REDUCE);
+    h.close(`step ${step} m`, bm, m, TOL_REDUCE);
+    h.close(`step ${step} v`, bv, v, TOL_REDUCE);
+  }
+});
