@@ -25,6 +25,11 @@ interface Ctx {
   absTol: number;
   /** Either side carried `%`: accept x, x/100 and x*100 (Qwen's include_percentage). */
   percent: boolean;
+  /**
+   * Which side alone carried a degree sign ("a" = pred): its value may also be read as radians
+   * against a side written with `\pi` (`30^\circ` = `\frac{\pi}{6}`).
+   */
+  degrees: "a" | "b" | null;
 }
 
 type CE = InstanceType<typeof ComputeEngine>;
@@ -43,12 +48,20 @@ export function answersEqual(pred: string, gold: string, opts: EquivOptions = {}
   const ng = normalizeAnswer(gold);
   if (np.key === ng.key && np.key !== "") return true;
   if (np.key === "" || ng.key === "") return false;
-  const ctx: Ctx = { relTol: opts.relTol ?? 1e-4, absTol: opts.absTol ?? 0, percent: np.percent || ng.percent };
-  return nodesEqual(parseAnswer(np.text), parseAnswer(ng.text), ctx);
+  const degrees = np.degrees === ng.degrees ? null : np.degrees ? "a" : "b";
+  const ctx: Ctx = { relTol: opts.relTol ?? 1e-4, absTol: opts.absTol ?? 0, percent: np.percent || ng.percent, degrees };
+  if (nodesEqual(parseAnswer(np.text), parseAnswer(ng.text), ctx)) return true;
+  // Two equations of which one lost its `y =` to lhs stripping ("2x+4y-3=0" against
+  // "y=-\frac12x+\frac34"): compare them whole, as equations.
+  const single = (t: string) => t.split("=").length === 2 && !/[,;]/.test(t);
+  return single(np.text) && single(ng.text) && equationsEqual(np.text, ng.text);
 }
 
 function nodesEqual(a: AnswerNode, b: AnswerNode, ctx: Ctx): boolean {
   if (a.kind === "leaf" && b.kind === "leaf") return leafEqual(a.text, b.text, ctx);
+  // A one-member set answers a question with one answer: `\{2\}` for 2.
+  if (a.kind === "set" && a.items.length === 1 && b.kind === "leaf") return nodesEqual(a.items[0]!, b, ctx);
+  if (b.kind === "set" && b.items.length === 1 && a.kind === "leaf") return nodesEqual(a, b.items[0]!, ctx);
   const unordered = (n: AnswerNode) => n.kind === "list" || n.kind === "set";
   if (unordered(a) && unordered(b)) return matchUnordered((a as { items: AnswerNode[] }).items, (b as { items: AnswerNode[] }).items, ctx);
   if (a.kind === "bracket" && b.kind === "bracket") {
@@ -110,8 +123,9 @@ function leafEqual(a: string, b: string, ctx: Ctx): boolean {
   const kb = b.replace(/\s+/g, "");
   if (ka === kb) return true;
   // Words ("Evelyn", "east", "even", "ellipse") compare case-insensitively, as text.
+  // Two-letter products ("ab" vs "ba") are algebra, not words: a word needs three letters somewhere.
   const word = /^[a-zA-Z][a-zA-Z\s\-']+$/;
-  if (word.test(a) && word.test(b) && /[a-z]{2}/.test(a + b)) return ka.toLowerCase() === kb.toLowerCase();
+  if (word.test(a) && word.test(b) && /[a-z]{2}/.test(a + b) && (/[a-zA-Z]{3}/.test(a) || /[a-zA-Z]{3}/.test(b))) return ka.toLowerCase() === kb.toLowerCase();
   // Base-n literals ("52_8") only equal themselves: braces aside, they already differed.
   if (BASE_N.test(ka) || BASE_N.test(kb)) return ka.replace(/[{}]/g, "") === kb.replace(/[{}]/g, "");
   const eqA = a.includes("=");
@@ -275,6 +289,10 @@ function valueEqual(a: string, b: string, ctx: Ctx): boolean {
     const vb = numeric(eb);
     if (va === null || vb === null) return symbolicZero(ea, eb);
     if (closeComplex(va, vb, ctx, exact, ka, kb)) return true;
+    if (ctx.degrees !== null && /\\pi/.test(ctx.degrees === "a" ? b : a)) {
+      const [deg, rad] = ctx.degrees === "a" ? [va, vb] : [vb, va];
+      if (closeComplex({ re: (deg.re * Math.PI) / 180, im: 0 }, rad, ctx, exact, "", "")) return true;
+    }
     if (ctx.percent) {
       for (const f of [100, 0.01]) {
         if (closeComplex({ re: va.re * f, im: va.im * f }, vb, ctx, exact, "", "")) return true;

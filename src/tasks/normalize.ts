@@ -32,7 +32,7 @@ const UNIT_WORDS = [
 const UNIT_RE = new RegExp(`^(.*?[\\d}).a-zA-Z])\\s*(?:${UNIT_WORDS.join("|")})$`);
 
 // Wrappers whose content is kept: `\text{(C)}` -> `(C)`.
-const WRAPPERS = ["text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname", "boldsymbol", "mathsf", "textsf", "displaystyle"];
+const WRAPPERS = ["boxed", "text", "textnormal", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname", "boldsymbol", "mathsf", "textsf", "displaystyle"];
 
 const WORD_NUMBERS: Record<string, string> = {
   zero: "0", one: "1", two: "2", three: "3", four: "4", five: "5", six: "6", seven: "7", eight: "8",
@@ -126,7 +126,17 @@ export function normalizeAnswer(raw: string): Normalized {
   s = s.replace(/\\left\b|\\right\b|\\bigl?\b|\\bigr\b|\\Bigl?\b|\\Bigr\b/g, "");
   s = s.replace(/\\middle\b/g, "");
   s = s.replace(/\\displaystyle\b/g, "");
-  s = s.replace(/\\[dt]frac\b/g, "\\frac");
+  s = s.replace(/\\[dtc]frac\b/g, "\\frac").replace(/\\[dt]binom\b/g, "\\binom");
+  // Vectors written with angle brackets are tuples: `\langle 1, 2 \rangle` -> `(1, 2)`.
+  s = s.replace(/\\langle\b|⟨/g, "(").replace(/\\rangle\b|⟩/g, ")");
+  // Plain-text `sqrt(2)` (no nested parentheses) -> `\sqrt{2}`.
+  s = s.replace(/(?<![\\a-zA-Z])sqrt\s*\(([^()]*)\)/g, "\\sqrt{$1}");
+  // Connectives between answers become list commas *before* spaces are squeezed ("2 and 3", not
+  // "2and3"): `\text{ and }`, `\text{or}`, and bare " and " / " or " between tokens.
+  s = s.replace(/\\(?:text|mbox|textrm|textnormal|mathrm)\s*\{\s*(?:and|or)\s*\}/g, ",");
+  s = s.replace(/\s+(?:and|or)\s+/g, ", ");
+  s = s.replace(/\\lt(?![a-zA-Z])/g, "<").replace(/\\gt(?![a-zA-Z])/g, ">");
+  s = s.replace(/<=/g, "\\le ").replace(/>=/g, "\\ge ").replace(/!=/g, "\\ne ");
   s = s.replace(/\\leq?(?![a-zA-Z])|\\leqslant\b|≤/g, "\\le ").replace(/\\geq?(?![a-zA-Z])|\\geqslant\b|≥/g, "\\ge ");
   s = s.replace(/\\neq?(?![a-zA-Z])|≠/g, "\\ne ");
   s = s.replace(/\\cdot(?![a-zA-Z])|×/g, "\\times ");
@@ -136,17 +146,24 @@ export function normalizeAnswer(raw: string): Normalized {
   s = s.replace(/\\begin\{array\}\{[^}]*\}/g, "\\begin{pmatrix}").replace(/\\end\{array\}/g, "\\end{pmatrix}");
   s = s.replace(/\{(b|B|v|V|small)matrix\}/g, "{pmatrix}");
   s = s.replace(/\.+\s*$/, "").trim(); // a sentence's final period
+  s = s.replace(/^(?:=|\\approx\b)\s*/, ""); // "= 5", "\approx 3.14": a relation with its lhs cut off
   // Minerva writes numpy: `np.arcsin(10/13)`.
   s = s.replace(/\bnp\.(arcsin|arccos|arctan|sin|cos|tan|exp|log|sqrt|pi)\b/g, (_m, f: string) => (f === "pi" ? "\\pi " : `\\${f}`));
 
+  // A degree sign inside a trig argument is a unit conversion, not decoration: `\sin 30^\circ` is
+  // sin(pi/6), so it becomes radians before the flag-and-strip below.
+  s = s.replace(
+    /(\\(?:sin|cos|tan|sec|csc|cot))\s*(\(?)\s*(-?\d+(?:\.\d+)?)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)\s*(\)?)/g,
+    (_m, f: string, open: string, v: string, close: string) => `${f}(\\frac{${v}\\pi}{180})${open === "" ? close : ""}`,
+  );
   // Degrees: `336^\circ`, `336^{\circ}`, `336°`, `\degree`; `^{\circ}C` temperatures too.
-  const deg = s.replace(/\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b/g, "");
+  const deg = s.replace(/(?:\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b)(?:\s*(?:\\(?:text|mathrm)\s*\{\s*[CFK]\s*\}|[CFK](?![a-zA-Z])))?/g, "");
   if (deg !== s) {
     degrees = true;
     s = deg;
   }
   // Percent: `\%`, `%`, `\text{ percent}`.
-  const pct = s.replace(/\\?%|\\text\{\s*percent\s*\}/g, "");
+  const pct = s.replace(/\\?%|\\text\{\s*percent\s*\}|(?<=\d\s*)(?:percent|pct)\b/g, "");
   if (pct !== s) {
     percent = true;
     s = pct;
@@ -155,9 +172,10 @@ export function normalizeAnswer(raw: string): Normalized {
 
   // A trailing `\text{...}`/`\mbox{...}`/`\mathrm{...}` after a value is a unit (Qwen drops `\text{.*}$`).
   for (let k = 0; k < 3; k++) {
-    const m = /^(.*[\d}).a-zA-Z\\])\s*\\(?:text|mbox|mathrm|textrm|rm)\s*\{\s*([^{}]*)\}(\^\{?\d\}?)?$/.exec(s);
+    const m = /^(.*[\d}).a-zA-Z\\])\s*\\(?:text|textnormal|mbox|mathrm|textrm|rm)\s*\{\s*((?:[^{}]|\{[^{}]*\})*)\}(\^\{?\d\}?)?$/.exec(s);
     if (!m || m[1]!.trim() === "") break;
-    const inner = m[2]!.trim();
+    // `m/s^{2}` inside the unit: its exponent is part of the unit, not a value.
+    const inner = m[2]!.replace(/\^\s*\{?\d\}?/g, "").replace(/[~{}]/g, " ").trim();
     // Keep text that is the answer itself ("\text{(C)}", "\text{east}") or a connective.
     if (inner === "" || /^(and|or|,)$/.test(inner)) break;
     if (/^[a-zA-Z\s.\/^\\]+$/.test(inner) && !/^\(?[A-E]\)?$/.test(inner)) {
@@ -179,6 +197,9 @@ export function normalizeAnswer(raw: string): Normalized {
   if (/^\s*-?\d{1,3}(,\d{3})+(\.\d+)?\s*$/.test(s)) s = s.replace(/,/g, "");
   // Thin-space grouping "1\,000" became "1 000".
   if (/^\s*-?\d{1,3}( \d{3})+(\.\d+)?\s*$/.test(s)) s = s.replace(/ /g, "");
+
+  // A plain-text mixed number "7 1/2" is 7 + 1/2; squeezing its space would make it 71/2.
+  s = s.replace(/^\s*(-?\d+)\s+(\d+)\s*\/\s*(\d+)\s*$/, "$1\\frac{$2}{$3}");
 
   // Word numbers as whole answers ("five").
   const lw = s.trim().toLowerCase();
