@@ -8,6 +8,8 @@ import { BoundaryError } from "../util/errors.ts";
 import { registerGradeCommands } from "./grade.ts";
 import { registerModelCommands } from "./model.ts";
 import { registerTasksCommands } from "./tasks.ts";
+import { registerFormatCommands } from "./format.ts";
+import { registerTokenizerCommands } from "./tokenizer.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -22,6 +24,8 @@ export function buildProgram(): Command {
   registerModelCommands(program);
   registerGradeCommands(program);
   registerTasksCommands(program);
+  registerFormatCommands(program);
+  registerTokenizerCommands(program);
   return program;
 }
 

@@ -28,3 +28,4 @@ export { KVCache, KVCacheFullError } from "./kv-cache.ts";
 export type { KVCacheOptions } from "./kv-cache.ts";
 export { loadQwen3, saveQwen3, readQwen3Config } from "./checkpoint.ts";
 export type { LoadOptions, SaveOptions } from "./checkpoint.ts";
+export { paddedVocabSize, resizeVocab, type NewTokenInit, type ResizeOptions } from "./resize.ts";

@@ -1,0 +1,80 @@
+/**
+ * `npr tokenizer add-tags|init-bytes` and `npr tokenize`: give a Hugging Face checkpoint the 8 NPR
+ * tags (tokenizer + resized embedding/LM head, saved so transformers loads both), write npr's
+ * byte-level tokenizer, and print token ids of text. Composition only: the tokenizer lives in
+ * src/tokenizer, the resize in src/model/resize.ts.
+ */
+import type { Command } from "commander";
+import { NPR_TAGS, tagInitText } from "../format/npr-tags.ts";
+import { loadQwen3, resizeVocab, saveQwen3 } from "../model/index.ts";
+import { NprTokenizer, byteTokenizer } from "../tokenizer/index.ts";
+import { UsageError } from "../util/errors.ts";
+
+const STORE_DTYPES = ["bf16", "f16", "f32"] as const;
+
+/** A tokenizer folder, or "bytes" for npr's built-in byte tokenizer. */
+function openTokenizer(spec: string): NprTokenizer {
+  return spec === "bytes" ? byteTokenizer() : NprTokenizer.load(spec);
+}
+
+/**
+ * Adds the tags to the tokenizer of `modelDir`, resizes the model the NPR way and writes both to
+ * `outDir`. Returns the tag ids and the new vocab size.
+ */
+export function addTagsToCheckpoint(
+  modelDir: string,
+  outDir: string,
+  opts: { dtype?: "bf16" | "f16" | "f32"; overwrite?: boolean; tokenizer?: string } = {},
+): { tagIds: number[]; vocabSize: number } {
+  const base = openTokenizer(opts.tokenizer ?? modelDir);
+  if (base.hasTags) {
+    throw new UsageError(`${modelDir}: the tokenizer already has the NPR tags`, { code: "has_tags", param: "--model", hint: "the checkpoint needs no change" });
+  }
+  const tagged = base.withTags();
+  // Sub-tokens come from the tokenizer *before* the tags existed: "guideline", "/guideline", ...
+  const init = NPR_TAGS.map((tag) => ({ id: tagged.tagId(tag), sourceIds: base.encode(tagInitText(tag)) }));
+  const model = resizeVocab(loadQwen3(modelDir, { requiresGrad: false }), { tokenizerSize: tagged.size, padMultiple: 64, init });
+  saveQwen3(model, outDir, { dtype: opts.dtype ?? "bf16", overwrite: opts.overwrite });
+  tagged.save(outDir);
+  return { tagIds: init.map((t) => t.id), vocabSize: model.config.vocabSize };
+}
+
+export function registerTokenizerCommands(program: Command): void {
+  const tok = program.command("tokenizer").description("tokenizers: add the NPR tags to a checkpoint, write the byte tokenizer");
+
+  tok
+    .command("add-tags")
+    .description("add the 8 NPR tags as special tokens and resize embedding + LM head (new rows = mean of the tag name's sub-tokens)")
+    .requiredOption("--model <dir>", "Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)")
+    .requiredOption("--out <dir>", "folder to write the extended checkpoint to")
+    .option("--tokenizer <dir|bytes>", "tokenizer folder if not the model's, or 'bytes' for npr's byte tokenizer")
+    .option("--dtype <bf16|f16|f32>", "storage dtype of the written weights", "bf16")
+    .option("--overwrite", "replace an existing non-empty --out folder")
+    .action((o: { model: string; out: string; tokenizer?: string; dtype: string; overwrite?: boolean }) => {
+      if (!(STORE_DTYPES as readonly string[]).includes(o.dtype)) {
+        throw new UsageError(`--dtype: unknown dtype "${o.dtype}"`, { code: "bad_flag", param: "--dtype", hint: STORE_DTYPES.join(", ") });
+      }
+      const r = addTagsToCheckpoint(o.model, o.out, { dtype: o.dtype as "bf16", overwrite: o.overwrite, tokenizer: o.tokenizer });
+      process.stdout.write(`${JSON.stringify({ out: o.out, tag_ids: Object.fromEntries(NPR_TAGS.map((t, i) => [t, r.tagIds[i]])), vocab_size: r.vocabSize })}\n`);
+    });
+
+  tok
+    .command("init-bytes")
+    .description("write npr's byte-level tokenizer (256 bytes + 3 chat tokens + 8 tags) as tokenizer.json + tokenizer_config.json")
+    .requiredOption("--out <dir>", "folder to write into")
+    .action((o: { out: string }) => {
+      for (const f of byteTokenizer().save(o.out)) process.stdout.write(`${f}\n`);
+    });
+
+  program
+    .command("tokenize")
+    .description('stdin text -> stdout {"ids": [...], "tokens": [...]} (tags as single tokens when the tokenizer has them)')
+    .requiredOption("--tokenizer <dir|bytes>", "tokenizer folder, or 'bytes'")
+    .action(async (o: { tokenizer: string }) => {
+      const t = openTokenizer(o.tokenizer);
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const ids = t.encode(Buffer.concat(chunks).toString("utf8"));
+      process.stdout.write(`${JSON.stringify({ ids, tokens: t.parserTokens(ids) })}\n`);
+    });
+}
