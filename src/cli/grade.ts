@@ -30,7 +30,7 @@ export function registerGradeCommands(program: Command): void {
   program
     .command("grade")
     .description('grade stdin JSONL {"response","answer"} lines; writes {"correct","extracted"} per line')
-    .option("--fallbacks <list>", 'extraction fallbacks when no \\boxed{}: "answer-is,last-number" (NPR) or "none"', "answer-is,last-number")
+    .option("--fallbacks <list>", 'extraction fallbacks when there is no \\boxed{}, tried in order: a comma list of answer-is, bare, last-number (last-number implies bare: a bare answer is graded whole), or "none"', "answer-is,last-number")
     .option("--pool <n>", "grader worker threads", "2")
     .option("--time-limit <ms>", "per-item time limit in milliseconds", "1000")
     .action(async (o: { fallbacks: string; pool: string; timeLimit: string }) => {

@@ -16,8 +16,8 @@ export function buildProgram(): Command {
   program
     .name("npr")
     .description(
-      "Native Parallel Reasoner: train a language model to reason in parallel (map-process-reduce)\n" +
-        "and serve it fast. Run `npr <command> --help` for each command's options.",
+      "Native Parallel Reasoner: train a language model to reason in parallel (map-process-reduce) " +
+        "and serve it fast.\nRun `npr <command> --help` for each command's options.",
     )
     .version("0.1.0")
     .showHelpAfterError("(run with --help for usage)");
