@@ -21,6 +21,7 @@ import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { SafetensorsCheckpoint } from "../format/safetensors.ts";
 import { ConfigError, UsageError } from "../util/errors.ts";
 import { causalLayout } from "../util/layout.ts";
+import { NprTokenizer, byteTokenizer } from "../tokenizer/index.ts";
 
 const PRESET_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../presets/models");
 
@@ -51,7 +52,7 @@ export function makeBackend(name: string): Backend {
   throw new UsageError(`unknown backend "${name}"`, {
     code: "bad_backend",
     param: "--backend",
-    hint: "available backends: cpu",
+    hint: "available backends: cpu, cuda",
   });
 }
 
@@ -114,6 +115,16 @@ function humanBytes(n: number): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** The tokenizer `model init` writes: a given tokenizer.json (or folder), with the 8 tags added, or the byte tokenizer. */
+function initTokenizer(spec: string | undefined): NprTokenizer {
+  if (spec === undefined) return byteTokenizer();
+  const dir = fs.existsSync(spec) && fs.statSync(spec).isDirectory() ? spec : path.dirname(spec);
+  if (spec !== dir && path.basename(spec) !== "tokenizer.json") {
+    throw new UsageError(`--tokenizer must be a tokenizer.json file or its folder, got "${spec}"`, { code: "bad_tokenizer", param: "--tokenizer" });
+  }
+  return NprTokenizer.load(dir).withTags();
+}
+
 export function registerModelCommands(program: Command): void {
   const model = program.command("model").description("create, inspect and run Qwen3 checkpoints (Hugging Face layout)");
 
@@ -125,15 +136,26 @@ export function registerModelCommands(program: Command): void {
     .option("--seed <n>", "random seed", "0")
     .option("--dtype <dtype>", "storage dtype of the weights: bf16, f16 or f32", "bf16")
     .option("--overwrite", "replace an existing checkpoint folder", false)
-    .action((opts: { config: string; out: string; seed: string; dtype: string; overwrite: boolean }) => {
+    .option("--tokenizer <file|dir>", "tokenizer.json (or its folder) to write beside the weights; default: the built-in byte tokenizer with the 8 NPR tags")
+    .action((opts: { config: string; out: string; seed: string; dtype: string; overwrite: boolean; tokenizer?: string }) => {
       const file = resolveConfigFile(opts.config);
       const parsed = parseQwen3Config(readJsonFile(file), file);
       warnUnknown(parsed.unknown, file);
       if (!["bf16", "f16", "f32"].includes(opts.dtype)) {
         throw new UsageError(`--dtype must be bf16, f16 or f32, got "${opts.dtype}"`, { code: "bad_dtype", param: "--dtype" });
       }
+      // Checked before anything is written: a tokenizer whose ids the model cannot embed is useless.
+      const tok = initTokenizer(opts.tokenizer);
+      if (tok.size > parsed.config.vocabSize) {
+        throw new ConfigError(`${file}: vocab_size ${parsed.config.vocabSize} is smaller than the tokenizer's ${tok.size} ids`, {
+          code: "vocab_too_small",
+          param: "vocab_size",
+          hint: `use a config with vocab_size >= ${tok.size} (the byte tokenizer needs 267; 320 pads it to 64)`,
+        });
+      }
       const m = Qwen3Model.random(parsed.config, { seed: parseSeed(opts.seed), backend: new CpuBackend() });
       const files = saveQwen3(m, opts.out, { dtype: opts.dtype as "bf16" | "f16" | "f32", overwrite: opts.overwrite });
+      files.push(...tok.save(opts.out));
       process.stderr.write(
         `npr: wrote ${opts.out} (${qwen3ParamCount(parsed.config).toLocaleString("en-US")} parameters, ${opts.dtype}): ${files.map((f) => path.basename(f)).join(", ")}\n`,
       );

@@ -10,6 +10,8 @@ import { registerModelCommands } from "./model.ts";
 import { registerTasksCommands } from "./tasks.ts";
 import { registerFormatCommands } from "./format.ts";
 import { registerTokenizerCommands } from "./tokenizer.ts";
+import { registerEngineCommands } from "./engine.ts";
+import { registerGenerateCommand } from "./generate.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +28,8 @@ export function buildProgram(): Command {
   registerTasksCommands(program);
   registerFormatCommands(program);
   registerTokenizerCommands(program);
+  registerEngineCommands(program);
+  registerGenerateCommand(program);
   return program;
 }
 

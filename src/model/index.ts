@@ -29,3 +29,4 @@ export type { KVCacheOptions } from "./kv-cache.ts";
 export { loadQwen3, saveQwen3, readQwen3Config } from "./checkpoint.ts";
 export type { LoadOptions, SaveOptions } from "./checkpoint.ts";
 export { paddedVocabSize, resizeVocab, type NewTokenInit, type ResizeOptions } from "./resize.ts";
+export { PagedKVStorage, pagedForward, type PagedSeqInput, type PageCopy, type SlotRanges } from "./paged-kv.ts";

@@ -1,0 +1,46 @@
+/**
+ * Public surface of engine/: the Engine (generate, stream), the scheduler and runners, sampling,
+ * structure forcing, budget rules and the naive reference generator. Other folders import
+ * engine/ only through this file. Rank 4: imports model, kv, tokenizer, tensor, format, util.
+ */
+export { Engine, type EngineOptions, type ParamsArg } from "./engine.ts";
+export { Scheduler, rangesBefore, type SchedulerOptions } from "./scheduler.ts";
+export { ModelRunner, sampleItems, type StepRunner } from "./runner.ts";
+export { budgetUsed, budgetExhausted, mayFork, type BudgetState } from "./budget.ts";
+export {
+  engineVocab,
+  parseForceStructure,
+  randomStructure,
+  rootScript,
+  branchScript,
+  joinScript,
+  sequentialScript,
+  type EngineVocab,
+  type ForcedBlock,
+  type ScriptItem,
+} from "./structure.ts";
+export {
+  DEFAULT_SAMPLING,
+  checkSamplingParams,
+  sampleToken,
+  streamSeed,
+  logProbOf,
+  type SamplingParams,
+  type Constraint,
+} from "./sampling/sampler.ts";
+export { generateNaive, trainerLayout, type NaiveResult } from "./reference.ts";
+export { DEFAULT_GENERATE, resolveParams } from "./types.ts";
+export type {
+  GenerateParams,
+  GenerationResult,
+  EngineEvent,
+  FinishReason,
+  RequestStats,
+  TokenOrigin,
+  TreeSpan,
+  StepPlan,
+  StepResult,
+  PlanItem,
+} from "./types.ts";
+export { rescoreTrajectory, type RescoreReport } from "./verify.ts";
+export { runFuzz, type FuzzReport } from "./fuzz.ts";

@@ -1,0 +1,74 @@
+/**
+ * "Engine equals trainer": re-scores a finished trajectory with one masked forward over the
+ * trainer's layout (buildNprLayout; causal in sequential mode) and compares, token by token, the
+ * engine's log-probs and its greedy choices (argmax over the ids the structure allowed) with the
+ * trainer's. Used by `npr engine verify` and the tests.
+ * Knows results, the model's forward and the vocabulary; nothing of scheduling.
+ */
+import type { Qwen3Model } from "../model/index.ts";
+import { noGrad } from "../tensor/index.ts";
+import { trainerLayout } from "./reference.ts";
+import { applyRepetitionPenalty, logProbOf } from "./sampling/sampler.ts";
+import type { EngineVocab } from "./structure.ts";
+import type { GenerateParams, GenerationResult } from "./types.ts";
+
+export interface RescoreReport {
+  /**
+   * Sampled (free) greedy tokens that the trainer's logits rank below another allowed id by more
+   * than TIE_TOLERANCE: a real disagreement.
+   */
+  tokensMismatch: number;
+  /** Greedy tokens whose trainer argmax differs only within TIE_TOLERANCE (float noise on a tie). */
+  nearTies: number;
+  /** Response positions whose RoPE position differs from the trainer's layout. */
+  positionsMismatch: number;
+  maxAbsLogprobDiff: number;
+  scored: number;
+}
+
+/**
+ * Logit gap below which two ids count as tied: a random checkpoint's logits are tiny and nearly
+ * flat, so f32 reduction order alone can swap an argmax between engine and trainer.
+ */
+export const TIE_TOLERANCE = 1e-5;
+
+export function rescoreTrajectory(model: Qwen3Model, vocab: EngineVocab, r: GenerationResult, mode: GenerateParams["mode"], greedy: boolean, forced: boolean, penalties: { trunk: number; branch: number } = { trunk: 1, branch: 1.02 }): RescoreReport {
+  const P = r.promptIds.length;
+  const all = [...r.promptIds, ...r.ids];
+  const complete = r.finishReason === "stop" && r.malformed === null;
+  const layout = trainerLayout(vocab, P, all, mode, !complete);
+  let positionsMismatch = 0;
+  for (let i = 0; i < r.ids.length; i++) if (layout.positions[P + i] !== r.positions[i]) positionsMismatch++;
+  const logits = noGrad(() => model.forward(Int32Array.from(all), layout));
+  const host = logits.toArray();
+  logits.dispose();
+  const V = model.config.vocabSize;
+  // In structure-forcing mode free tokens were drawn with tags and stop ids banned.
+  const banned = new Set(forced ? [...vocab.tagIds, ...vocab.stopIds] : []);
+  let tokensMismatch = 0;
+  let nearTies = 0;
+  let maxAbsLogprobDiff = 0;
+  let scored = 0;
+  for (let i = 0; i < r.ids.length; i++) {
+    const lp = r.logprobs[i];
+    if (lp === null || lp === undefined) continue;
+    const t = P + i;
+    const row = host.subarray((t - 1) * V, t * V);
+    maxAbsLogprobDiff = Math.max(maxAbsLogprobDiff, Math.abs(logProbOf(row, r.ids[i]!) - lp));
+    scored++;
+    if (greedy && r.origins[i] === "sampled") {
+      // The engine chose after the repetition penalty, scoped as it scopes it: a branch's own
+      // tokens from its <step>, or every earlier response token on the trunk.
+      const span = r.tree.find((sp) => sp.kind === "branch" && sp.start <= i && i < sp.end);
+      const x = Float64Array.from(row);
+      applyRepetitionPenalty(x, r.ids.slice(span ? span.start : 0, i), span ? penalties.branch : penalties.trunk);
+      let best = -1;
+      for (let v = 0; v < V; v++) if (!banned.has(v) && (best < 0 || x[v]! > x[best]!)) best = v;
+      if (best !== r.ids[i]) {
+        if (x[best]! - x[r.ids[i]!]! > TIE_TOLERANCE) tokensMismatch++;
+        else nearTies++;
+      }
+    }
+  }
+  return { tokensMismatch, nearTies, positionsMismatch, maxAbsLogprobDiff, scored };
+}
