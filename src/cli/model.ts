@@ -18,6 +18,7 @@ import {
 } from "../model/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
+import { makeCudaBackend } from "./backend.ts";
 import { SafetensorsCheckpoint } from "../format/safetensors.ts";
 import { ConfigError, UsageError } from "../util/errors.ts";
 import { causalLayout } from "../util/layout.ts";
@@ -49,6 +50,7 @@ export function resolveConfigFile(spec: string): string {
 /** The backend named on the command line. */
 export function makeBackend(name: string): Backend {
   if (name === "cpu") return new CpuBackend();
+  if (name === "cuda") return makeCudaBackend();
   throw new UsageError(`unknown backend "${name}"`, {
     code: "bad_backend",
     param: "--backend",

@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError } from "commander";
 import { BoundaryError } from "../util/errors.ts";
+import { registerBackendCommands } from "./backend.ts";
+import { registerBundleCommand } from "./bundle.ts";
 import { registerGradeCommands } from "./grade.ts";
 import { registerModelCommands } from "./model.ts";
 import { registerTasksCommands } from "./tasks.ts";
@@ -28,6 +30,8 @@ export function buildProgram(): Command {
   registerTasksCommands(program);
   registerFormatCommands(program);
   registerTokenizerCommands(program);
+  registerBackendCommands(program);
+  registerBundleCommand(program);
   registerEngineCommands(program);
   registerGenerateCommand(program);
   return program;

@@ -1,0 +1,609 @@
+/**
+ * The CUDA backend: the Backend contract (types.ts) on an NVIDIA GPU, with buffers in device
+ * memory, GEMMs in cuBLAS and every other primitive a kernel from kernels/*.cu (compiled by NVRTC
+ * at first use, cached on disk). All work goes onto one blocking stream in call order; read()
+ * is the synchronization point, and also where errors recorded by kernels (an id or target out of
+ * range) surface as InvariantErrors naming the op.
+ *
+ * Counters: one per primitive call (the conformance suite checks them), plus "cuda.launch" (kernel
+ * launches), "cublas.gemm" (cuBLAS calls), "cuda.memset", "cuda.compile" and
+ * "cuda.compile.cached" (kernel units compiled / loaded from the disk cache), so a test can prove
+ * the GPU path ran. Argument checks (dtypes, sizes, use after free) are the CPU backend's, done on
+ * the host before anything is queued; segment arrays live on the device and are not read back:
+ * the kernels clamp segments to [0, keys), so a bad layout gives wrong numbers, never a stray read.
+ * Knows nothing about Tensors or autograd.
+ */
+import { invariant, InvariantError } from "../../../util/errors.ts";
+import { collapseDims, numel, stridedExtent } from "../cpu/elementwise.ts";
+import { ArgChecks, CudaBuffer, ELEM_BYTES, isCount } from "./buffers.ts";
+import type {
+  AdamWParams,
+  AttentionParams,
+  AttentionSegments,
+  Backend,
+  BinaryOp,
+  BinaryParams,
+  CopyParams,
+  DeviceBuffer,
+  DType,
+  HostArray,
+  LogprobParams,
+  MatmulParams,
+  PrimitiveName,
+  ReduceParams,
+  RmsNormParams,
+  RopeParams,
+  RowsParams,
+  ScalarOp,
+  UnaryOp,
+} from "../types.ts";
+import { BINARY_OPS, SCALAR_OPS, UNARY_OPS } from "../types.ts";
+import { compileNvrtc, compileUnit, type KernelDType, type KernelFile } from "./compile.ts";
+import { CUBLAS_SONAMES, Cublas } from "./ffi/cublas.ts";
+import { CUDA_ENV, openLibrary } from "./ffi/libs.ts";
+import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
+
+export { CudaBuffer } from "./buffers.ts";
+import { Nvrtc } from "./ffi/nvrtc.ts";
+
+/** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
+const BLOCK = 256;
+/** Grid-stride kernels cap their grid here; more blocks would only loop less. */
+const MAX_BLOCKS = 65535 * 4;
+/** Warps per block of the attention kernels (ATT_WARPS in attention.cu) and their head-dim limit. */
+const ATT_WARPS = 4;
+const ATT_MAX_D = 256;
+/** Codes written by report_error in nn.cu, by op. */
+const ERROR_OPS: Record<number, string> = {
+  1: "embedding: an id is outside the table's rows",
+  2: "embeddingBackward: an id is outside the table's rows",
+  3: "logprobGather: a target is outside [0, cols) and is not the ignore index",
+  4: "logprobGatherBackward: a target is outside [0, cols) and is not the ignore index",
+};
+
+export interface CudaBackendOptions {
+  /** Device ordinal (default 0). */
+  device?: number;
+  /** Use the on-disk kernel cache (default true; tests of the compiler turn it off). */
+  cache?: boolean;
+}
+
+/** Why no CUDA backend can be made here, or null when one can (for skips and `backend check`). */
+export function cudaUnavailable(): string | null {
+  const d = CudaDriver.load();
+  if (!d.driver) return d.why;
+  try {
+    d.driver.init();
+    if (d.driver.deviceCount() === 0) return "libcuda loaded but no CUDA device is visible";
+  } catch (e) {
+    return `libcuda loaded but CUDA did not start: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  const c = Nvrtc.load();
+  if (!c.nvrtc) return c.why;
+  const b = openLibrary("cuBLAS library", CUDA_ENV.libcublas, CUBLAS_SONAMES, "NPR_LIBCUBLAS");
+  if (!b.lib) return b.why;
+  return null;
+}
+
+export class CudaBackend implements Backend {
+  readonly name = "cuda";
+  readonly device: DeviceInfo;
+  /** "sm_90" etc.: the architecture kernels are compiled for. */
+  readonly arch: string;
+  readonly driver: CudaDriver;
+  readonly libraries: { cuda: string; cublas: string; nvrtc: string };
+  private readonly cublas: Cublas;
+  private readonly nvrtc: Nvrtc;
+  private readonly stream: number;
+  private readonly useCache: boolean;
+  private readonly calls: Record<string, number> = {};
+  private readonly modules = new Map<string, number>();
+  private readonly functions = new Map<string, number>();
+  /** Device status word {code, index, value} written by kernels that meet bad ids (common.cuh). */
+  private readonly err: number;
+  private readonly errHost = new Int32Array(4);
+  /** RoPE denominators by "theta/dim" (see ropeTable). */
+  private readonly ropeTables = new Map<string, CudaBuffer>();
+  /** Host-side argument checks bound to this backend's buffers. */
+  private readonly chk: ArgChecks;
+
+  constructor(opts: CudaBackendOptions = {}) {
+    const d = CudaDriver.load();
+    if (!d.driver) throw new InvariantError(`cuda backend: ${d.why}`);
+    this.driver = d.driver;
+    this.driver.init();
+    const count = this.driver.deviceCount();
+    const ordinal = opts.device ?? 0;
+    invariant(ordinal < count, () => `cuda backend: device ${ordinal} asked for, ${count} visible`);
+    this.device = this.driver.device(ordinal);
+    this.arch = `sm_${this.device.major}${this.device.minor}`;
+    this.driver.primaryContext(ordinal);
+    this.stream = this.driver.streamCreate(0);
+    const b = Cublas.load(this.stream);
+    if (!b.cublas) throw new InvariantError(`cuda backend: ${b.why}`);
+    this.cublas = b.cublas;
+    const n = Nvrtc.load();
+    if (!n.nvrtc) throw new InvariantError(`cuda backend: ${n.why}`);
+    this.nvrtc = n.nvrtc;
+    this.useCache = opts.cache ?? true;
+    this.chk = new ArgChecks(this);
+    this.libraries = { cuda: this.driver.libraryPath, cublas: this.cublas.libraryPath, nvrtc: this.nvrtc.libraryPath };
+    this.err = this.driver.allocAsync(16, this.stream);
+    this.driver.memsetD32Async(this.err, 0, 4, this.stream);
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private count(name: PrimitiveName | string, n = 1): void {
+    this.calls[name] = (this.calls[name] ?? 0) + n;
+  }
+
+  /** The kernel `name_<dtype>` of a file, compiling and loading the file's module on first use. */
+  private fn(file: KernelFile, name: string, dtype: KernelDType): number {
+    const key = `${name}_${dtype}`;
+    let f = this.functions.get(key);
+    if (f !== undefined) return f;
+    const modKey = `${file}/${dtype}`;
+    let mod = this.modules.get(modKey);
+    if (mod === undefined) {
+      const r = compileNvrtc(this.nvrtc, compileUnit(file, dtype), this.arch, this.device.driverVersion, this.useCache);
+      this.count(r.cached ? "cuda.compile.cached" : "cuda.compile");
+      mod = this.driver.moduleLoad(r.cubin);
+      this.modules.set(modKey, mod);
+    }
+    f = this.driver.moduleFunction(mod, key);
+    this.functions.set(key, f);
+    return f;
+  }
+
+  /**
+   * Queues one kernel on the stream. An empty grid (zero rows or elements) is no launch at all:
+   * CUDA rejects a zero grid dimension, and the op has nothing to do.
+   */
+  private launch(file: KernelFile, name: string, dtype: KernelDType, grid: number, block: number, args: KernelArg[]): void {
+    if (grid === 0) return;
+    this.driver.launch(this.fn(file, name, dtype), [grid, 1, 1], [block, 1, 1], 0, this.stream, args);
+    this.count("cuda.launch");
+  }
+
+  /** Blocks for a grid-stride kernel over n elements. */
+  private grid1d(n: number): number {
+    return Math.min(Math.ceil(n / BLOCK), MAX_BLOCKS);
+  }
+
+  /** Address of element `offset` of b. */
+  private at(b: CudaBuffer, offset: number): KernelArg {
+    return { ptr: b.ptr + offset * ELEM_BYTES[b.dtype] };
+  }
+
+  /** Throws (once) what a kernel recorded in the status word, then clears it. Synchronizes. */
+  private checkKernelErrors(): void {
+    this.driver.dtoh(this.errHost, this.err, 12);
+    const [code, index, value] = this.errHost;
+    if (code === 0) return;
+    this.driver.memsetD32Async(this.err, 0, 4, this.stream);
+    throw new InvariantError(`${ERROR_OPS[code] ?? `kernel error ${code}`}: element ${index} is ${value}`);
+  }
+
+  /** Waits for all queued work and reports kernel-recorded errors. */
+  synchronize(): void {
+    this.driver.streamSynchronize(this.stream);
+    this.checkKernelErrors();
+  }
+
+  /**
+   * Records the kernels and GEMMs `body` queues into a CUDA graph instead of running them, and
+   * returns a replayable handle (decode steps are captured this way once the engine lands). Kernels
+   * used inside must have been used once before (loading a module is not capturable), and body must
+   * not write, read or alloc from the host.
+   */
+  captureGraph(body: () => void): { replay: () => void; destroy: () => void } {
+    this.driver.beginCapture(this.stream);
+    try {
+      body();
+    } catch (e) {
+      try {
+        this.driver.endCapture(this.stream);
+      } catch {
+        // the capture is already invalid; the first error is the one to report
+      }
+      throw e;
+    }
+    const [graph, exec] = this.driver.endCapture(this.stream);
+    return {
+      replay: () => {
+        this.driver.graphLaunch(exec, this.stream);
+        this.count("cuda.graph");
+      },
+      destroy: () => this.driver.graphDestroy(graph, exec),
+    };
+  }
+
+  // ---------------------------------------------------------------- buffers
+
+  alloc(dtype: DType, length: number): CudaBuffer {
+    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32", () => `alloc: unknown dtype ${String(dtype)}`);
+    invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
+    // At least 16 bytes: a zero-length allocation is an error in CUDA, and 16 keeps alignment.
+    const ptr = this.driver.allocAsync(Math.max(16, length * ELEM_BYTES[dtype]), this.stream);
+    return new CudaBuffer(this, dtype, length, ptr);
+  }
+
+  free(buf: DeviceBuffer): void {
+    const b = this.chk.live("free", "buf", buf);
+    b.freed = true;
+    this.driver.freeAsync(b.ptr, this.stream);
+  }
+
+  write(buf: DeviceBuffer, src: HostArray, dstOffset = 0): void {
+    const b = this.chk.live("write", "buf", buf);
+    const ok =
+      (b.dtype === "f32" && src instanceof Float32Array) ||
+      (b.dtype === "f64" && src instanceof Float64Array) ||
+      (b.dtype === "i32" && src instanceof Int32Array);
+    invariant(ok, () => `write: a ${src.constructor.name} cannot be written into a ${b.dtype} buffer`);
+    invariant(
+      isCount(dstOffset) && dstOffset + src.length <= b.length,
+      () => `write: ${src.length} elements at offset ${dstOffset} overflow a buffer of ${b.length}`,
+    );
+    if (src.length > 0) this.driver.htod(b.ptr + dstOffset * ELEM_BYTES[b.dtype], src, src.byteLength);
+  }
+
+  /**
+   * A host copy; waits for every queued op (the copy is ordered after them). The kernels' error
+   * word is read here too, so a bad id fails the read that would expose its garbage.
+   */
+  read(buf: DeviceBuffer, offset = 0, length?: number): HostArray {
+    const b = this.chk.live("read", "buf", buf);
+    const n = length ?? b.length - offset;
+    invariant(isCount(offset) && isCount(n) && offset + n <= b.length, () => `read: [${offset}, ${offset + n}) is outside a buffer of ${b.length}`);
+    const out = b.dtype === "f32" ? new Float32Array(n) : b.dtype === "f64" ? new Float64Array(n) : new Int32Array(n);
+    if (n > 0) this.driver.dtoh(out, b.ptr + offset * ELEM_BYTES[b.dtype], out.byteLength);
+    this.checkKernelErrors();
+    return out;
+  }
+
+  counters(): Readonly<Record<string, number>> {
+    return { ...this.calls };
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  fill(out: DeviceBuffer, value: number): void {
+    const o = this.chk.live("fill", "out", out);
+    if (o.dtype === "f64") {
+      this.launch("elementwise.cu", "fill", "f64", this.grid1d(o.length), BLOCK, [{ ptr: o.ptr }, { i64: o.length }, { f64: value }]);
+    } else if (o.length > 0) {
+      // f32 and i32 fills are a 32-bit pattern: no kernel needed.
+      const bits = new DataView(new ArrayBuffer(4));
+      if (o.dtype === "f32") bits.setFloat32(0, value, true);
+      else bits.setInt32(0, value, true);
+      this.driver.memsetD32Async(o.ptr, bits.getUint32(0, true), o.length, this.stream);
+      this.count("cuda.memset");
+    }
+    this.count("fill");
+  }
+
+  copy(src: DeviceBuffer, out: DeviceBuffer, p: CopyParams): void {
+    const op = "copy";
+    invariant(p.srcStrides.length === p.shape.length, () => `copy: srcStrides has ${p.srcStrides.length} entries for a rank-${p.shape.length} shape`);
+    this.chk.dims(op, { srcOffset: p.srcOffset, dstOffset: p.dstOffset });
+    p.shape.forEach((d, i) => this.chk.dims(op, { [`shape[${i}]`]: d, [`srcStrides[${i}]`]: p.srcStrides[i] }));
+    const n = numel(p.shape);
+    const s = this.chk.sized(op, "src", src, stridedExtent(p.shape, p.srcStrides, p.srcOffset));
+    const o = this.chk.sized(op, "out", out, p.dstOffset + n);
+    invariant(s.dtype === o.dtype, () => `copy: src is ${s.dtype} but out is ${o.dtype}`);
+    // A contiguous region is one device-to-device copy; anything else the gather kernel. The f32
+    // kernel moves i32 elements too (same width, bits kept).
+    const c = collapseDims(p.shape, [p.srcStrides]);
+    const bytes = ELEM_BYTES[s.dtype];
+    if (n > 0 && c.shape.length === 1 && c.strides[0][0] === 1) {
+      this.driver.dtodAsync(o.ptr + p.dstOffset * bytes, s.ptr + p.srcOffset * bytes, n * bytes, this.stream);
+      this.count("cuda.memcpy");
+    } else if (n > 0) {
+      const dt: KernelDType = s.dtype === "f64" ? "f64" : "f32";
+      const desc = this.chk.strided(op, p.shape, p.srcStrides, p.srcStrides);
+      this.launch("elementwise.cu", "copy", dt, this.grid1d(n), BLOCK, [{ ptr: s.ptr }, { ptr: o.ptr }, desc, { i64: n }, { i64: p.srcOffset }, { i64: p.dstOffset }]);
+    }
+    this.count(op);
+  }
+
+  // ---------------------------------------------------------------- elementwise
+
+  unary(op: UnaryOp, x: DeviceBuffer, out: DeviceBuffer): void {
+    invariant(UNARY_OPS.includes(op), () => `unary: unknown op ${op}`);
+    const n = out.length;
+    const [[O, X], dt] = this.chk.floats(`unary(${op})`, [["out", out, n], ["x", x, n]]);
+    this.launch("elementwise.cu", "unary", dt, this.grid1d(n), BLOCK, [{ ptr: X.ptr }, { ptr: O.ptr }, { i64: n }, { i32: UNARY_OPS.indexOf(op) }]);
+    this.count("unary");
+  }
+
+  unaryBackward(op: UnaryOp, x: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer): void {
+    invariant(UNARY_OPS.includes(op), () => `unaryBackward: unknown op ${op}`);
+    const n = dx.length;
+    const usesY = op === "exp" || op === "sqrt" || op === "rsqrt" || op === "sigmoid";
+    // Only the operand the derivative reads is checked and passed (as both x and y).
+    const [[DX, DY, IN], dt] = this.chk.floats(`unaryBackward(${op})`, [["dx", dx, n], ["dy", dy, n], usesY ? ["y", y, n] : ["x", x, n]]);
+    this.launch("elementwise.cu", "unary_backward", dt, this.grid1d(n), BLOCK, [
+      { ptr: IN.ptr }, { ptr: IN.ptr }, { ptr: DY.ptr }, { ptr: DX.ptr }, { i64: n }, { i32: UNARY_OPS.indexOf(op) },
+    ]);
+    this.count("unaryBackward");
+  }
+
+  binary(op: BinaryOp, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: BinaryParams): void {
+    const name = `binary(${op})`;
+    invariant(BINARY_OPS.includes(op), () => `binary: unknown op ${op}`);
+    const rank = p.shape.length;
+    invariant(p.aStrides.length === rank && p.bStrides.length === rank, () => `${name}: aStrides/bStrides have ${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`);
+    p.shape.forEach((d, i) => this.chk.dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }));
+    const n = numel(p.shape);
+    const [[A, B, O], dt] = this.chk.floats(name, [["a", a, stridedExtent(p.shape, p.aStrides)], ["b", b, stridedExtent(p.shape, p.bStrides)], ["out", out, n]]);
+    if (n > 0) {
+      this.launch("elementwise.cu", "binary", dt, this.grid1d(n), BLOCK, [
+        { ptr: A.ptr }, { ptr: B.ptr }, { ptr: O.ptr }, this.chk.strided(name, p.shape, p.aStrides, p.bStrides), { i64: n }, { i32: BINARY_OPS.indexOf(op) },
+      ]);
+    }
+    this.count("binary");
+  }
+
+  scalar(op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {
+    invariant(SCALAR_OPS.includes(op), () => `scalar: unknown op ${op}`);
+    const n = out.length;
+    const [[O, X], dt] = this.chk.floats(`scalar(${op})`, [["out", out, n], ["x", x, n]]);
+    this.launch("elementwise.cu", "scalar", dt, this.grid1d(n), BLOCK, [
+      { ptr: X.ptr }, { ptr: O.ptr }, { i64: n }, { i32: SCALAR_OPS.indexOf(op) }, dt === "f32" ? { f32: value } : { f64: value },
+    ]);
+    this.count("scalar");
+  }
+
+  swiglu(gate: DeviceBuffer, up: DeviceBuffer, out: DeviceBuffer): void {
+    const n = out.length;
+    const [[O, G, U], dt] = this.chk.floats("swiglu", [["out", out, n], ["gate", gate, n], ["up", up, n]]);
+    this.launch("elementwise.cu", "swiglu", dt, this.grid1d(n), BLOCK, [{ ptr: G.ptr }, { ptr: U.ptr }, { ptr: O.ptr }, { i64: n }]);
+    this.count("swiglu");
+  }
+
+  swigluBackward(gate: DeviceBuffer, up: DeviceBuffer, dy: DeviceBuffer, dGate: DeviceBuffer, dUp: DeviceBuffer): void {
+    const n = dGate.length;
+    const [[DG, DU, G, U, DY], dt] = this.chk.floats("swigluBackward", [["dGate", dGate, n], ["dUp", dUp, n], ["gate", gate, n], ["up", up, n], ["dy", dy, n]]);
+    this.launch("elementwise.cu", "swiglu_backward", dt, this.grid1d(n), BLOCK, [
+      { ptr: G.ptr }, { ptr: U.ptr }, { ptr: DY.ptr }, { ptr: DG.ptr }, { ptr: DU.ptr }, { i64: n },
+    ]);
+    this.count("swigluBackward");
+  }
+
+  // ---------------------------------------------------------------- reduce
+
+  reduceSum(x: DeviceBuffer, out: DeviceBuffer, p: ReduceParams): void {
+    this.chk.dims("reduceSum", { outer: p.outer, reduce: p.reduce, inner: p.inner });
+    const [[X, O], dt] = this.chk.floats("reduceSum", [["x", x, p.outer * p.reduce * p.inner], ["out", out, p.outer * p.inner]]);
+    if (p.inner === 1 && p.reduce >= 1024) {
+      // Long rows: a block per row keeps the GPU busy where one thread per output would not.
+      this.launch("elementwise.cu", "reduce_sum_rows", dt, p.outer, BLOCK, [{ ptr: X.ptr }, { ptr: O.ptr }, { i64: p.reduce }]);
+    } else {
+      this.launch("elementwise.cu", "reduce_sum", dt, this.grid1d(p.outer * p.inner), BLOCK, [
+        { ptr: X.ptr }, { ptr: O.ptr }, { i64: p.outer }, { i64: p.reduce }, { i64: p.inner },
+      ]);
+    }
+    this.count("reduceSum");
+  }
+
+  // ---------------------------------------------------------------- gemm
+
+  matmul(a: DeviceBuffer, b: DeviceBuffer, c: DeviceBuffer, p: MatmulParams): void {
+    const { batch, m, n, k } = p;
+    const offA = p.offsetA ?? 0;
+    const offB = p.offsetB ?? 0;
+    const offC = p.offsetC ?? 0;
+    this.chk.dims("matmul", { batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: offA, offsetB: offB, offsetC: offC });
+    const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
+    const [[A, B, C], dt] = this.chk.floats("matmul", [["a", a, need(offA, p.strideA, m * k)], ["b", b, need(offB, p.strideB, k * n)], ["c", c, need(offC, p.strideC, m * n)]]);
+    // Offsets become address arithmetic; cuBLAS sees each operand from its item 0.
+    const bytes = ELEM_BYTES[dt];
+    this.cublas.gemm({
+      type: dt, batch, m, n, k, transA: p.transA, transB: p.transB,
+      a: A.ptr + offA * bytes, b: B.ptr + offB * bytes, c: C.ptr + offC * bytes,
+      strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
+      alpha: p.alpha ?? 1, beta: p.beta ?? 0,
+    });
+    this.count("matmul");
+    this.count("cublas.gemm");
+  }
+
+  // ---------------------------------------------------------------- nn
+
+  embedding(table: DeviceBuffer, ids: DeviceBuffer, out: DeviceBuffer, p: { n: number; dim: number }): void {
+    this.chk.dims("embedding", p);
+    const I = this.chk.ints("embedding", "ids", ids, p.n);
+    const [[T, O], dt] = this.chk.floats("embedding", [["table", table, 0], ["out", out, p.n * p.dim]]);
+    // The table's row count comes from its length (the contract passes none); the kernel
+    // range-checks ids against it.
+    const V = p.dim === 0 ? 0 : Math.floor(T.length / p.dim);
+    this.launch("nn.cu", "embedding", dt, p.n, BLOCK, [{ ptr: T.ptr }, { ptr: I.ptr }, { ptr: O.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }]);
+    this.count("embedding");
+  }
+
+  embeddingBackward(dOut: DeviceBuffer, ids: DeviceBuffer, dTable: DeviceBuffer, p: { n: number; dim: number }): void {
+    this.chk.dims("embeddingBackward", p);
+    const I = this.chk.ints("embeddingBackward", "ids", ids, p.n);
+    const [[DO, DT], dt] = this.chk.floats("embeddingBackward", [["dOut", dOut, p.n * p.dim], ["dTable", dTable, 0]]);
+    const V = p.dim === 0 ? 0 : Math.floor(DT.length / p.dim);
+    this.launch("nn.cu", "embedding_backward", dt, p.n, BLOCK, [{ ptr: DO.ptr }, { ptr: I.ptr }, { ptr: DT.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }]);
+    this.count("embeddingBackward");
+  }
+
+  rmsnorm(x: DeviceBuffer, w: DeviceBuffer, out: DeviceBuffer, rstd: DeviceBuffer, p: RmsNormParams): void {
+    const { rows, dim } = p;
+    this.chk.dims("rmsnorm", { rows, dim });
+    const [[X, W, O, R], dt] = this.chk.floats("rmsnorm", [["x", x, rows * dim], ["w", w, dim], ["out", out, rows * dim], ["rstd", rstd, rows]]);
+    this.launch("nn.cu", "rmsnorm", dt, rows, BLOCK, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { ptr: R.ptr }, { i64: dim }, { f64: p.eps }]);
+    this.count("rmsnorm");
+  }
+
+  rmsnormBackward(x: DeviceBuffer, w: DeviceBuffer, rstd: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, dw: DeviceBuffer, p: RmsNormParams): void {
+    const { rows, dim } = p;
+    this.chk.dims("rmsnormBackward", { rows, dim });
+    const [[X, W, R, DY, DX, DW], dt] = this.chk.floats("rmsnormBackward", [
+      ["x", x, rows * dim], ["w", w, dim], ["rstd", rstd, rows], ["dy", dy, rows * dim], ["dx", dx, rows * dim], ["dw", dw, dim],
+    ]);
+    this.launch("nn.cu", "rmsnorm_backward_dx", dt, rows, BLOCK, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: DX.ptr }, { i64: dim }]);
+    this.launch("nn.cu", "rmsnorm_backward_dw", dt, Math.ceil(dim / BLOCK), BLOCK, [{ ptr: X.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: DW.ptr }, { i64: rows }, { i64: dim }]);
+    this.count("rmsnormBackward");
+  }
+
+  /**
+   * The f64 table theta^(2j/dim), j < dim/2, of one (theta, dim), made on the host once and kept on
+   * the device: the kernel divides positions by it, so angles match the references exactly.
+   */
+  private ropeTable(theta: number, dim: number): number {
+    const key = `${theta}/${dim}`;
+    let t = this.ropeTables.get(key);
+    if (!t) {
+      const half = dim / 2;
+      const denom = Float64Array.from({ length: half }, (_, j) => theta ** ((2 * j) / dim));
+      t = this.alloc("f64", Math.max(1, half));
+      this.write(t, denom);
+      this.ropeTables.set(key, t);
+    }
+    return t.ptr;
+  }
+
+  rope(x: DeviceBuffer, positions: DeviceBuffer, out: DeviceBuffer, p: RopeParams): void {
+    const { tokens, heads, dim } = p;
+    this.chk.dims("rope", { tokens, heads, dim });
+    invariant(dim % 2 === 0, () => `rope: dim ${dim} is odd; rotate-half needs an even head dim`);
+    const P = this.chk.ints("rope", "positions", positions, tokens);
+    const [[X, O], dt] = this.chk.floats("rope", [["x", x, tokens * heads * dim], ["out", out, tokens * heads * dim]]);
+    const pairs = (tokens * heads * dim) / 2;
+    this.launch("nn.cu", "rope", dt, Math.ceil(pairs / BLOCK), BLOCK, [
+      { ptr: X.ptr }, { ptr: P.ptr }, { ptr: O.ptr }, { i64: tokens }, { i64: heads }, { i64: dim }, { ptr: this.ropeTable(p.theta, dim) }, { f64: p.inverse ? -1 : 1 },
+    ]);
+    this.count("rope");
+  }
+
+  /** A row kernel: one block per row over [rows, cols] float arguments given as name, buffer pairs. */
+  private rowKernel(prim: PrimitiveName, kernel: string, p: RowsParams, args: Array<[string, DeviceBuffer]>): void {
+    this.chk.dims(prim, { rows: p.rows, cols: p.cols });
+    const [bufs, dt] = this.chk.floats(prim, args.map(([name, b]) => [name, b, p.rows * p.cols] as const));
+    this.launch("nn.cu", kernel, dt, p.rows, BLOCK, [...bufs.map((b) => ({ ptr: b.ptr })), { i64: p.cols }]);
+    this.count(prim);
+  }
+
+  softmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
+    this.rowKernel("softmax", "softmax", p, [["x", x], ["out", out]]);
+  }
+
+  softmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
+    this.rowKernel("softmaxBackward", "softmax_backward", p, [["y", y], ["dy", dy], ["dx", dx]]);
+  }
+
+  logSoftmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
+    this.rowKernel("logSoftmax", "log_softmax", p, [["x", x], ["out", out]]);
+  }
+
+  logSoftmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
+    this.rowKernel("logSoftmaxBackward", "log_softmax_backward", p, [["y", y], ["dy", dy], ["dx", dx]]);
+  }
+
+  logprobGather(logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void {
+    const { rows, cols } = p;
+    this.chk.dims("logprobGather", { rows, cols });
+    const TG = this.chk.ints("logprobGather", "targets", targets, rows);
+    const [[L, LP, LSE], dt] = this.chk.floats("logprobGather", [["logits", logits, rows * cols], ["logp", logp, rows], ["lse", lse, rows]]);
+    this.launch("nn.cu", "logprob_gather", dt, rows, BLOCK, [
+      { ptr: L.ptr }, { ptr: TG.ptr }, { ptr: LP.ptr }, { ptr: LSE.ptr }, { i64: cols }, { i32: p.ignoreIndex }, { ptr: this.err },
+    ]);
+    this.count("logprobGather");
+  }
+
+  logprobGatherBackward(logits: DeviceBuffer, targets: DeviceBuffer, lse: DeviceBuffer, dLogp: DeviceBuffer, dLogits: DeviceBuffer, p: LogprobParams): void {
+    const { rows, cols } = p;
+    this.chk.dims("logprobGatherBackward", { rows, cols });
+    const TG = this.chk.ints("logprobGatherBackward", "targets", targets, rows);
+    const [[L, LSE, DLP, DL], dt] = this.chk.floats("logprobGatherBackward", [
+      ["logits", logits, rows * cols], ["lse", lse, rows], ["dLogp", dLogp, rows], ["dLogits", dLogits, rows * cols],
+    ]);
+    this.launch("nn.cu", "logprob_gather_backward", dt, rows, BLOCK, [
+      { ptr: L.ptr }, { ptr: TG.ptr }, { ptr: LSE.ptr }, { ptr: DLP.ptr }, { ptr: DL.ptr }, { i64: cols }, { i32: p.ignoreIndex }, { ptr: this.err },
+    ]);
+    this.count("logprobGatherBackward");
+  }
+
+  private attentionDims(op: string, p: AttentionParams): void {
+    const { tokens, keys, heads, kvHeads, headDim } = p;
+    this.chk.dims(op, { tokens, keys, heads, kvHeads, headDim });
+    invariant(kvHeads >= 1 && heads >= kvHeads, () => `${op}: ${heads} query heads cannot share ${kvHeads} kv heads`);
+    invariant(headDim <= ATT_MAX_D, () => `${op}: head dim ${headDim} exceeds the kernel's ${ATT_MAX_D}`);
+  }
+
+  /**
+   * The segment arrays as kernel arguments. Only offsets' size is known on the host (starts and
+   * ends are as long as offsets[T] says, which lives on the device); the kernels clamp every
+   * segment to [0, keys), so a malformed layout cannot make them read outside k and v.
+   */
+  private segs(op: string, seg: AttentionSegments, T: number): KernelArg[] {
+    const off = this.chk.ints(op, "seg.offsets", seg.offsets, T + 1);
+    const st = this.chk.ints(op, "seg.starts", seg.starts, 0);
+    const en = this.chk.ints(op, "seg.ends", seg.ends, 0);
+    return [{ ptr: off.ptr }, { ptr: st.ptr }, { ptr: en.ptr }];
+  }
+
+  private attnScalars(p: AttentionParams, dt: KernelDType): KernelArg[] {
+    return [{ i32: p.tokens }, { i32: p.keys }, { i32: p.heads }, { i32: p.kvHeads }, { i32: p.headDim }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }];
+  }
+
+  attention(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer, p: AttentionParams): void {
+    const op = "attention";
+    this.attentionDims(op, p);
+    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
+    const segArgs = this.segs(op, seg, T);
+    const [[Q, K, V, O, L], dt] = this.chk.floats(op, [["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H]]);
+    // One warp per (token, head) row: T * H rows, ATT_WARPS rows per block.
+    this.launch("attention.cu", "attention", dt, Math.ceil((T * H) / ATT_WARPS), 32 * ATT_WARPS, [
+      { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, ...this.attnScalars(p, dt),
+    ]);
+    this.count(op);
+  }
+
+  attentionBackward(
+    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer,
+    dOut: DeviceBuffer, dq: DeviceBuffer, dk: DeviceBuffer, dv: DeviceBuffer, p: AttentionParams,
+  ): void {
+    const op = "attentionBackward";
+    this.attentionDims(op, p);
+    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
+    const segArgs = this.segs(op, seg, T);
+    const [[Q, K, V, O, L, DO, DQ, DK, DV], dt] = this.chk.floats(op, [
+      ["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H],
+      ["dOut", dOut, T * H * D], ["dq", dq, T * H * D], ["dk", dk, S * Hkv * D], ["dv", dv, S * Hkv * D],
+    ]);
+    // dk and dv are summed with atomics over query rows: zero them first (the contract overwrites).
+    const kvBytes = S * Hkv * D * ELEM_BYTES[dt];
+    if (kvBytes > 0) {
+      this.driver.memsetD8Async(DK.ptr, 0, kvBytes, this.stream);
+      this.driver.memsetD8Async(DV.ptr, 0, kvBytes, this.stream);
+      this.count("cuda.memset", 2);
+    }
+    this.launch("attention.cu", "attention_backward", dt, Math.ceil((T * H) / ATT_WARPS), 32 * ATT_WARPS, [
+      { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, { ptr: DO.ptr },
+      { ptr: DQ.ptr }, { ptr: DK.ptr }, { ptr: DV.ptr }, ...this.attnScalars(p, dt),
+    ]);
+    this.count(op);
+  }
+
+  // ---------------------------------------------------------------- optim
+
+  adamw(param: DeviceBuffer, grad: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, p: AdamWParams): void {
+    this.chk.dims("adamw", { n: p.n });
+    invariant(Number.isInteger(p.step) && p.step >= 1, () => `adamw: step ${p.step} must be a 1-based integer`);
+    const [[P, G, M, V], dt] = this.chk.floats("adamw", [["param", param, p.n], ["grad", grad, p.n], ["m", m, p.n], ["v", v, p.n]]);
+    // Hyper-parameters go in the buffers' dtype; the bias corrections 1 - beta^step are made in
+    // double on the host once per call rather than per element.
+    const s = (x: number): KernelArg => (dt === "f32" ? { f32: x } : { f64: x });
+    this.launch("elementwise.cu", "adamw", dt, this.grid1d(p.n), BLOCK, [
+      { ptr: P.ptr }, { ptr: G.ptr }, { ptr: M.ptr }, { ptr: V.ptr }, { i64: p.n },
+      s(p.lr), s(p.beta1), s(p.beta2), s(p.eps), s(p.weightDecay), s(1 - Math.pow(p.beta1, p.step)), s(1 - Math.pow(p.beta2, p.step)),
+    ]);
+    this.count("adamw");
+  }
+}
