@@ -14,6 +14,7 @@ import type { Qwen3Model } from "../model/index.ts";
 import { NprTokenizer } from "../tokenizer/index.ts";
 import { CheckpointFormatError, UsageError } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
+import { MAX_PLANS } from "../format/npr-tags.ts";
 import { makeBackend } from "./model.ts";
 
 /** A checkpoint and its tokenizer, ready for the engine. */
@@ -61,7 +62,8 @@ export function registerEngineCommands(program: Command): void {
       const { model, tok, vocab } = loadForEngine(opts.model, opts.backend, opts.dtype);
       const rng = new Rng(parseIntArg(opts.seed, "--seed"));
       const n = parseIntArg(opts.prompts, "--prompts", 1);
-      const fixed = opts.forceStructure ? parseForceStructure(opts.forceStructure) : null;
+      // The trainer's layout (buildNprLayout) keeps NPR's 1-5 plan rule, so verify does too.
+      const fixed = opts.forceStructure ? parseForceStructure(opts.forceStructure, "--force-structure", MAX_PLANS) : null;
       if (opts.mode !== "parallel" && opts.mode !== "sequential") throw new UsageError(`--mode must be parallel or sequential`, { code: "bad_mode", param: "--mode" });
       const mode = opts.mode;
       const prompts: number[][] = [];

@@ -2,10 +2,11 @@
  * `npr generate`: one prompt through the engine, parallel or sequential. On a TTY it redraws the
  * branch tree live (one line per active branch with its token count), then prints the answer;
  * `--json` prints the structured results instead. Composition root: loading, flags, terminal.
+ * `streamWithTree` (the live tree over the engine's event stream) is shared with `npr demo`.
  */
 import type { Command } from "commander";
-import { Engine, parseForceStructure } from "../engine/index.ts";
-import type { GenerateParams, GenerationResult } from "../engine/index.ts";
+import { Engine, forcedMaxPlans, parseForceStructure } from "../engine/index.ts";
+import type { GenerateParams, GenerationResult, ParamsArg } from "../engine/index.ts";
 import { UsageError } from "../util/errors.ts";
 import { loadForEngine, parseIntArg } from "./engine.ts";
 
@@ -13,6 +14,55 @@ function parseFloatArg(v: string, param: string): number {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new UsageError(`${param} must be a number, got "${v}"`, { code: "bad_number", param });
   return n;
+}
+
+/**
+ * Runs the prompts through `engine.stream`, redrawing on stderr (when `live`) one line per active
+ * branch with its token count, at most every 50 ms so a TTY does not slow decoding down.
+ * Returns the results in request order and the wall time in seconds.
+ */
+export async function streamWithTree(
+  engine: Engine,
+  prompts: ReadonlyArray<readonly number[]>,
+  params: ParamsArg,
+  live: boolean,
+): Promise<{ results: GenerationResult[]; wall: number }> {
+  const active = new Map<number, { label: string; tokens: number }>();
+  const results: GenerationResult[] = [];
+  let drawn = 0;
+  let lastDraw = 0;
+  const draw = (force: boolean) => {
+    const now = performance.now();
+    if (!live || (!force && now - lastDraw < 50)) return;
+    lastDraw = now;
+    if (drawn > 0) process.stderr.write(`\x1b[${drawn}A\x1b[J`);
+    const lines = [...active.values()].map((a) => `  ${a.label}  ${a.tokens} tokens`);
+    process.stderr.write(lines.map((l) => l + "\n").join(""));
+    drawn = lines.length;
+  };
+  const t0 = performance.now();
+  for await (const ev of engine.stream(prompts, params)) {
+    if (ev.type === "token") {
+      const a = active.get(ev.seqId) ?? { label: `sample ${ev.requestId} trunk`, tokens: 0 };
+      a.tokens++;
+      active.set(ev.seqId, a);
+    } else if (ev.type === "branch-opened") {
+      active.set(ev.seqId, { label: `sample ${ev.requestId} block ${ev.block + 1} branch ${ev.branch + 1}`, tokens: 0 });
+    } else if (ev.type === "branch-closed") {
+      active.delete(ev.seqId);
+    } else if (ev.type === "joined") {
+      for (const [id, a] of active) if (a.label.startsWith(`sample ${ev.requestId} trunk`)) active.delete(id);
+    } else if (ev.type === "finished") {
+      results.push(ev.result);
+      for (const [id, a] of active) if (a.label.startsWith(`sample ${ev.result.requestId} `)) active.delete(id);
+    }
+    draw(ev.type !== "token");
+  }
+  const wall = (performance.now() - t0) / 1000;
+  active.clear();
+  draw(true);
+  results.sort((a, b) => a.requestId - b.requestId);
+  return { results, wall };
 }
 
 export function registerGenerateCommand(program: Command): void {
@@ -29,8 +79,8 @@ export function registerGenerateCommand(program: Command): void {
     .option("--top-k <k>", "top-k sampling (0 = off)", "0")
     .option("--min-p <p>", "min-p sampling (0 = off)", "0")
     .option("--seed <n>", "request seed (sample i uses seed + i)", "0")
-    .option("--min-fork-budget <n>", "no fork when fewer tokens of budget remain", "1024")
-    .option("--force-structure <spec>", 'force a structure on random-weight models, e.g. "3x16,2x8"')
+    .option("--min-fork-budget <n>", "no fork when fewer tokens of budget remain (default 1024; 0 with --force-structure)")
+    .option("--force-structure <spec>", 'force a structure on random-weight models, e.g. "3x16,2x8" (up to 64 branches per block)')
     .option("--backend <name>", "compute backend", "cpu")
     .option("--dtype <dtype>", "compute dtype: f32 or f64", "f32")
     .option("--json", "print the structured results as JSON", false)
@@ -40,6 +90,7 @@ export function registerGenerateCommand(program: Command): void {
       if (mode !== "parallel" && mode !== "sequential") throw new UsageError(`--mode must be parallel or sequential, got "${mode}"`, { code: "bad_mode", param: "--mode" });
       const k = parseIntArg(String(opts["n"]), "-n", 1);
       const seed = parseIntArg(String(opts["seed"]), "--seed");
+      const forceStructure = typeof opts["forceStructure"] === "string" ? parseForceStructure(opts["forceStructure"]) : null;
       const base: Partial<GenerateParams> = {
         mode,
         maxNewTokens: parseIntArg(String(opts["maxTokens"]), "--max-tokens", 1),
@@ -47,42 +98,18 @@ export function registerGenerateCommand(program: Command): void {
         topP: parseFloatArg(String(opts["topP"]), "--top-p"),
         topK: parseIntArg(String(opts["topK"]), "--top-k"),
         minP: parseFloatArg(String(opts["minP"]), "--min-p"),
-        minForkBudget: parseIntArg(String(opts["minForkBudget"]), "--min-fork-budget"),
-        forceStructure: typeof opts["forceStructure"] === "string" ? parseForceStructure(opts["forceStructure"]) : null,
+        // A forced structure exists to exercise forks: NPR's 1024-token rule would decline them
+        // under the default --max-tokens and break the forced script, so it defaults to 0 there.
+        minForkBudget: typeof opts["minForkBudget"] === "string" ? parseIntArg(opts["minForkBudget"], "--min-fork-budget") : forceStructure ? 0 : 1024,
+        forceStructure,
+        // A forced block wider than NPR's 5 plans raises the parser's limit for this run only.
+        maxPlans: forcedMaxPlans(forceStructure),
       };
       const prompt = tok.encodeChat([{ role: "user", content: String(opts["prompt"]) }]);
       const engine = new Engine(model, vocab, { numBlocks: 4096, blockSize: 16 });
       const live = !opts["json"] && process.stderr.isTTY;
-      const active = new Map<number, { label: string; tokens: number }>();
-      const results: GenerationResult[] = [];
-      let drawn = 0;
-      const draw = () => {
-        if (!live) return;
-        if (drawn > 0) process.stderr.write(`\x1b[${drawn}A\x1b[J`);
-        const lines = [...active.values()].map((a) => `  ${a.label}  ${a.tokens} tokens`);
-        process.stderr.write(lines.map((l) => l + "\n").join(""));
-        drawn = lines.length;
-      };
-      const t0 = performance.now();
-      for await (const ev of engine.stream(Array(k).fill(prompt), Array.from({ length: k }, (_, i) => ({ ...base, seed: seed + i })))) {
-        if (ev.type === "token") {
-          const a = active.get(ev.seqId) ?? { label: `sample ${ev.requestId} trunk`, tokens: 0 };
-          a.tokens++;
-          active.set(ev.seqId, a);
-        } else if (ev.type === "branch-opened") {
-          active.set(ev.seqId, { label: `sample ${ev.requestId} block ${ev.block + 1} branch ${ev.branch + 1}`, tokens: 0 });
-        } else if (ev.type === "branch-closed" || ev.type === "joined") {
-          if (ev.type === "branch-closed") active.delete(ev.seqId);
-          else for (const [id, a] of active) if (a.label.startsWith(`sample ${ev.requestId} trunk`)) active.delete(id);
-        } else if (ev.type === "finished") {
-          results.push(ev.result);
-          for (const [id, a] of active) if (a.label.startsWith(`sample ${ev.result.requestId} `)) active.delete(id);
-        }
-        draw();
-      }
-      const wall = (performance.now() - t0) / 1000;
+      const { results, wall } = await streamWithTree(engine, Array(k).fill(prompt), Array.from({ length: k }, (_, i) => ({ ...base, seed: seed + i })), live);
       engine.dispose();
-      results.sort((a, b) => a.requestId - b.requestId);
       if (opts["json"]) {
         process.stdout.write(JSON.stringify(results) + "\n");
         return;

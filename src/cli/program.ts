@@ -14,6 +14,7 @@ import { registerFormatCommands } from "./format.ts";
 import { registerTokenizerCommands } from "./tokenizer.ts";
 import { registerEngineCommands } from "./engine.ts";
 import { registerGenerateCommand } from "./generate.ts";
+import { registerDemoCommand } from "./demo.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerBundleCommand(program);
   registerEngineCommands(program);
   registerGenerateCommand(program);
+  registerDemoCommand(program);
   return program;
 }
 

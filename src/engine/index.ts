@@ -10,6 +10,8 @@ export { budgetUsed, budgetExhausted, mayFork, type BudgetState } from "./budget
 export {
   engineVocab,
   parseForceStructure,
+  forcedMaxPlans,
+  MAX_FORCED_BRANCHES,
   randomStructure,
   rootScript,
   branchScript,

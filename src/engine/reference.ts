@@ -42,7 +42,7 @@ export function generateNaive(model: Qwen3Model, vocab: EngineVocab, prompt: rea
   const P = prompt.length;
   const tokens = [...prompt];
   const out: NaiveResult = { ids: [], logprobs: [], origins: [] };
-  const parser = new NprParser();
+  const parser = new NprParser({ maxPlans: p.maxPlans });
   const banned = new Set([...vocab.tagIds, ...vocab.stopIds]);
   const fs = p.forceStructure;
   let stream = {

@@ -239,7 +239,7 @@ export class Scheduler {
     const root = this.newSeq(req, {
       kind: "root", tokens: [...req.prompt], positions: Array.from({ length: P }, (_, i) => i),
       logprobs: Array(P).fill(null), origins: Array<TokenOrigin>(P).fill("engine"), numComputed: 0,
-      table: this.kv.newTable(), parser: new NprParser(), ownStart: P, block: -1, branch: 0,
+      table: this.kv.newTable(), parser: new NprParser({ maxPlans: p.maxPlans }), ownStart: P, block: -1, branch: 0,
       rng: new Rng(streamSeed(p.seed, -1, 0)), penalty: p.repetitionPenalty, script,
     });
     req.status = "running";

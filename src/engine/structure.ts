@@ -11,7 +11,7 @@
  *   join b          [engine: <takeaway>] f f </takeaway> then trunk b+1, or f f f <eos>
  *   sequential      the same tokens serialized, with the engine's forced ones in the script
  */
-import { NPR_TAGS } from "../format/npr-tags.ts";
+import { MAX_PLANS, NPR_TAGS } from "../format/npr-tags.ts";
 import type { NprTag } from "../format/npr-tags.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
 import { UsageError } from "../util/errors.ts";
@@ -68,14 +68,21 @@ export interface ForcedBlock {
   length: number;
 }
 
-/** "3x16,2x8" -> [{3, 16}, {2, 8}]; 1-5 branches per block, 1-4096 tokens per branch. */
-export function parseForceStructure(spec: string, param = "--force-structure"): ForcedBlock[] {
+/** Most branches a forced block may have (NPR's own rule is MAX_PLANS = 5; see forcedMaxPlans). */
+export const MAX_FORCED_BRANCHES = 64;
+
+/**
+ * "3x16,2x8" -> [{3, 16}, {2, 8}]; 1-`maxBranches` branches per block (default 64: wider than
+ * NPR's 5, for benchmarks; run such a structure with maxPlans = forcedMaxPlans(structure)),
+ * 1-4096 tokens per branch.
+ */
+export function parseForceStructure(spec: string, param = "--force-structure", maxBranches = MAX_FORCED_BRANCHES): ForcedBlock[] {
   const blocks = spec.split(",").map((part) => {
     const m = /^\s*(\d+)\s*x\s*(\d+)\s*$/.exec(part);
     const b = m ? Number(m[1]) : NaN;
     const l = m ? Number(m[2]) : NaN;
-    if (!m || b < 1 || b > 5 || l < 1 || l > 4096) {
-      throw new UsageError(`${param}: "${part}" is not BxL with 1 <= B <= 5 branches and 1 <= L <= 4096 tokens`, {
+    if (!m || b < 1 || b > maxBranches || l < 1 || l > 4096) {
+      throw new UsageError(`${param}: "${part}" is not BxL with 1 <= B <= ${maxBranches} branches and 1 <= L <= 4096 tokens`, {
         code: "bad_structure",
         param,
         hint: 'for example --force-structure "3x16,2x8"',
@@ -84,6 +91,14 @@ export function parseForceStructure(spec: string, param = "--force-structure"): 
     return { branches: b, length: l };
   });
   return blocks;
+}
+
+/**
+ * The maxPlans a forced structure needs: NPR's MAX_PLANS (5), or its widest block when wider.
+ * The parser's 1-5 rule stays the default for everything the model samples on its own.
+ */
+export function forcedMaxPlans(s: readonly ForcedBlock[] | null): number {
+  return Math.max(MAX_PLANS, ...(s ?? []).map((b) => b.branches));
 }
 
 /** A seeded random structure: 1-3 blocks of 1-5 branches of 2-`maxLength` tokens. */

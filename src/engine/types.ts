@@ -4,6 +4,7 @@
  * runner (STYLE.md habit 10). No behaviour beyond defaults and one validation.
  */
 import { UsageError } from "../util/errors.ts";
+import { MAX_PLANS } from "../format/npr-tags.ts";
 import type { Constraint, SamplingParams } from "./sampling/sampler.ts";
 import { DEFAULT_SAMPLING, checkSamplingParams } from "./sampling/sampler.ts";
 import type { ForcedBlock } from "./structure.ts";
@@ -21,6 +22,11 @@ export interface GenerateParams extends SamplingParams {
   maxDepth: number;
   /** Structure-forcing mode for random-weight models (null: the model decides everything). */
   forceStructure: ForcedBlock[] | null;
+  /**
+   * Most plans a guideline may hold (NPR: 5; more make the request malformed). Raise it only for
+   * forced structures of more branches (benchmarks at B = 8; `--force-structure` does it for you).
+   */
+  maxPlans: number;
 }
 
 export const DEFAULT_GENERATE: GenerateParams = {
@@ -30,6 +36,7 @@ export const DEFAULT_GENERATE: GenerateParams = {
   minForkBudget: 1024,
   maxDepth: 5,
   forceStructure: null,
+  maxPlans: MAX_PLANS,
 };
 
 export function resolveParams(p: Partial<GenerateParams>): GenerateParams {
@@ -37,6 +44,17 @@ export function resolveParams(p: Partial<GenerateParams>): GenerateParams {
   checkSamplingParams(out);
   if (!(Number.isInteger(out.maxNewTokens) && out.maxNewTokens >= 1)) {
     throw new UsageError(`max_new_tokens must be a positive integer, got ${out.maxNewTokens}`, { code: "bad_budget", param: "max_new_tokens" });
+  }
+  if (!(Number.isInteger(out.maxPlans) && out.maxPlans >= 1)) {
+    throw new UsageError(`max_plans must be a positive integer, got ${out.maxPlans}`, { code: "bad_max_plans", param: "max_plans" });
+  }
+  const widest = Math.max(0, ...(out.forceStructure ?? []).map((b) => b.branches));
+  if (widest > out.maxPlans) {
+    throw new UsageError(`the forced structure has a block of ${widest} branches, more than max_plans = ${out.maxPlans}`, {
+      code: "bad_structure",
+      param: "max_plans",
+      hint: `pass maxPlans: ${widest} (forcedMaxPlans(structure)); NPR's own rule is 1-${MAX_PLANS} plans`,
+    });
   }
   if (out.mode !== "parallel" && out.mode !== "sequential") {
     throw new UsageError(`mode must be parallel or sequential, got ${out.mode}`, { code: "bad_mode", param: "mode" });

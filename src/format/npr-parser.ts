@@ -12,7 +12,7 @@
  *
  *   response   := free* block+ conclusion        free / conclusion: text without tags
  *   block      := <guideline> (text | plan)* </guideline> step{n} <takeaway> text </takeaway> free*
- *   plan       := <plan> text </plan>             n = number of plans, 1 <= n <= 5
+ *   plan       := <plan> text </plan>             n = number of plans, 1 <= n <= 5 (maxPlans)
  *   step       := <step> text </step>             no token between </guideline>, steps, <takeaway>
  */
 import {
@@ -60,12 +60,19 @@ export interface NprParserOptions {
    * structure alone, turns it off and uses plan ordinals.
    */
   requirePlanNumbers?: boolean;
+  /**
+   * Most plans a guideline may hold (default MAX_PLANS = 5, NPR's rule for sampled output; more
+   * terminate the request as malformed). Only structure-forcing runs (benchmarks of B > 5
+   * branches on random weights) raise it; it is never lowered below 1.
+   */
+  maxPlans?: number;
 }
 
 export class NprParser {
   private region: NprRegion = "free";
   private reason: string | null = null;
   private readonly requirePlanNumbers: boolean;
+  private readonly maxPlans: number;
   /** Blocks opened so far (the current one included). */
   private blocks = 0;
   /** Plan numbers of the current block's guideline (ordinal strings when numbers are not required). */
@@ -81,6 +88,8 @@ export class NprParser {
 
   constructor(opts: NprParserOptions = {}) {
     this.requirePlanNumbers = opts.requirePlanNumbers ?? true;
+    this.maxPlans = opts.maxPlans ?? MAX_PLANS;
+    if (!(Number.isInteger(this.maxPlans) && this.maxPlans >= 1)) throw new RangeError(`NprParser: maxPlans must be an integer >= 1, got ${opts.maxPlans}`);
   }
 
   /** The region after the last token. */
@@ -120,7 +129,7 @@ export class NprParser {
 
   /** An independent copy (the engine clones the parent's parser for each branch). */
   clone(): NprParser {
-    const p = new NprParser({ requirePlanNumbers: this.requirePlanNumbers });
+    const p = new NprParser({ requirePlanNumbers: this.requirePlanNumbers, maxPlans: this.maxPlans });
     p.region = this.region;
     p.reason = this.reason;
     p.blocks = this.blocks;
@@ -243,7 +252,7 @@ export class NprParser {
   private closeGuideline(): NprEvent {
     const n = this.plans.length;
     if (n === 0) return this.fail(`the guideline of block ${this.blocks} has no plan`);
-    if (n > MAX_PLANS) return this.fail(`the guideline of block ${this.blocks} has ${n} plans; at most ${MAX_PLANS}`);
+    if (n > this.maxPlans) return this.fail(`the guideline of block ${this.blocks} has ${n} plans; at most ${this.maxPlans}`);
     this.region = "gap";
     this.stepsDone = 0;
     return { kind: "fork", plans: [...this.plans] };

@@ -28,7 +28,10 @@ export const STEP_CLOSE = "</step>";
 export const TAKEAWAY_OPEN = "<takeaway>";
 export const TAKEAWAY_CLOSE = "</takeaway>";
 
-/** NPR's engine accepts 1..5 plans per guideline (0 or more than 5 terminate the request). */
+/**
+ * NPR's engine accepts 1..5 plans per guideline (0 or more than 5 terminate the request): the
+ * default of NprParserOptions.maxPlans; only structure-forcing benchmarks raise it.
+ */
 export const MAX_PLANS = 5;
 
 const TAG_SET: ReadonlySet<string> = new Set(NPR_TAGS);

@@ -25,7 +25,7 @@ export type { ParamSpec, ParamInit, InitOptions, LayerParamNames } from "./weigh
 export { Qwen3Model } from "./qwen3.ts";
 export type { RandomModelOptions } from "./qwen3.ts";
 export { KVCache, KVCacheFullError } from "./kv-cache.ts";
-export type { KVCacheOptions } from "./kv-cache.ts";
+export type { KVCacheOptions, KVStore } from "./kv-cache.ts";
 export { loadQwen3, saveQwen3, readQwen3Config } from "./checkpoint.ts";
 export type { LoadOptions, SaveOptions } from "./checkpoint.ts";
 export { paddedVocabSize, resizeVocab, type NewTokenInit, type ResizeOptions } from "./resize.ts";

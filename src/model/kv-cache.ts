@@ -27,7 +27,31 @@ export interface KVCacheOptions {
   maxTokens: number;
 }
 
-export class KVCache {
+/**
+ * What a cached forward needs from a KV store (Qwen3Model.forward depends on this, not on a
+ * class): this contiguous cache implements it, and so does the engine's paged step view
+ * (paged-kv.ts), which gathers a step's visible slots from block-addressed pages.
+ */
+export interface KVStore {
+  readonly backend: Backend;
+  readonly dtype: "f32" | "f64";
+  readonly numLayers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  /** Keys already stored that the forward's layout counts before the new tokens (numKeys = length + T). */
+  readonly length: number;
+  /** Throws a BoundaryError before anything is written when `tokens` more do not fit. */
+  ensureRoom(tokens: number): void;
+  /**
+   * Stores layer `layer`'s new k and v ([T, Hkv, D]) and returns the keys and values the layer's
+   * attention reads, [length + T, Hkv, D], in the layout's key order.
+   */
+  append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor };
+  /** Called once after every layer appended: the T new tokens now count in `length`. */
+  advance(tokens: number): void;
+}
+
+export class KVCache implements KVStore {
   readonly backend: Backend;
   readonly dtype: "f32" | "f64";
   readonly numLayers: number;

@@ -19,14 +19,14 @@
  * Partially filled blocks anywhere in a table (after a join, a branch's last block is partial
  * and the next branch's block may start at a non-zero offset) are just shorter ranges here: a
  * table entry is (block, start, end), so nothing is copied or padded at a join.
- * The forward itself is Qwen3Model.forward unchanged (a KVCache subclass feeds it the gathered
- * keys), so the engine and the trainer run one function.
+ * The forward itself is Qwen3Model.forward unchanged (a KVStore view feeds it the gathered keys),
+ * so the engine and the trainer run one function.
  */
 import { Tensor } from "../tensor/index.ts";
 import type { Backend, DeviceBuffer } from "../tensor/index.ts";
 import { invariant } from "../util/errors.ts";
 import { segmentLayout } from "../util/layout.ts";
-import { KVCache } from "./kv-cache.ts";
+import type { KVStore } from "./kv-cache.ts";
 import type { Qwen3Model } from "./qwen3.ts";
 
 /** Slot ranges a sequence can see: entry e is slots [starts[e], ends[e]) of block blocks[e]. */
@@ -139,10 +139,16 @@ export function pagedForward(model: Qwen3Model, storage: PagedKVStorage, seqs: r
   const base = new Map<number, number>(); // block -> gathered index of its row `lo`
   const runs: Array<{ src: number; dst: number; count: number }> = []; // in slots / gathered rows
   let past = 0;
-  for (const [b, l] of lo) {
+  // The gathered order is free (the layout names gathered indices), so blocks go in id order:
+  // blocks come off the free list mostly in id order, so full blocks of one table, or of sibling
+  // branches that grew in the same steps, are adjacent slots and merge into one copy per run
+  // (a copy call costs more than the rows it moves at these sizes).
+  for (const [b, l] of [...lo].sort((x, y) => x[0] - y[0])) {
     base.set(b, past);
     const count = hi.get(b)! - l;
-    runs.push({ src: b * bs + l, dst: past, count });
+    const prev = runs[runs.length - 1];
+    if (prev && prev.src + prev.count === b * bs + l) prev.count += count;
+    else runs.push({ src: b * bs + l, dst: past, count });
     past += count;
   }
 
@@ -180,12 +186,17 @@ export function pagedForward(model: Qwen3Model, storage: PagedKVStorage, seqs: r
 }
 
 /**
- * The KVCache the forward sees for one paged step: `length` is the number of gathered old rows;
+ * The KVStore the forward sees for one paged step: `length` is the number of gathered old rows;
  * `append` scatters the new k/v into their slots and returns the gathered [past + T, Hkv, D] list.
  * The scratch buffers are reused by every layer of the step (each layer's attention reads them
  * before the next layer overwrites them).
  */
-class PagedStepView extends KVCache {
+class PagedStepView implements KVStore {
+  readonly backend: Backend;
+  readonly dtype: "f32" | "f64";
+  readonly numLayers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
   private readonly storage: PagedKVStorage;
   private readonly runs: ReadonlyArray<{ src: number; dst: number; count: number }>;
   private readonly past: number;
@@ -200,31 +211,29 @@ class PagedStepView extends KVCache {
     past: number,
     writeSlots: Int32Array,
   ) {
-    super({
-      backend: storage.backend,
-      dtype: storage.dtype,
-      numLayers: storage.numLayers,
-      kvHeads: storage.kvHeads,
-      headDim: storage.headDim,
-      maxTokens: 1,
-    });
+    this.backend = storage.backend;
+    this.dtype = storage.dtype;
+    this.numLayers = storage.numLayers;
+    this.kvHeads = storage.kvHeads;
+    this.headDim = storage.headDim;
     this.storage = storage;
     this.runs = runs;
     this.past = past;
     this.writeSlots = writeSlots;
   }
 
-  override get length(): number {
+  get length(): number {
     return this.past + this.advanced;
   }
 
-  override ensureRoom(_tokens: number): void {}
+  /** The scheduler allocated every write slot before the step: nothing can run out here. */
+  ensureRoom(_tokens: number): void {}
 
-  override advance(tokens: number): void {
+  advance(tokens: number): void {
     this.advanced += tokens;
   }
 
-  override append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+  append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
     const st = this.storage;
     const T = this.writeSlots.length;
     invariant(k.shape[0] === T && v.shape[0] === T, () => `PagedStepView.append: ${k.shape[0]} new rows, ${T} write slots`);
@@ -259,8 +268,7 @@ class PagedStepView extends KVCache {
     return { k: Tensor.fromBuffer(st.backend, this.scratchK, shape), v: Tensor.fromBuffer(st.backend, this.scratchV!, shape) };
   }
 
-  override dispose(): void {
-    super.dispose();
+  dispose(): void {
     if (this.scratchK) this.storage.backend.free(this.scratchK);
     if (this.scratchV) this.storage.backend.free(this.scratchV);
     this.scratchK = this.scratchV = null;

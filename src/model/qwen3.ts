@@ -24,6 +24,7 @@ import { checkLayout } from "../util/layout.ts";
 import type { Layout } from "../util/layout.ts";
 import type { Qwen3Config } from "./config.ts";
 import { KVCache } from "./kv-cache.ts";
+import type { KVStore } from "./kv-cache.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, qwen3ParamSpecs } from "./weights.ts";
 
 export interface RandomModelOptions {
@@ -111,12 +112,12 @@ export class Qwen3Model {
    * holding P tokens, numKeys must be P + T (e.g. causalLayout(T, P)); the new tokens' k and v
    * are written into the cache, which then holds P + T. Cached forwards are inference only.
    */
-  forward(ids: Int32Array | readonly number[], layout: Layout, kv?: KVCache): Tensor {
+  forward(ids: Int32Array | readonly number[], layout: Layout, kv?: KVStore): Tensor {
     if (kv) return noGrad(() => this.forwardImpl(ids, layout, kv));
     return this.forwardImpl(ids, layout, undefined);
   }
 
-  private forwardImpl(ids: Int32Array | readonly number[], layout: Layout, kv: KVCache | undefined): Tensor {
+  private forwardImpl(ids: Int32Array | readonly number[], layout: Layout, kv: KVStore | undefined): Tensor {
     const c = this.config;
     const T = ids.length;
     const H = c.numAttentionHeads;
@@ -161,7 +162,7 @@ export class Qwen3Model {
    * Token ids come from users and tokenizers (a boundary); the layout from npr's own builders
    * (a mismatch is a bug, so it fails an invariant).
    */
-  private checkInputs(ids: Int32Array | readonly number[], layout: Layout, kv: KVCache | undefined): void {
+  private checkInputs(ids: Int32Array | readonly number[], layout: Layout, kv: KVStore | undefined): void {
     const V = this.config.vocabSize;
     if (ids.length === 0) throw new UsageError("Qwen3Model.forward: no tokens given", { code: "empty", param: "ids" });
     for (let i = 0; i < ids.length; i++) {
