@@ -2,9 +2,11 @@
  * CPU kernels for segment-masked attention with grouped-query heads, forward and backward: the
  * hot loop of CPU training. Query tokens go in tiles; a tile whose visible keys fill enough of
  * its dense [tile x keys any of its tokens sees] block runs through GEMM, any other through a
- * row-wise loop over exactly the visible keys. Scratch is allocated once per call, never per
- * token. Sizes, dtypes and segments were checked by CpuBackend; the GEMM comes in as a function,
- * so this file knows neither buffers nor which GEMM path runs.
+ * row-wise loop over exactly the visible keys. The work comes in independent items (forward:
+ * tile x kv head; backward: band x kv head, attention-plan.ts) that the backend may run on any
+ * thread; scratch is per thread and kept between calls. Sizes, dtypes and segments were checked
+ * by CpuBackend; the GEMM comes in as a function, so this file knows neither buffers nor which
+ * GEMM path runs.
  */
 
 // Layouts (row-major): q, out, dq [T, H, D]; k, v [S', Hkv, D] (only the first S rows are read);
@@ -17,6 +19,12 @@
 // At the `small` preset (4 x 256 packed tokens, H=8, Hkv=4, D=32) one layer's forward + backward
 // went from ~330 ms (row-wise) to 35-45 ms (OpenBLAS tiles) and 130-210 ms (TypeScript tiles).
 import type { FloatArray, MatmulParams } from "../types.ts";
+import { planBands, planTiles, tileStats } from "./attention-plan.ts";
+import type { AttentionStats, Band, Tile } from "./attention-plan.ts";
+import { expF } from "./exp.ts";
+
+export { planBands, planTiles, tileStats };
+export type { AttentionStats, Band, Tile };
 
 export interface AttentionDims {
   /** T query tokens, S key slots, H query heads, Hkv kv heads, D head dim. */
@@ -32,77 +40,12 @@ export interface AttentionDims {
 export type Gemm = (a: FloatArray, b: FloatArray, c: FloatArray, p: MatmulParams) => void;
 
 export interface AttentionOptions {
-  /** The GEMM for dense tiles; null runs every tile row-wise. */
-  gemm: Gemm | null;
+  /** False runs every tile row-wise (no GEMM at all). */
+  dense: boolean;
   /** Query tokens per tile. */
   tile: number;
   /** A tile goes through GEMM when visible pairs / (tile tokens x tile keys) >= this. */
   minDensity: number;
-}
-
-/** How many tiles each path ran (the backend turns these into counters). */
-export interface AttentionStats {
-  denseTiles: number;
-  rowTiles: number;
-}
-
-interface Tile {
-  t0: number;
-  t1: number;
-  /**
-   * The tile's keys: the union of its tokens' segments as sorted disjoint ranges, flattened to
-   * [start, end, column] triples; column is where the range begins in the compacted key list.
-   */
-  ranges: Int32Array;
-  /** Number of keys in the union: the width of the tile's dense score block. */
-  span: number;
-  dense: boolean;
-}
-
-const NO_RANGES = new Int32Array(0);
-
-/** Splits [0, T) into tiles and decides each one's path from its density. */
-function planTiles(offsets: Int32Array, starts: Int32Array, ends: Int32Array, T: number, o: AttentionOptions): Tile[] {
-  const tiles: Tile[] = [];
-  const step = Math.max(1, o.tile);
-  for (let t0 = 0; t0 < T; t0 += step) {
-    const t1 = Math.min(T, t0 + step);
-    const segs: Array<[number, number]> = [];
-    let visible = 0;
-    for (let t = t0; t < t1; t++) {
-      for (let sg = offsets[t]; sg < offsets[t + 1]; sg++) {
-        if (ends[sg] > starts[sg]) segs.push([starts[sg], ends[sg]]);
-        visible += ends[sg] - starts[sg];
-      }
-    }
-    if (visible === 0) {
-      tiles.push({ t0, t1, ranges: NO_RANGES, span: 0, dense: false });
-      continue;
-    }
-    // Keys no token of the tile sees (sibling branches between a branch's prompt and its own
-    // tokens) are left out of the dense block: a branch tile costs prompt + own branch only.
-    segs.sort((a, b) => a[0] - b[0]);
-    const merged: number[] = [];
-    let span = 0;
-    for (const [a, b] of segs) {
-      const n = merged.length;
-      if (n > 0 && a <= merged[n - 2]) {
-        if (b > merged[n - 2]) {
-          span += b - merged[n - 2];
-          merged[n - 2] = b;
-        }
-      } else {
-        merged.push(a, b, span);
-        span += b - a;
-      }
-    }
-    // A causal tile of 64 inside a 256-token sequence is 55-95% visible, a tile straddling two
-    // packed sequences about half (the union skips nothing there), a branch tile much more than
-    // its raw key span would suggest.
-    const dense = o.gemm !== null && visible >= o.minDensity * (t1 - t0) * span;
-    tiles.push({ t0, t1, ranges: Int32Array.from(merged), span, dense });
-  }
-  return tiles;
 }
 
 /** The query heads [start, end) that read kv head g: floor(h Hkv / H) = g. */
@@ -127,26 +70,40 @@ function dot(a: FloatArray, ao: number, b: FloatArray, bo: number, D: number): n
   return s0 + s1 + s2 + s3;
 }
 
-function like(x: FloatArray, n: number): FloatArray {
-  return x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
+function like(f32: boolean, n: number): FloatArray {
+  return f32 ? new Float32Array(n) : new Float64Array(n);
 }
 
 /**
- * Scratch matrices of the dense path, sized for the largest dense tile of the call and typed like
- * the inputs (the GEMM takes one float type; f32 scores keep OpenBLAS on sgemm).
+ * Scratch of one thread, typed like the inputs (the GEMM takes one float type; f32 scores keep
+ * OpenBLAS on sgemm) and grown to the largest call seen. Kept between calls: a training step
+ * makes dozens of attention calls of one shape, and fresh scratch would page-fault every time.
  */
-class DenseScratch {
-  readonly kg: FloatArray; // [span, D] keys of one kv head
-  readonly vg: FloatArray; // [span, D] values of one kv head
-  readonly qg: FloatArray; // [G * tile, D] queries of the group's heads, head-major
-  readonly dog: FloatArray; // [G * tile, D] dOut rows, same order (backward)
-  readonly og: FloatArray; // [G * tile, D] GEMM output rows
-  readonly sc: FloatArray; // [G * tile, span] scores, then probabilities
-  readonly dp: FloatArray; // [G * tile, span] dP, then dS (backward)
-  readonly kvt: FloatArray; // [span, D] one dK or dV contribution (backward)
-  readonly rowF: Float64Array; // [G * tile] 1/sum (forward) or delta (backward) per row
+class Scratch {
+  readonly f32: boolean;
+  kg: FloatArray; // [span, D] keys of one kv head
+  vg: FloatArray; // [span, D] values of one kv head
+  qg: FloatArray; // [G * tile, D] queries of the group's heads, head-major
+  dog: FloatArray; // [G * tile, D] dOut rows, same order (backward)
+  og: FloatArray; // [G * tile, D] GEMM output rows
+  sc: FloatArray; // [G * tile, span] scores, then probabilities
+  dp: FloatArray; // [G * tile, span] dP, then dS (backward)
+  kvt: FloatArray; // [span, D] one dK or dV contribution (backward)
+  rowF: Float64Array = new Float64Array(0); // [G * tile] 1/sum (forward) per row
+  rowScores: Float64Array = new Float64Array(0); // [S] one (t, h)'s scores on the row-wise path
+  acc: Float64Array = new Float64Array(0); // [D] one output or dq row on the row-wise path
+  dkAcc: Float64Array = new Float64Array(0); // [S, D] f64 dK of one kv head (backward of f32 calls)
+  dvAcc: Float64Array = new Float64Array(0); // [S, D] f64 dV of one kv head
 
-  constructor(like0: FloatArray, tiles: Tile[], maxG: number, D: number, backward: boolean) {
+  constructor(f32: boolean) {
+    this.f32 = f32;
+    this.kg = this.vg = this.qg = this.dog = this.og = this.sc = this.dp = this.kvt = like(f32, 0);
+  }
+
+  /** Grows every field to what `tiles` of call p needs (the backward fields only if backward). */
+  fit(tiles: readonly Tile[], p: AttentionDims, backward: boolean): this {
+    const D = p.headDim;
+    const maxG = Math.ceil(p.heads / p.kvHeads);
     let span = 0;
     let rows = 0;
     for (const t of tiles) {
@@ -154,16 +111,36 @@ class DenseScratch {
       span = Math.max(span, t.span);
       rows = Math.max(rows, maxG * (t.t1 - t.t0));
     }
-    this.kg = like(like0, span * D);
-    this.vg = like(like0, span * D);
-    this.qg = like(like0, rows * D);
-    this.og = like(like0, rows * D);
-    this.sc = like(like0, rows * span);
-    this.dog = like(like0, backward ? rows * D : 0);
-    this.dp = like(like0, backward ? rows * span : 0);
-    this.kvt = like(like0, backward ? span * D : 0);
-    this.rowF = new Float64Array(rows);
+    const f = this.f32;
+    const grow = (x: FloatArray, n: number): FloatArray => (x.length >= n ? x : like(f, n));
+    const grow64 = (x: Float64Array, n: number): Float64Array => (x.length >= n ? x : new Float64Array(n));
+    this.kg = grow(this.kg, span * D);
+    this.vg = grow(this.vg, span * D);
+    this.qg = grow(this.qg, rows * D);
+    this.og = grow(this.og, rows * D);
+    this.sc = grow(this.sc, rows * span);
+    this.rowF = grow64(this.rowF, rows);
+    this.rowScores = grow64(this.rowScores, p.keys);
+    this.acc = grow64(this.acc, D);
+    if (backward) {
+      this.dog = grow(this.dog, rows * D);
+      this.dp = grow(this.dp, rows * span);
+      this.kvt = grow(this.kvt, span * D);
+      if (f) {
+        this.dkAcc = grow64(this.dkAcc, p.keys * D);
+        this.dvAcc = grow64(this.dvAcc, p.keys * D);
+      }
+    }
+    return this;
   }
+}
+
+// NOTE: one scratch per dtype per thread (module state is per thread: each worker has its own).
+// Kernels are synchronous and never nest, so one call owns it from start to end.
+const scratch = { f32: new Scratch(true), f64: new Scratch(false) };
+
+function scratchFor(x: FloatArray, tiles: readonly Tile[], p: AttentionDims, backward: boolean): Scratch {
+  return (x instanceof Float32Array ? scratch.f32 : scratch.f64).fit(tiles, p, backward);
 }
 
 /** dst[r*D ..] = src rows of a [*, stride] array starting at first + r*rowStep, r < n. */
@@ -190,7 +167,7 @@ function gatherKeys(dst: FloatArray, src: FloatArray, ranges: Int32Array, first:
  * replaces each visible score x by exp(x - shift) and every other entry by 0; returns the sum of
  * the exps. With shift = NaN the max over visible keys is used and returned through maxOut.
  * A segment lies inside one range (ranges are the union of segments), and both are sorted, so
- * one forward walk over the ranges maps each segment to its columns.
+ * one forward walk over the ranges maps each segment to its columns. f32 blocks take expF.
  */
 function maskedExpRow(
   sc: FloatArray,
@@ -221,6 +198,7 @@ function maskedExpRow(
     sc.fill(0, base, base + span);
     return 0;
   }
+  const f32 = sc instanceof Float32Array;
   let sum = 0;
   let pos = base;
   for (let sg = segA, r = 0; sg < segB; sg++) {
@@ -230,10 +208,18 @@ function maskedExpRow(
     const j0 = base + ranges[r + 2] + a - ranges[r];
     const e = j0 + ends[sg] - a;
     if (j0 > pos) sc.fill(0, pos, j0);
-    for (let j = j0; j < e; j++) {
-      const w = Math.exp(sc[j] - shift);
-      sc[j] = w;
-      sum += w;
+    if (f32) {
+      for (let j = j0; j < e; j++) {
+        const w = expF(sc[j] - shift);
+        sc[j] = w;
+        sum += w;
+      }
+    } else {
+      for (let j = j0; j < e; j++) {
+        const w = Math.exp(sc[j] - shift);
+        sc[j] = w;
+        sum += w;
+      }
     }
     pos = e;
   }
@@ -241,125 +227,113 @@ function maskedExpRow(
   return sum;
 }
 
+/** The arrays of one call; layouts at the top of this file. */
+export interface AttentionIO {
+  q: FloatArray;
+  k: FloatArray;
+  v: FloatArray;
+  offsets: Int32Array;
+  starts: Int32Array;
+  ends: Int32Array;
+  out: FloatArray;
+  lse: FloatArray;
+}
+
+/** The backward's extra arrays: dOut in, dq, dk, dv out. */
+export interface AttentionGrads {
+  dOut: FloatArray;
+  dq: FloatArray;
+  dk: FloatArray;
+  dv: FloatArray;
+}
+
+/** The tiles of a call, with each tile's path fixed; planned once, shared by every thread. */
+export function plan(io: AttentionIO, p: AttentionDims, o: AttentionOptions): Tile[] {
+  return planTiles(io.offsets, io.starts, io.ends, p.tokens, o);
+}
+
 // ---------------------------------------------------------------- forward
 
 /**
+ * Forward item i: tile floor(i / Hkv), kv head g = i % Hkv and the query heads h reading it:
  * out[t, h, :] = sum_s softmax_s(scale q[t,h,:] . k[s,g,:]) v[s,g,:] over the keys token t sees,
- * g = floor(h Hkv / H); lse[t, h] = logsumexp_s of those scaled scores. A token that sees no key
- * gets out 0 and lse -Infinity (checkLayout rules such layouts out; the kernel must still not
- * produce NaN).
+ * lse[t, h] = logsumexp_s of those scaled scores, for exactly the item's tokens and heads. A token
+ * that sees no key gets out 0 and lse -Infinity (checkLayout rules such layouts out; the kernel
+ * must still not produce NaN). Items write disjoint rows, so any thread may run any item.
  */
-export function attention(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
-  p: AttentionDims,
-  o: AttentionOptions,
-): AttentionStats {
-  const tiles = planTiles(offsets, starts, ends, p.tokens, o);
-  const maxG = Math.ceil(p.heads / p.kvHeads);
-  const scratch = tiles.some((t) => t.dense) ? new DenseScratch(q, tiles, maxG, p.headDim, false) : null;
-  const rowScores = new Float64Array(p.keys);
-  const acc = new Float64Array(p.headDim);
-  const stats: AttentionStats = { denseTiles: 0, rowTiles: 0 };
-  for (const tile of tiles) {
-    if (tile.dense && scratch && o.gemm) {
-      denseForward(q, k, v, offsets, starts, ends, out, lse, p, tile, scratch, o.gemm);
-      stats.denseTiles++;
-    } else {
-      rowForward(q, k, v, offsets, starts, ends, out, lse, p, tile.t0, tile.t1, rowScores, acc);
-      stats.rowTiles++;
-    }
-  }
-  return stats;
+export function forwardItem(io: AttentionIO, p: AttentionDims, tiles: readonly Tile[], item: number, gemm: Gemm): void {
+  const tile = tiles[Math.floor(item / p.kvHeads)];
+  const g = item % p.kvHeads;
+  const w = scratchFor(io.q, tiles, p, false);
+  if (tile.dense) denseForward(io, p, tile, g, w, gemm);
+  else rowForward(io, p, tile.t0, tile.t1, g, w.rowScores, w.acc);
 }
 
 /**
- * One dense tile, per kv head g: S = scale Qg Kg^T over the tile's key span (one GEMM for all of
+ * One dense tile and kv head g: S = scale Qg Kg^T over the tile's key span (one GEMM for all of
  * g's query heads), masked exp in place, O = P Vg (second GEMM), rows scaled by 1/sum.
  */
-function denseForward(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
-  p: AttentionDims,
-  tile: Tile,
-  w: DenseScratch,
-  gemm: Gemm,
-): void {
+function denseForward(io: AttentionIO, p: AttentionDims, tile: Tile, g: number, w: Scratch, gemm: Gemm): void {
+  const { q, k, v, offsets, starts, ends, out, lse } = io;
   const { heads: H, kvHeads: Hkv, headDim: D, scale } = p;
   const { t0, t1, ranges, span } = tile;
   const Bq = t1 - t0;
   const maxOut = new Float64Array(1);
-  for (let g = 0; g < Hkv; g++) {
-    const [hs, he] = groupHeads(g, H, Hkv);
-    // All query heads of kv head g share one GEMM: rows are (head hs + r / Bq, token t0 + r % Bq),
-    // so K and V are gathered once per group and M grows to G x Bq rows.
-    const M = (he - hs) * Bq;
-    if (M === 0) continue;
-    gatherKeys(w.kg, k, ranges, g * D, Hkv * D, D);
-    gatherKeys(w.vg, v, ranges, g * D, Hkv * D, D);
-    for (let h = hs; h < he; h++) gatherRows(w.qg.subarray((h - hs) * Bq * D), q, (t0 * H + h) * D, H * D, Bq, D);
-    gemm(w.qg, w.kg, w.sc, gemmParams(M, span, D, false, true, scale));
-    for (let r = 0; r < M; r++) {
-      const h = hs + Math.floor(r / Bq);
-      const t = t0 + (r % Bq);
-      const sum = maskedExpRow(w.sc, r * span, span, ranges, offsets, starts, ends, t, NaN, maxOut);
-      w.rowF[r] = sum > 0 ? 1 / sum : 0;
-      lse[t * H + h] = sum > 0 ? maxOut[0] + Math.log(sum) : -Infinity;
-    }
-    // Unnormalized weights times V, then one multiply by 1/sum per row (the softmax divide).
-    gemm(w.sc, w.vg, w.og, gemmParams(M, D, span, false, false));
-    for (let r = 0; r < M; r++) {
-      const h = hs + Math.floor(r / Bq);
-      const t = t0 + (r % Bq);
-      const oo = (t * H + h) * D;
-      const inv = w.rowF[r];
-      for (let d = 0; d < D; d++) out[oo + d] = w.og[r * D + d] * inv;
-    }
+  const [hs, he] = groupHeads(g, H, Hkv);
+  // All query heads of kv head g share one GEMM: rows are (head hs + r / Bq, token t0 + r % Bq),
+  // so K and V are gathered once per group and M grows to G x Bq rows.
+  const M = (he - hs) * Bq;
+  if (M === 0) return;
+  gatherKeys(w.kg, k, ranges, g * D, Hkv * D, D);
+  gatherKeys(w.vg, v, ranges, g * D, Hkv * D, D);
+  for (let h = hs; h < he; h++) gatherRows(w.qg.subarray((h - hs) * Bq * D), q, (t0 * H + h) * D, H * D, Bq, D);
+  gemm(w.qg, w.kg, w.sc, gemmParams(M, span, D, false, true, scale));
+  for (let r = 0; r < M; r++) {
+    const h = hs + Math.floor(r / Bq);
+    const t = t0 + (r % Bq);
+    const sum = maskedExpRow(w.sc, r * span, span, ranges, offsets, starts, ends, t, NaN, maxOut);
+    w.rowF[r] = sum > 0 ? 1 / sum : 0;
+    lse[t * H + h] = sum > 0 ? maxOut[0] + Math.log(sum) : -Infinity;
+  }
+  // Unnormalized weights times V, then one multiply by 1/sum per row (the softmax divide).
+  gemm(w.sc, w.vg, w.og, gemmParams(M, D, span, false, false));
+  for (let r = 0; r < M; r++) {
+    const h = hs + Math.floor(r / Bq);
+    const t = t0 + (r % Bq);
+    const oo = (t * H + h) * D;
+    const inv = w.rowF[r];
+    for (let d = 0; d < D; d++) out[oo + d] = w.og[r * D + d] * inv;
   }
 }
 
 /**
- * Tokens [t0, t1) one (t, h) at a time over exactly their visible keys: scores to a scratch row
- * (with their max), then exp(score - max) weights V rows into an f64 accumulator.
+ * Tokens [t0, t1) and the query heads of kv head g, one (t, h) at a time over exactly their
+ * visible keys: scores to a scratch row (with their max), then exp(score - max) weights V rows
+ * into an f64 accumulator.
  */
 // The row-wise path visits only visible keys, so it wins on sparse tiles (and is the whole kernel
 // when no GEMM is given). Inner loops run over D with independent accumulators; everything sums
 // in f64 locals.
 function rowForward(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
+  io: AttentionIO,
   p: AttentionDims,
   t0: number,
   t1: number,
+  g: number,
   scores: Float64Array,
   acc: Float64Array,
 ): void {
+  const { q, k, v, offsets, starts, ends, out, lse } = io;
   const { heads: H, kvHeads: Hkv, headDim: D, scale } = p;
+  const f32 = out instanceof Float32Array;
+  const [hs, he] = groupHeads(g, H, Hkv);
   const rowStride = Hkv * D; // elements between key s and key s+1 of one kv head
+  const kvo = g * D;
   for (let t = t0; t < t1; t++) {
     const segA = offsets[t];
     const segB = offsets[t + 1];
-    for (let h = 0; h < H; h++) {
+    for (let h = hs; h < he; h++) {
       const qo = (t * H + h) * D;
-      const kvo = Math.floor((h * Hkv) / H) * D;
       let n = 0;
       let max = -Infinity;
       for (let sg = segA; sg < segB; sg++) {
@@ -375,13 +349,14 @@ function rowForward(
         lse[t * H + h] = -Infinity;
         continue;
       }
-      acc.fill(0);
+      acc.fill(0, 0, D);
       let sum = 0;
       n = 0;
       for (let sg = segA; sg < segB; sg++) {
         const end = ends[sg];
         for (let s = starts[sg]; s < end; s++) {
-          const wt = Math.exp(scores[n++] - max);
+          const x = scores[n++] - max;
+          const wt = f32 ? expF(x) : Math.exp(x);
           sum += wt;
           const vo = s * rowStride + kvo;
           let d = 0;
@@ -403,117 +378,140 @@ function rowForward(
 
 // ---------------------------------------------------------------- backward
 
-/**
- * Flash-style backward: probabilities are recomputed from the saved lse instead of stored.
- * With P = exp(scale q.k - lse), Delta[t,h] = sum_d dO[t,h,d] O[t,h,d] (= sum_s P dP):
- *   dV[s,g] += P dO;  dP = dO . v[s,g];  dS = P (dP - Delta)
- *   dQ[t,h] = scale sum_s dS k[s,g];  dK[s,g] += scale dS q[t,h]
- * dq, dk, dv are overwritten (dk, dv over their first S rows). dk and dv sum over tokens, tiles
- * and the query heads sharing a kv head, so for f32 they are accumulated in f64 and rounded once.
- */
-export function attentionBackward(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
-  dOut: FloatArray,
-  dq: FloatArray,
-  dk: FloatArray,
-  dv: FloatArray,
-  p: AttentionDims,
-  o: AttentionOptions,
-): AttentionStats {
-  const kvLen = p.keys * p.kvHeads * p.headDim;
-  // f64 buffers accumulate in place; f32 ones go through f64 scratch. Both [S, Hkv, D].
-  const dkAcc = dk instanceof Float64Array ? dk : new Float64Array(kvLen);
-  const dvAcc = dv instanceof Float64Array ? dv : new Float64Array(kvLen);
-  dkAcc.fill(0, 0, kvLen);
-  dvAcc.fill(0, 0, kvLen);
-  const tiles = planTiles(offsets, starts, ends, p.tokens, o);
-  const maxG = Math.ceil(p.heads / p.kvHeads);
-  const scratch = tiles.some((t) => t.dense) ? new DenseScratch(q, tiles, maxG, p.headDim, true) : null;
-  const dqAcc = new Float64Array(p.headDim);
-  const stats: AttentionStats = { denseTiles: 0, rowTiles: 0 };
-  for (const tile of tiles) {
-    if (tile.dense && scratch && o.gemm) {
-      denseBackward(q, k, v, offsets, starts, ends, out, lse, dOut, dq, dkAcc, dvAcc, p, tile, scratch, o.gemm);
-      stats.denseTiles++;
-    } else {
-      rowBackward(q, k, v, offsets, starts, ends, out, lse, dOut, dq, dkAcc, dvAcc, p, tile.t0, tile.t1, dqAcc);
-      stats.rowTiles++;
+// Flash-style backward: probabilities are recomputed from the saved lse instead of stored.
+// With P = exp(scale q.k - lse), Delta[t,h] = sum_d dO[t,h,d] O[t,h,d] (= sum_s P dP):
+//   dV[s,g] += P dO;  dP = dO . v[s,g];  dS = P (dP - Delta)
+//   dQ[t,h] = scale sum_s dS k[s,g];  dK[s,g] += scale dS q[t,h]
+// dq, dk, dv are overwritten (dk, dv over their first S rows): zeroUnseenKeys, then every
+// backward item (band x kv head), in any order and on any threads.
+
+/** Zeroes dk and dv on the keys no band covers (no tile sees them); bands write all the others. */
+export function zeroUnseenKeys(gr: AttentionGrads, p: AttentionDims, bands: readonly Band[]): void {
+  const rowLen = p.kvHeads * p.headDim;
+  const covered = bands.filter((b) => b.k1 > b.k0).sort((a, b) => a.k0 - b.k0);
+  let s = 0;
+  for (const b of [...covered, { k0: p.keys, k1: p.keys }]) {
+    if (b.k0 > s) {
+      gr.dk.fill(0, s * rowLen, b.k0 * rowLen);
+      gr.dv.fill(0, s * rowLen, b.k0 * rowLen);
     }
+    s = Math.max(s, b.k1);
   }
-  if (dkAcc !== dk) dk.set(dkAcc);
-  if (dvAcc !== dv) dv.set(dvAcc);
-  return stats;
 }
 
 /**
- * One dense tile, per kv head g, five GEMMs over the tile's key span:
+ * Backward item i: band floor(i / Hkv) and kv head i % Hkv. Writes dq of the band's tokens for
+ * g's query heads and dk, dv of g over the band's keys. dk and dv sum over tokens, tiles and the
+ * query heads sharing a kv head, so for f32 they are accumulated in f64 scratch and rounded once;
+ * f64 ones accumulate in place. The sum runs over the band's tiles in ascending order whichever
+ * thread runs the item, so threaded results are identical.
+ */
+export function backwardItem(
+  io: AttentionIO,
+  gr: AttentionGrads,
+  p: AttentionDims,
+  tiles: readonly Tile[],
+  bands: readonly Band[],
+  item: number,
+  gemm: Gemm,
+): void {
+  const { kvHeads: Hkv, headDim: D } = p;
+  const band = bands[Math.floor(item / Hkv)];
+  const g = item % Hkv;
+  const { k0, k1 } = band;
+  const w = scratchFor(io.q, tiles, p, true);
+  const rowStep = Hkv * D;
+  // The accumulator of kv head g: key s, dim d at acc.off + s * acc.step + d.
+  let acc: KvAcc;
+  if (gr.dk instanceof Float64Array && gr.dv instanceof Float64Array) {
+    acc = { dk: gr.dk, dv: gr.dv, off: g * D, step: rowStep };
+    for (let s = k0, a = k0 * rowStep + g * D; s < k1; s++, a += rowStep) {
+      gr.dk.fill(0, a, a + D);
+      gr.dv.fill(0, a, a + D);
+    }
+  } else {
+    // Scratch row s - k0 holds key s.
+    acc = { dk: w.dkAcc, dv: w.dvAcc, off: -k0 * D, step: D };
+    w.dkAcc.fill(0, 0, (k1 - k0) * D);
+    w.dvAcc.fill(0, 0, (k1 - k0) * D);
+  }
+  for (const ti of band.tiles) {
+    const tile = tiles[ti];
+    if (tile.dense) denseBackward(io, gr, p, tile, g, acc, w, gemm);
+    else rowBackward(io, gr, p, tile.t0, tile.t1, g, acc, w.acc);
+  }
+  if (acc.dk === w.dkAcc) {
+    for (let s = k0, a = k0 * rowStep + g * D, b = 0; s < k1; s++, a += rowStep, b += D) {
+      for (let d = 0; d < D; d++) {
+        gr.dk[a + d] = acc.dk[b + d];
+        gr.dv[a + d] = acc.dv[b + d];
+      }
+    }
+  }
+}
+
+/** f64 dK and dV accumulators of one kv head: key s, dim d at off + s * step + d. */
+interface KvAcc {
+  dk: Float64Array;
+  dv: Float64Array;
+  off: number;
+  step: number;
+}
+
+/**
+ * One dense tile and kv head g, five GEMMs over the tile's key span:
  *   S = scale Qg Kg^T -> P (masked, from lse);  dP = dOg Vg^T -> dS = scale P (dP - Delta)
  *   dQg = dS Kg;  dKg += dS^T Qg;  dVg += P^T dOg
  */
 function denseBackward(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
-  dOut: FloatArray,
-  dq: FloatArray,
-  dkAcc: Float64Array,
-  dvAcc: Float64Array,
+  io: AttentionIO,
+  gr: AttentionGrads,
   p: AttentionDims,
   tile: Tile,
-  w: DenseScratch,
+  g: number,
+  acc: KvAcc,
+  w: Scratch,
   gemm: Gemm,
 ): void {
+  const { q, k, v, offsets, starts, ends, out, lse } = io;
+  const { dOut, dq } = gr;
   const { heads: H, kvHeads: Hkv, headDim: D, scale } = p;
   const { t0, t1, ranges, span } = tile;
   const Bq = t1 - t0;
   const unused = new Float64Array(1);
-  for (let g = 0; g < Hkv; g++) {
-    const [hs, he] = groupHeads(g, H, Hkv);
-    const M = (he - hs) * Bq;
-    if (M === 0) continue;
-    gatherKeys(w.kg, k, ranges, g * D, Hkv * D, D);
-    gatherKeys(w.vg, v, ranges, g * D, Hkv * D, D);
-    for (let h = hs; h < he; h++) {
-      gatherRows(w.qg.subarray((h - hs) * Bq * D), q, (t0 * H + h) * D, H * D, Bq, D);
-      gatherRows(w.dog.subarray((h - hs) * Bq * D), dOut, (t0 * H + h) * D, H * D, Bq, D);
-    }
-    gemm(w.qg, w.kg, w.sc, gemmParams(M, span, D, false, true, scale));
-    gemm(w.dog, w.vg, w.dp, gemmParams(M, span, D, false, true));
-    for (let r = 0; r < M; r++) {
-      const h = hs + Math.floor(r / Bq);
-      const t = t0 + (r % Bq);
-      const qo = (t * H + h) * D;
-      const base = r * span;
-      // P = exp(S - lse): a shift by the saved lse instead of the max makes the sum 1.
-      maskedExpRow(w.sc, base, span, ranges, offsets, starts, ends, t, lse[t * H + h], unused);
-      const delta = dot(dOut, qo, out, qo, D);
-      for (let j = base; j < base + span; j++) w.dp[j] = scale * w.sc[j] * (w.dp[j] - delta);
-    }
-    // dQ rows belong to this tile alone: written, not accumulated.
-    gemm(w.dp, w.kg, w.og, gemmParams(M, D, span, false, false));
-    for (let r = 0; r < M; r++) {
-      const qo = ((t0 + (r % Bq)) * H + hs + Math.floor(r / Bq)) * D;
-      for (let d = 0; d < D; d++) dq[qo + d] = w.og[r * D + d];
-    }
-    // dK and dV sum over every tile that sees a key: each tile's [span, D] part is computed into
-    // scratch and added into the f64 accumulators, whose [S, Hkv, D] layout a GEMM cannot write.
-    gemm(w.dp, w.qg, w.kvt, gemmParams(span, D, M, true, false));
-    scatterAddKeys(dkAcc, w.kvt, ranges, g * D, Hkv * D, D);
-    gemm(w.sc, w.dog, w.kvt, gemmParams(span, D, M, true, false));
-    scatterAddKeys(dvAcc, w.kvt, ranges, g * D, Hkv * D, D);
+  const [hs, he] = groupHeads(g, H, Hkv);
+  const M = (he - hs) * Bq;
+  if (M === 0) return;
+  gatherKeys(w.kg, k, ranges, g * D, Hkv * D, D);
+  gatherKeys(w.vg, v, ranges, g * D, Hkv * D, D);
+  for (let h = hs; h < he; h++) {
+    gatherRows(w.qg.subarray((h - hs) * Bq * D), q, (t0 * H + h) * D, H * D, Bq, D);
+    gatherRows(w.dog.subarray((h - hs) * Bq * D), dOut, (t0 * H + h) * D, H * D, Bq, D);
   }
+  gemm(w.qg, w.kg, w.sc, gemmParams(M, span, D, false, true, scale));
+  gemm(w.dog, w.vg, w.dp, gemmParams(M, span, D, false, true));
+  for (let r = 0; r < M; r++) {
+    const h = hs + Math.floor(r / Bq);
+    const t = t0 + (r % Bq);
+    const qo = (t * H + h) * D;
+    const base = r * span;
+    // P = exp(S - lse): a shift by the saved lse instead of the max makes the sum 1.
+    maskedExpRow(w.sc, base, span, ranges, offsets, starts, ends, t, lse[t * H + h], unused);
+    const delta = dot(dOut, qo, out, qo, D);
+    for (let j = base; j < base + span; j++) w.dp[j] = scale * w.sc[j] * (w.dp[j] - delta);
+  }
+  // dQ rows belong to this tile alone: written, not accumulated.
+  gemm(w.dp, w.kg, w.og, gemmParams(M, D, span, false, false));
+  for (let r = 0; r < M; r++) {
+    const qo = ((t0 + (r % Bq)) * H + hs + Math.floor(r / Bq)) * D;
+    for (let d = 0; d < D; d++) dq[qo + d] = w.og[r * D + d];
+  }
+  // dK and dV sum over every tile that sees a key: each tile's [span, D] part is computed into
+  // scratch and added into the f64 accumulators, whose layout a GEMM cannot write.
+  gemm(w.dp, w.qg, w.kvt, gemmParams(span, D, M, true, false));
+  scatterAddKeys(acc.dk, w.kvt, ranges, acc.off, acc.step, D);
+  gemm(w.sc, w.dog, w.kvt, gemmParams(span, D, M, true, false));
+  scatterAddKeys(acc.dv, w.kvt, ranges, acc.off, acc.step, D);
 }
 
 /** The inverse of gatherKeys, accumulating: acc row of key s += src row of its column. */
@@ -526,35 +524,35 @@ function scatterAddKeys(acc: Float64Array, src: FloatArray, ranges: Int32Array, 
   }
 }
 
-/** Tokens [t0, t1) one (t, h) at a time, one sweep per visible key for both dots and all three updates. */
+/**
+ * Tokens [t0, t1) and the query heads of kv head g, one (t, h) at a time, one sweep per visible
+ * key for both dots and all three updates.
+ */
 function rowBackward(
-  q: FloatArray,
-  k: FloatArray,
-  v: FloatArray,
-  offsets: Int32Array,
-  starts: Int32Array,
-  ends: Int32Array,
-  out: FloatArray,
-  lse: FloatArray,
-  dOut: FloatArray,
-  dq: FloatArray,
-  dkAcc: Float64Array,
-  dvAcc: Float64Array,
+  io: AttentionIO,
+  gr: AttentionGrads,
   p: AttentionDims,
   t0: number,
   t1: number,
+  g: number,
+  acc: KvAcc,
   dqAcc: Float64Array,
 ): void {
+  const { q, k, v, offsets, starts, ends, out, lse } = io;
+  const { dOut, dq } = gr;
+  const { dk: dkAcc, dv: dvAcc } = acc;
   const { heads: H, kvHeads: Hkv, headDim: D, scale } = p;
+  const f32 = dq instanceof Float32Array;
+  const [hs, he] = groupHeads(g, H, Hkv);
   const rowStride = Hkv * D;
+  const kvo = g * D;
   for (let t = t0; t < t1; t++) {
     const segA = offsets[t];
     const segB = offsets[t + 1];
-    for (let h = 0; h < H; h++) {
+    for (let h = hs; h < he; h++) {
       const qo = (t * H + h) * D;
-      const kvo = Math.floor((h * Hkv) / H) * D;
       const l = lse[t * H + h];
-      dqAcc.fill(0);
+      dqAcc.fill(0, 0, D);
       if (segA === segB || l === -Infinity) {
         dq.fill(0, qo, qo + D);
         continue;
@@ -564,6 +562,7 @@ function rowBackward(
         const end = ends[sg];
         for (let s = starts[sg]; s < end; s++) {
           const ko = s * rowStride + kvo;
+          const ao = acc.off + s * acc.step;
           let qk0 = 0;
           let qk1 = 0;
           let dp0 = 0;
@@ -579,11 +578,12 @@ function rowBackward(
             qk0 += q[qo + d] * k[ko + d];
             dp0 += dOut[qo + d] * v[ko + d];
           }
-          const prob = Math.exp(scale * (qk0 + qk1) - l);
+          const x = scale * (qk0 + qk1) - l;
+          const prob = f32 ? expF(x) : Math.exp(x);
           const ds = scale * prob * (dp0 + dp1 - delta);
           for (d = 0; d < D; d++) {
-            dvAcc[ko + d] += prob * dOut[qo + d];
-            dkAcc[ko + d] += ds * q[qo + d];
+            dvAcc[ao + d] += prob * dOut[qo + d];
+            dkAcc[ao + d] += ds * q[qo + d];
             dqAcc[d] += ds * k[ko + d];
           }
         }

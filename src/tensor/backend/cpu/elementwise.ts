@@ -8,6 +8,7 @@
  * of the f64 reference for single ops, and every sum accumulates in f64.
  */
 import type { BinaryOp, CopyParams, FloatArray, HostArray, ScalarOp, UnaryOp } from "../types.ts";
+import { expF, sigmoidF } from "./exp.ts";
 
 // ---------------------------------------------------------------- shapes and strides
 
@@ -296,28 +297,52 @@ export function scalar(op: ScalarOp, x: FloatArray, value: number, out: FloatArr
   }
 }
 
-/** out = silu(gate) * up, all [n]. */
-export function swiglu(gate: FloatArray, up: FloatArray, out: FloatArray, n: number): void {
-  for (let i = 0; i < n; i++) {
+/**
+ * out = silu(gate) * up over elements [start, end) of arrays [n]. f32 arrays take expF (exp.ts);
+ * the loop is written twice so each copy stays monomorphic and keeps its exp inlined.
+ */
+export function swiglu(gate: FloatArray, up: FloatArray, out: FloatArray, start: number, end: number): void {
+  if (out instanceof Float32Array) {
+    for (let i = start; i < end; i++) {
+      const g = gate[i];
+      out[i] = (g * up[i]) / (1 + expF(-g));
+    }
+    return;
+  }
+  for (let i = start; i < end; i++) {
     const g = gate[i];
     out[i] = g * sigmoid(g) * up[i];
   }
 }
 
-/** dUp = dy silu(gate); dGate = dy up silu'(gate), silu'(g) = s (1 + g (1 - s)). */
+/**
+ * dUp = dy silu(gate); dGate = dy up silu'(gate), silu'(g) = s (1 + g (1 - s)), over [start, end).
+ * Each element of up is read before dUp's is written: the caller may pass dUp aliasing up.
+ */
 export function swigluBackward(
   gate: FloatArray,
   up: FloatArray,
   dy: FloatArray,
   dGate: FloatArray,
   dUp: FloatArray,
-  n: number,
+  start: number,
+  end: number,
 ): void {
-  for (let i = 0; i < n; i++) {
+  if (dGate instanceof Float32Array) {
+    for (let i = start; i < end; i++) {
+      const g = gate[i];
+      const s = sigmoidF(g);
+      const d = dy[i];
+      const u = up[i];
+      dUp[i] = d * g * s;
+      dGate[i] = d * u * s * (1 + g * (1 - s));
+    }
+    return;
+  }
+  for (let i = start; i < end; i++) {
     const g = gate[i];
     const s = sigmoid(g);
     const d = dy[i];
-    // Read up before writing dUp: the caller may pass dUp aliasing up.
     const u = up[i];
     dUp[i] = d * g * s;
     dGate[i] = d * u * s * (1 + g * (1 - s));

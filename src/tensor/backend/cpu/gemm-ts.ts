@@ -5,14 +5,13 @@
  * tested against.
  *
  * It knows typed arrays, offsets and leading dimensions only: no batching and no size validation
- * (gemm.ts does both), no FFI, no Tensor. This module is also the worker threads' entry point.
+ * (gemm.ts does both), no FFI, no Tensor. Worker threads come from pool.ts.
  */
 
 import { availableParallelism } from "node:os";
-import { MessageChannel, Worker, isMainThread, receiveMessageOnPort, workerData } from "node:worker_threads";
-import type { MessagePort } from "node:worker_threads";
-import { ENV } from "../../../util/env.ts";
-import { InvariantError, invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/errors.ts";
+import { sharedPool } from "./pool.ts";
+import type { WorkerPool } from "./pool.ts";
 
 type Floats = Float32Array | Float64Array;
 
@@ -87,14 +86,16 @@ export class GemmTs {
   // One output row of the direct path, f64 accumulators.
   private row = new Float64Array(0);
   private pool: WorkerPool | null = null;
+  // Shared scratch for operands that are not already in shared memory, grown on demand.
+  private scratch: Record<"a" | "b" | "c", SharedArrayBuffer | null> = { a: null, b: null, c: null };
 
   constructor(opts: GemmTsOptions = {}) {
     this.threads = Math.max(1, opts.threads ?? availableParallelism());
   }
 
-  /** Chunks of split products that worker threads computed so far (in this instance's shared pool). */
+  /** Chunks that worker threads computed so far in this instance's pool (shared: all tasks count). */
   get workerChunks(): number {
-    return pools.get(this.threads - 1)?.workerChunks ?? 0;
+    return this.threads > 1 ? sharedPool(this.threads - 1).workerChunks : 0;
   }
 
   /** Why products are not split over workers (null while they can be, or before the first try). */
@@ -120,7 +121,7 @@ export class GemmTs {
     }
     if (this.threads > 1 && m * n * k >= PARALLEL_MIN_MACS) {
       this.pool ??= sharedPool(this.threads - 1);
-      if (this.pool.split(g, (part) => this.blocked(part))) {
+      if (this.split(this.pool, g)) {
         this.parallelRuns++;
         return;
       }
@@ -161,6 +162,60 @@ export class GemmTs {
       if (beta === 0) for (let j = 0; j < n; j++) c[cRow + j] = alpha * acc[j];
       else for (let j = 0; j < n; j++) c[cRow + j] = alpha * acc[j] + beta * c[cRow + j];
     }
+  }
+
+  /**
+   * Runs g split over the pool and the caller. Returns false, having written nothing, when the
+   * shape does not split or the pool cannot be used; the caller then runs the product itself.
+   */
+  private split(pool: WorkerPool, g: GemmTsCall): boolean {
+    if (pool.broken !== null) return false;
+    const parts = pool.size + 1;
+    const dim = g.m >= 2 * MR * parts ? "m" : g.n >= 2 * NR * parts ? "n" : null;
+    if (dim === null) return false;
+    const len = dim === "m" ? g.m : g.n;
+    // Register-block aligned chunks, several per thread and at least MIN_CHUNK wide (each chunk
+    // packs the whole other operand once, so thinner ones would pay for packing twice).
+    const chunk = Math.ceil(Math.max(MIN_CHUNK, len / (parts * CHUNKS_PER_THREAD)) / MR) * MR;
+    const nChunks = Math.ceil(len / chunk);
+    if (nChunks < 2) return false;
+    const a = this.share("a", g.a, g.offA, g.transA ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda), true);
+    const b = this.share("b", g.b, g.offB, g.transB ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb), true);
+    // C always goes through scratch; its old values are only needed when beta reads them.
+    const c = this.share("c", g.c, g.offC, extent(g.m, g.n, g.ldc), g.beta !== 0, true);
+    const { m, n, k, transA, transB, alpha, beta, lda, ldb, ldc } = g;
+    const params: GemmChunkParams = { call: { m, n, k, transA, transB, alpha, beta, lda, ldb, ldc }, dim, chunk, len };
+    // The caller's chunks go straight into its own C.
+    const mine = new Uint8Array(nChunks);
+    const local = (i: number) => {
+      mine[i] = 1;
+      this.blocked(slice(g, dim, i * chunk, Math.min(len, (i + 1) * chunk)));
+    };
+    if (!pool.run("gemm", [a, b, c], params, nChunks, local)) return false;
+    const sharedC: GemmTsCall = { ...g, c, offC: 0 };
+    for (let i = 0; i < nChunks; i++) {
+      if (mine[i]) continue;
+      const part = slice(sharedC, dim, i * chunk, Math.min(len, (i + 1) * chunk));
+      copyBack(part, g.c, g.offC + part.offC); // shared C element 0 is the caller's offC
+    }
+    return true;
+  }
+
+  /**
+   * A shared view of x[off : off + len]: x's own memory when it is already shared (and not
+   * forced to scratch), else a scratch buffer, filled from x when `fill`.
+   */
+  private share(which: "a" | "b" | "c", x: Floats, off: number, len: number, fill: boolean, forceScratch = false): Floats {
+    if (x.buffer instanceof SharedArrayBuffer && !forceScratch) return x.subarray(off, off + len);
+    const bytes = len * x.BYTES_PER_ELEMENT;
+    let buf = this.scratch[which];
+    if (buf === null || buf.byteLength < bytes) {
+      buf = new SharedArrayBuffer(Math.max(bytes, 2 * (buf?.byteLength ?? 0)));
+      this.scratch[which] = buf;
+    }
+    const dst = x instanceof Float64Array ? new Float64Array(buf, 0, len) : new Float32Array(buf, 0, len);
+    if (fill) dst.set(x.subarray(off, off + len));
+    return dst;
   }
 
   /** The packed, cache-blocked product for everything but small shapes. */
@@ -291,59 +346,31 @@ function storeTile(t: Float64Array, mr: number, nr: number, alpha: number, beta:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Worker threads. The API stays synchronous: C is cut into chunks of rows (or of columns when C
-// has too few rows); the caller posts every worker the job, then the caller and the workers take
-// chunks off a shared atomic counter until none are left, and the caller blocks in Atomics.wait
-// until every worker has flagged the job done. Workers see A and B through SharedArrayBuffers
-// (the caller's own when they already are shared, else a copy) and always write C into a shared
-// scratch the caller copies back: a worker that is late or dead can then never write into the
-// caller's memory after run() returned, and its unfinished chunks are redone by the caller.
-//
-//   ctl (Int32Array over a SharedArrayBuffer, one per worker):
-//     [READY]  0 -> 1 once the worker's module loaded
-//     [JOB]    sequence number of the last job posted (caller writes, worker waits on it)
-//     [DONE]   sequence number of the last job finished (worker writes, caller waits on it)
-//     [STATUS] 0 ok, 1 failed (the error text follows on the port)
+// Worker threads (pool.ts). The API stays synchronous: C is cut into chunks of rows (or of
+// columns when C has too few rows) that the caller and the workers take off a shared counter.
+// Workers see A and B through SharedArrayBuffers (the caller's own when they already are shared,
+// else a copy) and always write C into a shared scratch the caller copies back, so a worker can
+// never write into the caller's memory, which may not be shared at all.
 // ---------------------------------------------------------------------------------------------
 
-const READY = 0;
-const JOB = 1;
-const DONE = 2;
-const STATUS = 3;
 // Chunks of C handed out per thread: several, so a thread that is descheduled (2 cores shared
 // with other processes) delays the product by one chunk, not by a whole static share.
 const CHUNKS_PER_THREAD = 4;
 const MIN_CHUNK = 64;
-// A worker that has not loaded in this long is given up (a cold start takes about 50 ms).
-const STARTUP_TIMEOUT_MS = 10_000;
 
-/** A shared view the worker rebuilds: elements [byteOffset / bpe, + length) of buf. */
-interface SharedSpan {
-  buf: SharedArrayBuffer;
-  byteOffset: number;
-  length: number;
-}
-
-/** What a worker receives: the product (ld's as in the caller's call) and its slice. */
-interface Job {
-  seq: number;
-  f64: boolean;
+/** What the "gemm" task of tasks.ts receives besides [A, B, C] (each starting at its element 0). */
+export interface GemmChunkParams {
   call: Omit<GemmTsCall, "a" | "b" | "c" | "offA" | "offB" | "offC">;
-  a: SharedSpan;
-  b: SharedSpan;
-  c: SharedSpan;
-  /** [next chunk to take, finished flag of each chunk], shared by the caller and all workers. */
-  work: Int32Array;
-  /** C is cut into nChunks chunks of `chunk` rows (dim "m") or columns (dim "n"), the last shorter. */
+  /** C is cut into chunks of `chunk` rows (dim "m") or columns (dim "n") out of len, the last shorter. */
   dim: "m" | "n";
   chunk: number;
-  nChunks: number;
+  len: number;
 }
 
-interface PoolWorker {
-  worker: Worker;
-  ctl: Int32Array;
-  port: MessagePort;
+/** Chunk i of a split product, on a worker thread's GEMM (the "gemm" task). */
+export function gemmChunk(a: Floats, b: Floats, c: Floats, p: GemmChunkParams, i: number, gemm: GemmTs): void {
+  const whole: GemmTsCall = { ...p.call, a, offA: 0, b, offB: 0, c, offC: 0 };
+  gemm.run(slice(whole, p.dim, i * p.chunk, Math.min(p.len, (i + 1) * p.chunk)));
 }
 
 /** Slice [start, end) of C along dim, as a call on the same buffers. */
@@ -359,230 +386,10 @@ function extent(rows: number, cols: number, ld: number): number {
   return (rows - 1) * ld + cols;
 }
 
-// NOTE: pools are shared by every GemmTs of this thread with the same worker count, so a test
-// suite that builds many CPU backends starts one set of workers, not one per backend. Sharing is
-// safe because run() is synchronous: two products on one thread never overlap.
-const pools = new Map<number, WorkerPool>();
-
-function sharedPool(size: number): WorkerPool {
-  let pool = pools.get(size);
-  if (pool === undefined) {
-    pool = new WorkerPool(size);
-    pools.set(size, pool);
-  }
-  return pool;
-}
-
-class WorkerPool {
-  /** Why the pool is not used (null while it is usable). */
-  broken: string | null = null;
-  /** Chunks computed by workers so far (tests check that workers really took part). */
-  workerChunks = 0;
-  private workers: PoolWorker[] | null = null;
-  private seq = 0;
-  // Shared scratch for operands that are not already in shared memory, grown on demand.
-  private scratch: Record<"a" | "b" | "c", SharedArrayBuffer | null> = { a: null, b: null, c: null };
-
-  /** Worker threads (the caller computes one more slice itself). */
-  private readonly size: number;
-
-  constructor(size: number) {
-    this.size = size;
-  }
-
-  /**
-   * Runs g split over the workers and the caller (`local` computes on the caller's buffers).
-   * Returns false, having written nothing, when the shape does not split or the pool cannot be
-   * used; the caller then runs the product itself.
-   */
-  split(g: GemmTsCall, local: (part: GemmTsCall) => void): boolean {
-    if (this.broken !== null) return false;
-    const parts = this.size + 1;
-    const dim = g.m >= 2 * MR * parts ? "m" : g.n >= 2 * NR * parts ? "n" : null;
-    if (dim === null) return false;
-    const len = dim === "m" ? g.m : g.n;
-    // Register-block aligned chunks, several per thread and at least MIN_CHUNK wide (each chunk
-    // packs the whole other operand once, so thinner ones would pay for packing twice).
-    const chunk = Math.ceil(Math.max(MIN_CHUNK, len / (parts * CHUNKS_PER_THREAD)) / MR) * MR;
-    const nChunks = Math.ceil(len / chunk);
-    if (nChunks < 2) return false;
-    const workers = this.start();
-    if (workers === null) return false;
-    const f64 = g.c instanceof Float64Array;
-    const a = this.share("a", g.a, g.offA, g.transA ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda), true);
-    const b = this.share("b", g.b, g.offB, g.transB ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb), true);
-    // C always goes through scratch; its old values are only needed when beta reads them.
-    const c = this.share("c", g.c, g.offC, extent(g.m, g.n, g.ldc), g.beta !== 0, true);
-    const work = new Int32Array(new SharedArrayBuffer(4 * (1 + nChunks))); // [next chunk, finished[nChunks]]
-    const { m, n, k, transA, transB, alpha, beta, lda, ldb, ldc } = g;
-    const call: Job["call"] = { m, n, k, transA, transB, alpha, beta, lda, ldb, ldc };
-    const posted: { w: PoolWorker; seq: number }[] = [];
-    for (const w of workers) {
-      const seq = ++this.seq;
-      const job: Job = { seq, f64, call, a, b, c, work, dim, chunk, nChunks };
-      w.port.postMessage(job);
-      Atomics.store(w.ctl, JOB, seq);
-      Atomics.notify(w.ctl, JOB);
-      posted.push({ w, seq });
-    }
-    // The caller takes chunks like any worker, straight into its own C.
-    const mine = new Uint8Array(nChunks);
-    for (let i = Atomics.add(work, 0, 1); i < nChunks; i = Atomics.add(work, 0, 1)) {
-      mine[i] = 1;
-      local(slice(g, dim, i * chunk, Math.min(len, (i + 1) * chunk)));
-    }
-    let recover = false;
-    for (const p of posted) if (!this.await(p.w, p.seq, (g.m * g.n * g.k * chunk) / len)) recover = true;
-    const view = f64 ? new Float64Array(c.buf, c.byteOffset, c.length) : new Float32Array(c.buf, c.byteOffset, c.length);
-    const sharedC: GemmTsCall = { ...g, c: view, offC: 0 };
-    for (let i = 0; i < nChunks; i++) {
-      if (mine[i]) continue;
-      const [s0, s1] = [i * chunk, Math.min(len, (i + 1) * chunk)];
-      if (Atomics.load(work, 1 + i) === 1) {
-        const part = slice(sharedC, dim, s0, s1);
-        copyBack(part, g.c, g.offC + part.offC); // shared C element 0 is the caller's offC
-        this.workerChunks++;
-      } else {
-        invariant(recover, () => `gemm-ts: chunk ${i} of ${nChunks} was never finished`);
-        local(slice(g, dim, s0, s1)); // a wedged worker's chunk: the caller does it
-      }
-    }
-    return true;
-  }
-
-  /** Waits for job seq; false (pool now broken) if the worker timed out. Throws if it failed. */
-  private await(w: PoolWorker, seq: number, chunkMacs: number): boolean {
-    // Generous: 10 s plus one chunk at 0.5 GFLOP/s. Only a dead or wedged worker gets there.
-    const limitMs = 10_000 + (2 * chunkMacs) / 5e5;
-    const t0 = performance.now();
-    while (Atomics.load(w.ctl, DONE) !== seq) {
-      const waited = performance.now() - t0;
-      if (waited > limitMs) {
-        this.stop(`a worker did not finish a chunk in ${Math.round(waited)} ms`);
-        return false;
-      }
-      Atomics.wait(w.ctl, DONE, Atomics.load(w.ctl, DONE), 1000);
-    }
-    if (Atomics.load(w.ctl, STATUS) !== 0) {
-      const text = receiveMessageOnPort(w.port)?.message;
-      this.stop("a worker failed");
-      throw new InvariantError(`gemm-ts worker failed: ${String(text)}`);
-    }
-    return true;
-  }
-
-  /** The worker threads, started on first use; null (pool broken) if they did not come up. */
-  private start(): PoolWorker[] | null {
-    if (this.workers) return this.workers;
-    const workers: PoolWorker[] = [];
-    this.workers = workers; // stop() terminates whatever started, even on a failure half-way
-    try {
-      for (let i = 0; i < this.size; i++) {
-        const ctl = new Int32Array(new SharedArrayBuffer(4 * 4));
-        const { port1, port2 } = new MessageChannel();
-        const worker = new Worker(new URL(import.meta.url), {
-          workerData: { nprGemmTsWorker: true, ctl, port: port2 },
-          transferList: [port2],
-        });
-        // Neither may keep the process alive; errors are noticed at the next product.
-        worker.unref();
-        port1.unref();
-        worker.on("error", (e) => this.stop(`a worker threw: ${e instanceof Error ? e.message : String(e)}`));
-        worker.on("exit", (code) => this.stop(`a worker exited with code ${code}`));
-        workers.push({ worker, ctl, port: port1 });
-      }
-    } catch (e) {
-      this.stop(`worker threads could not start: ${e instanceof Error ? e.message : String(e)}`);
-      return null;
-    }
-    for (const w of workers) {
-      // Block until the worker's module has loaded; the worker starts on its own thread, so this
-      // does not need the caller's event loop.
-      const t0 = performance.now();
-      while (Atomics.load(w.ctl, READY) !== 1) {
-        if (performance.now() - t0 > STARTUP_TIMEOUT_MS) {
-          this.stop(`a worker thread did not start within ${STARTUP_TIMEOUT_MS} ms`);
-          return null;
-        }
-        Atomics.wait(w.ctl, READY, 0, 100);
-      }
-    }
-    if (ENV.debug >= 1) console.error(`[npr] gemm-ts: ${workers.length} worker thread(s) started`);
-    return workers;
-  }
-
-  /** Gives the pool up for the rest of the process (products then run on the caller's thread). */
-  private stop(why: string): void {
-    if (this.broken !== null) return;
-    this.broken = why;
-    if (ENV.debug >= 1) console.error(`[npr] gemm-ts: worker threads off: ${why}`);
-    for (const w of this.workers ?? []) void w.worker.terminate().catch(() => {});
-  }
-
-  /**
-   * A shared span holding x[off : off + len]: x's own memory when it is already shared (and not
-   * forced to scratch), else a scratch buffer, filled from x when `fill`.
-   */
-  private share(which: "a" | "b" | "c", x: Floats, off: number, len: number, fill: boolean, forceScratch = false): SharedSpan {
-    if (x.buffer instanceof SharedArrayBuffer && !forceScratch) {
-      return { buf: x.buffer, byteOffset: x.byteOffset + off * x.BYTES_PER_ELEMENT, length: len };
-    }
-    const bytes = len * x.BYTES_PER_ELEMENT;
-    let buf = this.scratch[which];
-    if (buf === null || buf.byteLength < bytes) {
-      buf = new SharedArrayBuffer(Math.max(bytes, 2 * (buf?.byteLength ?? 0)));
-      this.scratch[which] = buf;
-    }
-    if (fill) {
-      const dst = x instanceof Float64Array ? new Float64Array(buf, 0, len) : new Float32Array(buf, 0, len);
-      dst.set(x.subarray(off, off + len));
-    }
-    return { buf, byteOffset: 0, length: len };
-  }
-}
-
 /** Copies the slice `part` (a call on shared C) back into the caller's C at offset dstOff. */
 function copyBack(part: GemmTsCall, dst: Floats, dstOff: number): void {
   for (let i = 0; i < part.m; i++) {
     const src = part.offC + i * part.ldc;
     dst.set(part.c.subarray(src, src + part.n), dstOff + i * part.ldc);
   }
-}
-
-/** The worker side: wait for a job, take and run chunks until none are left, flag it done, forever. */
-function workerMain(ctl: Int32Array, port: MessagePort): void {
-  const gemm = new GemmTs({ threads: 1 });
-  Atomics.store(ctl, READY, 1);
-  Atomics.notify(ctl, READY);
-  let seen = 0;
-  for (;;) {
-    Atomics.wait(ctl, JOB, seen);
-    const seq = Atomics.load(ctl, JOB);
-    if (seq === seen) continue;
-    seen = seq;
-    let status = 0;
-    try {
-      const job = receiveMessageOnPort(port)?.message as Job | undefined;
-      invariant(job !== undefined && job.seq === seq, () => `gemm-ts worker: job ${seq} announced but ${job?.seq} received`);
-      const view = (s: SharedSpan): Floats =>
-        job.f64 ? new Float64Array(s.buf, s.byteOffset, s.length) : new Float32Array(s.buf, s.byteOffset, s.length);
-      const whole: GemmTsCall = { ...job.call, a: view(job.a), offA: 0, b: view(job.b), offB: 0, c: view(job.c), offC: 0 };
-      const len = job.dim === "m" ? job.call.m : job.call.n;
-      for (let i = Atomics.add(job.work, 0, 1); i < job.nChunks; i = Atomics.add(job.work, 0, 1)) {
-        gemm.run(slice(whole, job.dim, i * job.chunk, Math.min(len, (i + 1) * job.chunk)));
-        Atomics.store(job.work, 1 + i, 1);
-      }
-    } catch (e) {
-      status = 1;
-      port.postMessage(e instanceof Error ? (e.stack ?? e.message) : String(e));
-    }
-    Atomics.store(ctl, STATUS, status);
-    Atomics.store(ctl, DONE, seq);
-    Atomics.notify(ctl, DONE);
-  }
-}
-
-if (!isMainThread && (workerData as { nprGemmTsWorker?: unknown } | null)?.nprGemmTsWorker === true) {
-  const data = workerData as { ctl: Int32Array; port: MessagePort };
-  workerMain(data.ctl, data.port);
 }

@@ -52,6 +52,22 @@ export class CpuGemm {
     this.ts = new GemmTs({ threads: opts.threads });
   }
 
+  /**
+   * Runs fn with OpenBLAS at n threads, restoring its count after (the count is process-wide).
+   * Kernels that call OpenBLAS from several threads of their own run under n = 1, so concurrent
+   * calls do not contend for OpenBLAS's thread pool. On the TypeScript path it just runs fn.
+   */
+  withBlasThreads<T>(n: number, fn: () => T): T {
+    const before = this.blas?.getThreads() ?? null;
+    if (this.blas === null || before === null || before === n) return fn();
+    this.blas.setThreads(n);
+    try {
+      return fn();
+    } finally {
+      this.blas.setThreads(before);
+    }
+  }
+
   /** C = alpha op(A) op(B) + beta C over a strided batch, row-major, f32 or f64 (all three same type). */
   run(a: Floats, b: Floats, c: Floats, p: MatmulParams): void {
     const { batch, m, n, k, transA, transB } = p;

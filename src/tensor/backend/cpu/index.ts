@@ -4,8 +4,12 @@
  * elementwise.ts, nn.ts, attention.ts and gemm.ts (OpenBLAS or TypeScript). Every op checks its
  * arguments before touching memory: another backend's buffer, a freed buffer, an f32/f64 mix, a
  * float op on i32 or a too-small buffer is an InvariantError naming the op and the argument (a
- * bug in the tensor layer, never user input). It knows nothing about Tensors or autograd.
+ * bug in the tensor layer, never user input). Large kernels are cut into fixed chunks that a
+ * worker pool (pool.ts, tasks.ts) shares out when buffers live in shared memory, which every
+ * buffer does while the backend has more than one thread. It knows nothing about Tensors or
+ * autograd.
  */
+import { availableParallelism } from "node:os";
 import { ENV } from "../../../util/env.ts";
 import { invariant } from "../../../util/errors.ts";
 import type {
@@ -35,10 +39,17 @@ import * as att from "./attention.ts";
 import * as ew from "./elementwise.ts";
 import { CpuGemm } from "./gemm.ts";
 import * as nn from "./nn.ts";
+import { allocShared, sharedPool } from "./pool.ts";
+import type { Shareable, WorkerPool } from "./pool.ts";
+import { runChunks } from "./tasks.ts";
+import type { TaskName } from "./tasks.ts";
 
 const EMPTY = new Float32Array(0);
 
-/** A CPU buffer: a typed array of its dtype, exactly `length` elements. */
+/**
+ * A CPU buffer: a typed array of its dtype, exactly `length` elements, over a SharedArrayBuffer
+ * when `shared` (so worker threads can read and write it in place) and a plain one otherwise.
+ */
 export class CpuBuffer implements DeviceBuffer {
   readonly dtype: DType;
   readonly length: number;
@@ -47,11 +58,12 @@ export class CpuBuffer implements DeviceBuffer {
   /** Set by free(); any later use is an InvariantError. */
   freed = false;
 
-  constructor(dtype: DType, length: number) {
+  constructor(dtype: DType, length: number, shared = false) {
     this.dtype = dtype;
     this.length = length;
-    this.data =
-      dtype === "f32" ? new Float32Array(length) : dtype === "f64" ? new Float64Array(length) : new Int32Array(length);
+    const bpe = dtype === "f64" ? 8 : 4;
+    const mem = shared ? allocShared(length * bpe) : new ArrayBuffer(length * bpe);
+    this.data = dtype === "f32" ? new Float32Array(mem) : dtype === "f64" ? new Float64Array(mem) : new Int32Array(mem);
   }
 }
 
@@ -64,7 +76,26 @@ export interface CpuBackendOptions {
    * speed; tests set them to force one path or the other.
    */
   attention?: { tile?: number; minDensity?: number };
+  /**
+   * Threads for the kernels, the caller's included (default NPR_THREADS, else the available
+   * cores). 1 runs everything on the caller's thread and allocates plain (unshared) buffers.
+   * OpenBLAS's own thread count stays with NPR_THREADS.
+   */
+  threads?: number;
 }
+
+// Chunks per thread of a split kernel: several, so a thread that the OS (2 cores shared with
+// other processes) deschedules delays a kernel by one chunk, not by its whole share; the caller
+// takes chunks too and never waits for a worker that has not started.
+const CHUNKS_PER_THREAD = 4;
+/**
+ * Least work per chunk, in elements touched: a job costs ~6 us back to back and a few tens of us
+ * when the worker has to be woken, and these kernels run at 1-3 ns an element, so chunks below
+ * ~32k elements would not pay for it.
+ */
+const MIN_CHUNK_ELEMENTS = 1 << 15;
+/** rmsnormBackward's dw sums per chunk of rows: a fixed partition, the same for any thread count. */
+const RMSNORM_DW_CHUNK_ELEMENTS = 1 << 14;
 
 /** Query tokens per attention tile: GEMMs of 64 x G rows keep OpenBLAS efficient. */
 const ATTENTION_TILE = 64;
@@ -74,6 +105,9 @@ const ATTENTION_TILE = 64;
  * the TypeScript GEMM (~5 GFLOP/s) only wins on tiles at least about half visible.
  */
 const ATTENTION_MIN_DENSITY = { openblas: 0.1, typescript: 0.4 } as const;
+
+/** A counter name: a primitive, a backend-specific event, or a task that ran over worker threads. */
+type CounterName = PrimitiveName | "gemm.openblas" | "gemm.typescript" | "attention.dense" | "attention.rowwise" | `threads.${TaskName}`;
 
 /** One float argument of an op: [name, buffer, minimum number of elements]. */
 type FloatArg = readonly [name: string, buf: DeviceBuffer, minLength: number];
@@ -91,8 +125,14 @@ export class CpuBackend implements Backend {
   private readonly gemm: CpuGemm;
   private readonly attn: att.AttentionOptions;
   private readonly calls: Record<string, number> = {};
+  /** Threads for split kernels, the caller's included. */
+  readonly threads: number;
+  /** The worker pool (threads - 1 workers, shared per size), or null with one thread. */
+  private readonly pool: WorkerPool | null;
 
   constructor(opts: CpuBackendOptions = {}) {
+    this.threads = Math.max(1, Math.floor(opts.threads ?? ENV.threads ?? availableParallelism()));
+    this.pool = this.threads > 1 ? sharedPool(this.threads - 1) : null;
     this.gemm = new CpuGemm({
       useBlas: opts.useBlas ?? ENV.useBlas,
       openblasPath: ENV.openblasPath,
@@ -100,19 +140,48 @@ export class CpuBackend implements Backend {
     });
     this.gemmPath = this.gemm.path;
     this.whyNoBlas = this.gemm.whyNoBlas;
-    const gemm = this.gemm;
     this.attn = {
-      gemm: (a, b, c, p) => gemm.run(a, b, c, p),
+      dense: true,
       tile: opts.attention?.tile ?? ATTENTION_TILE,
-      minDensity: opts.attention?.minDensity ?? ATTENTION_MIN_DENSITY[gemm.path],
+      minDensity: opts.attention?.minDensity ?? ATTENTION_MIN_DENSITY[this.gemm.path],
     };
   }
 
   // ---------------------------------------------------------------- checking helpers
 
-  /** Counts a primitive call, or a backend-specific event: the GEMM path, attention tiles by path. */
-  private count(name: PrimitiveName | "gemm.openblas" | "gemm.typescript" | "attention.dense" | "attention.rowwise", n = 1): void {
+  /**
+   * Counts a primitive call, or a backend-specific event: the GEMM path, attention tiles by path,
+   * a kernel that ran split over worker threads (tests assert the threaded path really ran).
+   */
+  private count(name: CounterName, n = 1): void {
     this.calls[name] = (this.calls[name] ?? 0) + n;
+  }
+
+  /** Why split kernels run on the caller's thread only (null while the pool is usable). */
+  get whyNoThreads(): string | null {
+    if (this.pool === null) return "threads is 1";
+    return this.pool.broken;
+  }
+
+  /**
+   * The chunk size for n independent items of `cost` elements each: all n in one chunk (the
+   * caller's thread, no job) below two chunks' worth of MIN_CHUNK_ELEMENTS, else about
+   * CHUNKS_PER_THREAD chunks per thread. Never 0, so n / chunk is defined.
+   */
+  private chunkOf(n: number, cost: number): number {
+    const least = Math.ceil(MIN_CHUNK_ELEMENTS / Math.max(1, cost));
+    if (this.pool === null || n < 2 * least) return Math.max(1, n);
+    return Math.max(least, Math.ceil(n / (this.threads * CHUNKS_PER_THREAD)));
+  }
+
+  /** Zeroed f64 scratch of n elements, shared when there is a pool (a job may write it). */
+  private scratch64(n: number): Float64Array {
+    return new Float64Array(this.pool !== null ? allocShared(8 * n) : new ArrayBuffer(8 * n));
+  }
+
+  /** Runs chunks [0, nChunks) of a task of tasks.ts, over the pool when there is one. */
+  private split(task: TaskName, arrays: Shareable[], params: unknown, nChunks: number): void {
+    if (runChunks(this.pool, task, arrays, params, nChunks)) this.count(`threads.${task}`);
   }
 
   private countTiles(stats: att.AttentionStats): void {
@@ -172,7 +241,7 @@ export class CpuBackend implements Backend {
   alloc(dtype: DType, length: number): CpuBuffer {
     invariant(dtype === "f32" || dtype === "f64" || dtype === "i32", () => `alloc: unknown dtype ${String(dtype)}`);
     invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
-    return new CpuBuffer(dtype, length);
+    return new CpuBuffer(dtype, length, this.pool !== null);
   }
 
   /** Marks buf freed (a later use or a second free throws) and drops the array for the GC. */
@@ -304,7 +373,8 @@ export class CpuBackend implements Backend {
       ["gate", gate, n],
       ["up", up, n],
     ]);
-    ew.swiglu(G, U, O, n);
+    const chunk = this.chunkOf(n, 3);
+    this.split("swiglu", [G, U, O], { n, chunk }, Math.ceil(n / chunk));
     this.count("swiglu");
   }
 
@@ -317,7 +387,8 @@ export class CpuBackend implements Backend {
       ["up", up, n],
       ["dy", dy, n],
     ]);
-    ew.swigluBackward(G, U, DY, DG, DU, n);
+    const chunk = this.chunkOf(n, 5);
+    this.split("swigluBackward", [G, U, DY, DG, DU], { n, chunk }, Math.ceil(n / chunk));
     this.count("swigluBackward");
   }
 
@@ -393,7 +464,8 @@ export class CpuBackend implements Backend {
       ["out", out, rows * dim],
       ["rstd", rstd, rows],
     ]);
-    nn.rmsnorm(X, W, O, R, rows, dim, p.eps);
+    const chunk = this.chunkOf(rows, 2 * dim);
+    this.split("rmsnorm", [X, W, O, R], { n: rows, chunk, dim, eps: p.eps }, Math.ceil(rows / chunk));
     this.count("rmsnorm");
   }
 
@@ -416,7 +488,17 @@ export class CpuBackend implements Backend {
       ["dx", dx, rows * dim],
       ["dw", dw, dim],
     ]);
-    nn.rmsnormBackward(X, W, R, DY, DX, DW, rows, dim);
+    // dw sums over rows: each fixed chunk of rows sums into its own f64 row of `parts`, and the
+    // parts are added in chunk order, so dw is the same whichever threads ran the chunks.
+    const chunk = Math.max(1, Math.ceil(RMSNORM_DW_CHUNK_ELEMENTS / Math.max(1, dim)));
+    const nChunks = Math.ceil(rows / chunk);
+    const parts = this.scratch64(nChunks * dim); // [nChunks, dim]
+    this.split("rmsnormBackward", [X, W, R, DY, DX, parts], { n: rows, chunk, dim, eps: 0 }, nChunks);
+    for (let j = 0; j < dim; j++) {
+      let s = 0;
+      for (let c = 0; c < nChunks; c++) s += parts[c * dim + j];
+      DW[j] = s;
+    }
     this.count("rmsnormBackward");
   }
 
@@ -429,7 +511,9 @@ export class CpuBackend implements Backend {
       ["x", x, tokens * heads * dim],
       ["out", out, tokens * heads * dim],
     ]);
-    nn.rope(X, P, O, tokens, heads, dim, p.theta, p.inverse);
+    const chunk = this.chunkOf(tokens, 2 * heads * dim);
+    const params = { n: tokens, chunk, heads, dim, theta: p.theta, inverse: p.inverse };
+    this.split("rope", [X, P, O], params, Math.ceil(tokens / chunk));
     this.count("rope");
   }
 
@@ -476,7 +560,9 @@ export class CpuBackend implements Backend {
       ["logp", logp, rows],
       ["lse", lse, rows],
     ]);
-    nn.logprobGather(L, TG, LP, LSE, rows, cols, p.ignoreIndex);
+    nn.checkTargets("logprobGather", TG, rows, cols, p.ignoreIndex);
+    const chunk = this.chunkOf(rows, cols);
+    this.split("logprobGather", [L, TG, LP, LSE], { n: rows, chunk, cols, ignoreIndex: p.ignoreIndex }, Math.ceil(rows / chunk));
     this.count("logprobGather");
   }
 
@@ -497,7 +583,10 @@ export class CpuBackend implements Backend {
       ["dLogp", dLogp, rows],
       ["dLogits", dLogits, rows * cols],
     ]);
-    nn.logprobGatherBackward(L, TG, LSE, DLP, DL, rows, cols, p.ignoreIndex);
+    nn.checkTargets("logprobGatherBackward", TG, rows, cols, p.ignoreIndex);
+    const chunk = this.chunkOf(rows, 2 * cols);
+    const params = { n: rows, chunk, cols, ignoreIndex: p.ignoreIndex };
+    this.split("logprobGatherBackward", [L, TG, LSE, DLP, DL], params, Math.ceil(rows / chunk));
     this.count("logprobGatherBackward");
   }
 
@@ -555,7 +644,10 @@ export class CpuBackend implements Backend {
       ["out", out, T * H * D],
       ["lse", lse, T * H],
     ]);
-    this.countTiles(att.attention(Q, K, V, off, st, en, O, L, p, this.attn));
+    const io: att.AttentionIO = { q: Q, k: K, v: V, offsets: off, starts: st, ends: en, out: O, lse: L };
+    const tiles = att.plan(io, p, this.attn);
+    this.runAttention("attention", [Q, K, V, off, st, en, O, L], p, tiles, [], tiles.length * Hkv, T * H * D);
+    this.countTiles(att.tileStats(tiles));
     this.count(op);
   }
 
@@ -587,8 +679,37 @@ export class CpuBackend implements Backend {
       ["dk", dk, S * Hkv * D],
       ["dv", dv, S * Hkv * D],
     ]);
-    this.countTiles(att.attentionBackward(Q, K, V, off, st, en, O, L, DO, DQ, DK, DV, p, this.attn));
+    const io: att.AttentionIO = { q: Q, k: K, v: V, offsets: off, starts: st, ends: en, out: O, lse: L };
+    const tiles = att.plan(io, p, this.attn);
+    const bands = att.planBands(tiles);
+    att.zeroUnseenKeys({ dOut: DO, dq: DQ, dk: DK, dv: DV }, p, bands);
+    const arrays = [Q, K, V, off, st, en, O, L, DO, DQ, DK, DV];
+    this.runAttention("attentionBackward", arrays, p, tiles, bands, bands.length * Hkv, 3 * T * H * D);
+    this.countTiles(att.tileStats(tiles));
     this.count(op);
+  }
+
+  /**
+   * Runs the attention items (forward: tile x kv head; backward: band x kv head) through runChunks, over
+   * the pool when the call is big enough. OpenBLAS is held at one thread meanwhile, threads or
+   * not: its tile GEMMs (64-256 rows) run faster on one core than split over two (measured: the
+   * tiny preset's attention backward took 34 ms a step with OpenBLAS at 2 threads, 14 at 1), and
+   * concurrent calls from the pool's threads then each keep to their own core. Every item uses
+   * the same one-thread GEMM whichever thread runs it, so results do not depend on the thread
+   * count.
+   */
+  private runAttention(
+    task: "attention" | "attentionBackward",
+    arrays: Shareable[],
+    p: AttentionParams,
+    tiles: att.Tile[],
+    bands: att.Band[],
+    nItems: number,
+    elements: number,
+  ): void {
+    const params = { p, tiles, bands, gemm: this.gemm.path };
+    const pool = nItems > 1 && elements >= MIN_CHUNK_ELEMENTS ? this.pool : null;
+    if (this.gemm.withBlasThreads(1, () => runChunks(pool, task, arrays, params, nItems))) this.count(`threads.${task}`);
   }
 
   // ---------------------------------------------------------------- optim
@@ -604,7 +725,9 @@ export class CpuBackend implements Backend {
       ["m", m, p.n],
       ["v", v, p.n],
     ]);
-    nn.adamw(P, G, M, V, p.n, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step);
+    const chunk = this.chunkOf(p.n, 4);
+    const params = { n: p.n, chunk, lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps, weightDecay: p.weightDecay, step: p.step };
+    this.split("adamw", [P, G, M, V], params, Math.ceil(p.n / chunk));
     this.count("adamw");
   }
 }

@@ -10,6 +10,7 @@
  */
 import { invariant } from "../../../util/errors.ts";
 import type { FloatArray } from "../types.ts";
+import { expF } from "./exp.ts";
 
 // ---------------------------------------------------------------- embedding
 
@@ -38,17 +39,21 @@ export function embeddingBackward(dOut: FloatArray, ids: Int32Array, dTable: Flo
 
 // ---------------------------------------------------------------- rmsnorm
 
-/** out = x * rstd * w with rstd[r] = 1 / sqrt(mean(x[r, :]^2) + eps); x [rows, dim], w [dim]. */
+/**
+ * out = x * rstd * w with rstd[r] = 1 / sqrt(mean(x[r, :]^2) + eps); x [rows, dim], w [dim];
+ * rows [r0, r1) of them.
+ */
 export function rmsnorm(
   x: FloatArray,
   w: FloatArray,
   out: FloatArray,
   rstd: FloatArray,
-  rows: number,
+  r0: number,
+  r1: number,
   dim: number,
   eps: number,
 ): void {
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < r1; r++) {
     const o = r * dim;
     let ss = 0; // f64 even for f32 rows
     for (let j = 0; j < dim; j++) {
@@ -63,22 +68,24 @@ export function rmsnorm(
 
 /**
  * With y = x r w and r = (mean(x^2) + eps)^(-1/2):
- *   dw[j] = sum_r dy[j] x[j] r                                  (over rows; overwritten)
+ *   dw[j] = sum_r dy[j] x[j] r                                  (over rows)
  *   dx[j] = r w[j] dy[j] - x[j] r^3 / dim * sum_k dy[k] w[k] x[k]   (overwritten)
- * r is read from the saved rstd, so forward and backward agree on it exactly.
+ * over rows [r0, r1), their dw sum added into dwAcc [dim] (f64). r is read from the saved rstd,
+ * so forward and backward agree on it exactly. The backend sums the dw partials of fixed row
+ * chunks in chunk order, so dw does not depend on how many threads ran them.
  */
-export function rmsnormBackward(
+export function rmsnormBackwardRows(
   x: FloatArray,
   w: FloatArray,
   rstd: FloatArray,
   dy: FloatArray,
   dx: FloatArray,
-  dw: FloatArray,
-  rows: number,
+  dwAcc: Float64Array,
+  r0: number,
+  r1: number,
   dim: number,
 ): void {
-  const dwAcc = new Float64Array(dim);
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < r1; r++) {
     const o = r * dim;
     const rs = rstd[r];
     let dot = 0;
@@ -92,49 +99,102 @@ export function rmsnormBackward(
     // dx may alias dy: each element of dy is read before its own slot is written.
     for (let j = 0; j < dim; j++) dx[o + j] = rs * w[j] * dy[o + j] - x[o + j] * c;
   }
-  for (let j = 0; j < dim; j++) dw[j] = dwAcc[j];
 }
 
 // ---------------------------------------------------------------- rope
 
+/** cos and sin of pos * inv_freq[j] for positions [0, rows): [rows, half] each, f64. */
+interface RopeTable {
+  rows: number;
+  cos: Float64Array;
+  sin: Float64Array;
+}
+
+// NOTE: cos/sin depend only on (theta, dim, position), and a training step calls rope a few
+// times per layer with the same positions, so the table is kept per (theta, dim) and grown to
+// the largest position seen; computing it was most of rope's time. Module state, per thread.
+const ropeTables = new Map<string, RopeTable>();
+// Positions at or past this are computed per call instead of cached (the table would be too big).
+const ROPE_TABLE_MAX = 1 << 15;
+
+function ropeTable(theta: number, dim: number, maxPos: number): RopeTable | null {
+  if (maxPos >= ROPE_TABLE_MAX) return null;
+  const key = `${theta}/${dim}`;
+  const half = dim / 2;
+  const old = ropeTables.get(key);
+  if (old && old.rows > maxPos) return old;
+  const rows = Math.min(ROPE_TABLE_MAX, Math.max(maxPos + 1, 2 * (old?.rows ?? 0), 256));
+  const cos = new Float64Array(rows * half);
+  const sin = new Float64Array(rows * half);
+  for (let j = 0; j < half; j++) {
+    const f = 1 / Math.pow(theta, (2 * j) / dim);
+    for (let pos = 0; pos < rows; pos++) {
+      const a = pos * f;
+      cos[pos * half + j] = Math.cos(a);
+      sin[pos * half + j] = Math.sin(a);
+    }
+  }
+  const t = { rows, cos, sin };
+  ropeTables.set(key, t);
+  return t;
+}
+
 /**
  * Rotate-half rotary embedding, Hugging Face Llama/Qwen convention. x and out are [T, heads, dim]
- * (out may be x); positions [T]. With half = dim/2, inv_freq[j] = theta^(-2j/dim) and
- * angle = pos * inv_freq[j] (both in f64; `inverse` negates the angle), for j < half:
+ * (out may be x); positions [T]; tokens [t0, t1) of them. With half = dim/2,
+ * inv_freq[j] = theta^(-2j/dim) and angle = pos * inv_freq[j] (both in f64; `inverse` negates
+ * the angle), for j < half:
  *   out[j]        = x[j] cos - x[j+half] sin
  *   out[j+half]   = x[j+half] cos + x[j] sin
- * The cos/sin table of a token is computed once and shared by its heads.
+ * The cos/sin row of a token is shared by its heads.
  */
 export function rope(
   x: FloatArray,
   positions: Int32Array,
   out: FloatArray,
-  tokens: number,
+  t0: number,
+  t1: number,
   heads: number,
   dim: number,
   theta: number,
   inverse: boolean,
 ): void {
   const half = dim / 2;
-  const invFreq = new Float64Array(half);
-  for (let j = 0; j < half; j++) invFreq[j] = 1 / Math.pow(theta, (2 * j) / dim);
-  const cos = new Float64Array(half);
-  const sin = new Float64Array(half);
+  let maxPos = 0;
+  let minPos = 0;
+  for (let t = t0; t < t1; t++) {
+    maxPos = Math.max(maxPos, positions[t]);
+    minPos = Math.min(minPos, positions[t]);
+  }
+  const table = minPos >= 0 ? ropeTable(theta, dim, maxPos) : null;
+  const rowCos = new Float64Array(half);
+  const rowSin = new Float64Array(half);
   const sign = inverse ? -1 : 1;
-  for (let t = 0; t < tokens; t++) {
+  for (let t = t0; t < t1; t++) {
     const pos = positions[t];
-    for (let j = 0; j < half; j++) {
-      const a = pos * invFreq[j];
-      cos[j] = Math.cos(a);
-      sin[j] = sign * Math.sin(a);
+    let cos: Float64Array = rowCos;
+    let sin: Float64Array = rowSin;
+    let c0 = 0;
+    if (table) {
+      cos = table.cos;
+      sin = table.sin;
+      c0 = pos * half;
+    } else {
+      for (let j = 0; j < half; j++) {
+        const a = pos * (1 / Math.pow(theta, (2 * j) / dim));
+        rowCos[j] = Math.cos(a);
+        rowSin[j] = Math.sin(a);
+      }
     }
     for (let h = 0; h < heads; h++) {
       const o = (t * heads + h) * dim;
       for (let j = 0; j < half; j++) {
+        const c = cos[c0 + j];
+        const s = sign * sin[c0 + j];
         const x1 = x[o + j];
         const x2 = x[o + half + j];
-        out[o + j] = x1 * cos[j] - x2 * sin[j];
-        out[o + half + j] = x2 * cos[j] + x1 * sin[j];
+        out[o + j] = x1 * c - x2 * s;
+        out[o + half + j] = x2 * c + x1 * s;
       }
     }
   }
@@ -169,12 +229,16 @@ export function softmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, r
   }
 }
 
-/** log-sum-exp of one row, max-subtracted (the max is +-Infinity-safe for finite rows). */
+/**
+ * log-sum-exp of one row, max-subtracted (the max is +-Infinity-safe for finite rows). f32 rows
+ * take expF (exp.ts); the sum is f64 either way.
+ */
 function rowLogSumExp(x: FloatArray, o: number, cols: number): number {
   let max = -Infinity;
   for (let j = 0; j < cols; j++) if (x[o + j] > max) max = x[o + j];
   let sum = 0;
-  for (let j = 0; j < cols; j++) sum += Math.exp(x[o + j] - max);
+  if (x instanceof Float32Array) for (let j = 0; j < cols; j++) sum += expF(x[o + j] - max);
+  else for (let j = 0; j < cols; j++) sum += Math.exp(x[o + j] - max);
   return max + Math.log(sum);
 }
 
@@ -207,20 +271,26 @@ function checkTarget(op: string, targets: Int32Array, r: number, cols: number, i
   return t;
 }
 
+/** Checks every target (the threaded kernels run checked rows only, so errors come from here). */
+export function checkTargets(op: string, targets: Int32Array, rows: number, cols: number, ignoreIndex: number): void {
+  for (let r = 0; r < rows; r++) checkTarget(op, targets, r, cols, ignoreIndex);
+}
+
 /**
  * logp[r] = logits[r, targets[r]] - lse[r] (0 on rows whose target is ignoreIndex); lse[r] is
- * written for every row. logits [rows, cols], targets [rows].
+ * written for every row. logits [rows, cols], targets [rows]; rows [r0, r1) of them.
  */
 export function logprobGather(
   logits: FloatArray,
   targets: Int32Array,
   logp: FloatArray,
   lse: FloatArray,
-  rows: number,
+  r0: number,
+  r1: number,
   cols: number,
   ignoreIndex: number,
 ): void {
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < r1; r++) {
     const t = checkTarget("logprobGather", targets, r, cols, ignoreIndex);
     const o = r * cols;
     const l = rowLogSumExp(logits, o, cols);
@@ -229,18 +299,23 @@ export function logprobGather(
   }
 }
 
-/** dLogits[r, :] = dLogp[r] (onehot(targets[r]) - exp(logits[r, :] - lse[r])); 0 on ignored rows. */
+/**
+ * dLogits[r, :] = dLogp[r] (onehot(targets[r]) - exp(logits[r, :] - lse[r])); 0 on ignored rows.
+ * Rows [r0, r1).
+ */
 export function logprobGatherBackward(
   logits: FloatArray,
   targets: Int32Array,
   lse: FloatArray,
   dLogp: FloatArray,
   dLogits: FloatArray,
-  rows: number,
+  r0: number,
+  r1: number,
   cols: number,
   ignoreIndex: number,
 ): void {
-  for (let r = 0; r < rows; r++) {
+  const f32 = dLogits instanceof Float32Array;
+  for (let r = r0; r < r1; r++) {
     const t = checkTarget("logprobGatherBackward", targets, r, cols, ignoreIndex);
     const o = r * cols;
     if (t === ignoreIndex) {
@@ -249,7 +324,8 @@ export function logprobGatherBackward(
     }
     const g = dLogp[r];
     const l = lse[r];
-    for (let j = 0; j < cols; j++) dLogits[o + j] = -g * Math.exp(logits[o + j] - l);
+    if (f32) for (let j = 0; j < cols; j++) dLogits[o + j] = -g * expF(logits[o + j] - l);
+    else for (let j = 0; j < cols; j++) dLogits[o + j] = -g * Math.exp(logits[o + j] - l);
     dLogits[o + t] += g;
   }
 }
@@ -257,7 +333,7 @@ export function logprobGatherBackward(
 // ---------------------------------------------------------------- optimizer
 
 /**
- * One AdamW step in place over n elements (decoupled weight decay, bias-corrected moments):
+ * One AdamW step in place over elements [start, end) (decoupled weight decay, bias-corrected moments):
  *   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (wd p + m_hat / (sqrt(v_hat) + eps))
  * with m_hat = m / (1 - b1^step), v_hat = v / (1 - b2^step). The decay uses p before the update,
  * as torch.optim.AdamW does (it scales p by 1 - lr wd first, which is the same thing).
@@ -267,7 +343,8 @@ export function adamw(
   grad: FloatArray,
   m: FloatArray,
   v: FloatArray,
-  n: number,
+  start: number,
+  end: number,
   lr: number,
   beta1: number,
   beta2: number,
@@ -277,7 +354,7 @@ export function adamw(
 ): void {
   const bc1 = 1 - Math.pow(beta1, step);
   const bc2 = 1 - Math.pow(beta2, step);
-  for (let i = 0; i < n; i++) {
+  for (let i = start; i < end; i++) {
     const g = grad[i];
     const mi = beta1 * m[i] + (1 - beta1) * g;
     const vi = beta2 * v[i] + (1 - beta2) * g * g;

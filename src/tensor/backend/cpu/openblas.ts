@@ -43,6 +43,8 @@ export interface OpenBlas {
   readonly dgemm: CblasGemm<Float64Array>;
   /** Sets OpenBLAS's own thread count (process-wide); a no-op where the symbol is missing. */
   setThreads(n: number): void;
+  /** OpenBLAS's current thread count, or null where the symbol is missing. */
+  getThreads(): number | null;
 }
 
 export type OpenBlasLoad = { blas: OpenBlas; why: null } | { blas: null; why: string };
@@ -162,6 +164,7 @@ function bind(library: string): OpenBlasLoad {
     }
   };
   const setThreadsC = optional("openblas_set_num_threads", "void", ["int"]);
+  const getThreadsC = optional("openblas_get_num_threads", "int", []);
   const corenameC = optional("openblas_get_corename", "const char *", []);
   const corename = corenameC ? (corenameC() as string | null) : null;
 
@@ -195,6 +198,7 @@ function bind(library: string): OpenBlasLoad {
       setThreads: (n: number) => {
         if (setThreadsC) setThreadsC(n);
       },
+      getThreads: () => (getThreadsC ? (getThreadsC() as number) : null),
     },
     why: null,
   };
