@@ -4,17 +4,30 @@
  *   copy    device-to-device copy bandwidth, GB/s counting bytes read and written
  *   launch  host cost of one backend op (argument checks + koffi + cuLaunchKernel), us
  *   graph   device time per kernel inside a replayed CUDA graph, us
- * Issue 6's parts (a)-(d) (decode roofline, transformers generate, NPR parallel decode, training
- * throughput) need the engine and the bf16 model path and are not measured here yet.
+ * With --decode DIR (a checkpoint written by bench/hf_parity.py, e.g. the 4b shape), issue 6's
+ *   (a) decode   batch-1 greedy decode in mixed precision (bf16 weights), tokens/s against the
+ *                bandwidth roofline: bytes read per step / the copy bandwidth measured above
+ *   (b) hf       with --hf, bench/hf_generate.py on the same checkpoint, prompt and lengths
+ * Parts (c) (NPR parallel vs sequential decode) and (d) (training throughput) are not here yet.
  *
- *   node bench/gpu.ts [--n 8192] [--iters 20]
+ *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf]]
  */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
+import { loadQwen3, qwen3ParamSpecs } from "../src/model/index.ts";
+import { causalLayout } from "../src/util/layout.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { Cublas, type GemmType } from "../src/tensor/backend/cuda/ffi/cublas.ts";
 import { Rng } from "../src/util/rng.ts";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "8192" }, iters: { type: "string", default: "20" } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: "string", default: "8192" }, iters: { type: "string", default: "20" },
+    decode: { type: "string" }, prompt: { type: "string", default: "32" }, steps: { type: "string", default: "128" }, hf: { type: "boolean", default: false },
+  },
+});
 const N = Number(values.n);
 const ITERS = Number(values.iters);
 
@@ -70,12 +83,14 @@ for (const type of ["bf16", "f32"] as const) {
 }
 
 // ---- copy
+let copyGbps = 0;
 {
   const bytes = 2 ** 30;
   const src = drv.allocAsync(bytes, 0);
   const dst = drv.allocAsync(bytes, 0);
   const ms = timeMs(() => drv.dtodAsync(dst, src, bytes, 0), ITERS);
-  out({ bench: "copy", bytes, ms, gbps: (2 * bytes) / (ms * 1e-3) / 1e9 });
+  copyGbps = (2 * bytes) / (ms * 1e-3) / 1e9;
+  out({ bench: "copy", bytes, ms, gbps: copyGbps });
   drv.freeAsync(src, 0);
   drv.freeAsync(dst, 0);
 }
@@ -108,4 +123,65 @@ for (const type of ["bf16", "f32"] as const) {
   out({ bench: "graph", kernels_per_graph: perGraph, replays: reps, us_per_kernel: us });
   g.destroy();
   be.free(x);
+}
+
+// ---- (a) batch-1 decode in mixed precision, against the bandwidth roofline
+function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let j = 1; j < row.length; j++) if (row[j]! > row[best]!) best = j;
+  return best;
+}
+
+if (values.decode) {
+  const dir = values.decode;
+  const P = Number(values.prompt);
+  const steps = Number(values.steps);
+  let t0 = performance.now();
+  const model = loadQwen3(dir, { backend: be, dtype: "bf16", requiresGrad: false });
+  const loadS = (performance.now() - t0) / 1000;
+  const c = model.config;
+  const prompt = Int32Array.from((JSON.parse(readFileSync(path.join(dir, "ids.json"), "utf8")) as number[]).slice(0, P));
+  /** Greedy decode of n tokens after the prompt; returns the tokens and the decode seconds. */
+  const decode = (n: number): { tokens: number[]; s: number } => {
+    const kv = model.newKVCache(P + n + 1);
+    let logits = model.forward(prompt, causalLayout(P), kv);
+    let next = argmax(logits.toArray().subarray((P - 1) * c.vocabSize));
+    const tokens = [next];
+    const start = performance.now();
+    for (let i = 1; i < n; i++) {
+      logits.dispose();
+      logits = model.forward([next], causalLayout(1, kv.length), kv);
+      next = argmax(logits.toArray()); // the read synchronizes: each step is timed to its end
+      tokens.push(next);
+    }
+    logits.dispose();
+    return { tokens, s: (performance.now() - start) / 1000 };
+  };
+  decode(4); // warm-up: kernel loads, cuBLAS heuristics
+  const launches0 = be.counters()["cuda.launch"] ?? 0;
+  const r = decode(steps + 1);
+  const launchesPerStep = ((be.counters()["cuda.launch"] ?? 0) - launches0) / (steps + 1);
+  const tokPerS = steps / r.s;
+  // Bytes one decode step must read: every parameter once (bf16 matrices, f32 vectors; a tied
+  // head counted once) plus the f32 KV cache at the average length.
+  let weightBytes = 0;
+  for (const spec of qwen3ParamSpecs(c)) {
+    const t = model.param(spec.name);
+    weightBytes += t.size * (t.dtype === "bf16" ? 2 : 4);
+  }
+  const kvBytes = 2 * c.numHiddenLayers * c.numKeyValueHeads * c.headDim * 4 * (P + steps / 2);
+  const rooflineTokPerS = (copyGbps * 1e9) / (weightBytes + kvBytes);
+  out({
+    bench: "decode", dir: path.basename(dir), layers: c.numHiddenLayers, hidden: c.hiddenSize, prompt: P, steps, load_s: loadS,
+    s: r.s, ms_per_token: (1000 * r.s) / steps, tokens_per_s: tokPerS, bytes_per_step: weightBytes + kvBytes,
+    roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: tokPerS / rooflineTokPerS, first_tokens: r.tokens.slice(0, 16),
+    kernel_launches_per_token: Math.round(launchesPerStep),
+  });
+  if (values.hf) {
+    // ---- (b) transformers generate, same checkpoint, prompt and lengths, in this run
+    const script = path.join(path.dirname(new URL(import.meta.url).pathname), "hf_generate.py");
+    const line = execFileSync("python3", [script, "--dir", dir, "--prompt", String(P), "--steps", String(steps)], { encoding: "utf8" }).trim().split("\n").pop()!;
+    const hf = JSON.parse(line) as { tokens_per_s: number };
+    out({ ...hf, npr_over_hf: tokPerS / hf.tokens_per_s });
+  }
 }

@@ -71,7 +71,11 @@ function compare(a: Float32Array, b: Float32Array, T: number, V: number): { rel:
 
 function main(): void {
   const { values } = parseArgs({
-    options: { dir: { type: "string" }, backend: { type: "string", default: "cuda" }, configs: { type: "string" }, cpu: { type: "boolean", default: false } },
+    options: {
+      dir: { type: "string" }, backend: { type: "string", default: "cuda" }, configs: { type: "string" }, cpu: { type: "boolean", default: false },
+      // bf16: mixed precision (bf16 weights and GEMM inputs, fp32 accumulation, f32 norms/softmax/residual).
+      dtype: { type: "string", default: "f32" },
+    },
   });
   if (!values.dir) throw new Error("--dir is required (the OUT folder of bench/hf_parity.py)");
   const names = values.configs ? values.configs.split(",") : fs.readdirSync(values.dir).filter((n) => fs.existsSync(path.join(values.dir!, n, "meta.json")));
@@ -87,7 +91,7 @@ function main(): void {
     for (const be of backends) {
       const backend = makeBackend(be);
       let t0 = performance.now();
-      const model = loadQwen3(dir, { backend, dtype: "f32", requiresGrad: false });
+      const model = loadQwen3(dir, { backend, dtype: values.dtype as "f32" | "bf16", requiresGrad: false });
       const loadS = (performance.now() - t0) / 1000;
       // One warm-up forward (kernel compiles, cuBLAS heuristics), then the timed one.
       model.forward(ids.subarray(0, 4), causalLayout(4)).toArray();
@@ -107,7 +111,7 @@ function main(): void {
         const head = compare(logits.subarray(0, q * V), hf.subarray(0, q * V), q, V);
         const tail = compare(logits.subarray((T - q) * V), hf.subarray((T - q) * V, T * V), q, V);
         const row: Row = {
-          name, layers: meta.shape.num_hidden_layers, tokens: T, vocab: V, backend: be, ref,
+          name, layers: meta.shape.num_hidden_layers, tokens: T, vocab: V, backend: `${be} ${values.dtype}`, ref,
           relError: c.rel, relHead: head.rel, relTail: tail.rel, maxAbs: c.maxAbs, argmaxAgree: c.agree, mismatchGap: c.gap, loadS, forwardS,
           ok: c.rel <= REL_TARGET && c.agree >= ARGMAX_TARGET,
         };

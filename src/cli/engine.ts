@@ -19,7 +19,9 @@ import { makeBackend } from "./model.ts";
 
 /** A checkpoint and its tokenizer, ready for the engine. */
 export function loadForEngine(dir: string, backend: string, dtype: string): { model: Qwen3Model; tok: NprTokenizer; vocab: EngineVocab } {
-  if (dtype !== "f32" && dtype !== "f64") throw new UsageError(`--dtype must be f32 or f64, got "${dtype}"`, { code: "bad_dtype", param: "--dtype" });
+  if (dtype !== "f32" && dtype !== "f64" && dtype !== "bf16") {
+    throw new UsageError(`--dtype must be f32, f64 or bf16 (mixed precision), got "${dtype}"`, { code: "bad_dtype", param: "--dtype" });
+  }
   if (!fs.existsSync(path.join(dir, "tokenizer.json"))) {
     throw new CheckpointFormatError(`${dir}: no tokenizer.json beside the weights`, {
       code: "missing_tokenizer",
@@ -56,7 +58,7 @@ export function registerEngineCommands(program: Command): void {
     .option("--force-structure <spec>", 'one structure for every prompt, e.g. "3x16,2x8" (default: seeded random, 1-3 blocks of 1-5 branches)')
     .option("--mode <mode>", "parallel or sequential", "parallel")
     .option("--backend <name>", "compute backend", "cpu")
-    .option("--dtype <dtype>", "compute dtype: f32 or f64", "f32")
+    .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
     .option("--block-size <n>", "KV block size", "8")
     .action((opts: { model: string; seed: string; prompts: string; forceStructure?: string; mode: string; backend: string; dtype: string; blockSize: string }) => {
       const { model, tok, vocab } = loadForEngine(opts.model, opts.backend, opts.dtype);

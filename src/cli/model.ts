@@ -217,10 +217,10 @@ export function registerModelCommands(program: Command): void {
     .requiredOption("--model <dir>", "checkpoint folder (config.json + *.safetensors; no tokenizer needed)")
     .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,2,3")
     .option("--backend <name>", "compute backend", "cpu")
-    .option("--dtype <dtype>", "compute dtype: f32 or f64", "f32")
+    .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
     .action((opts: { model: string; tokens: string; backend: string; dtype: string }) => {
-      if (opts.dtype !== "f32" && opts.dtype !== "f64") {
-        throw new UsageError(`--dtype must be f32 or f64, got "${opts.dtype}"`, { code: "bad_dtype", param: "--dtype" });
+      if (opts.dtype !== "f32" && opts.dtype !== "f64" && opts.dtype !== "bf16") {
+        throw new UsageError(`--dtype must be f32, f64 or bf16, got "${opts.dtype}"`, { code: "bad_dtype", param: "--dtype" });
       }
       const backend = makeBackend(opts.backend);
       const parsed = readQwen3Config(opts.model);

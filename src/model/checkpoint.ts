@@ -12,20 +12,23 @@ import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from "../format/saf
 import type { WriteEntry } from "../format/safetensors.ts";
 import { Tensor, getDefaultBackend } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
-import { decodeToFloat, encodeFloat } from "../tensor/dtype.ts";
+import { bf16BitsToF32Array, decodeToFloat, encodeFloat, toBf16Bits } from "../tensor/dtype.ts";
 import { CheckpointFormatError, ConfigError } from "../util/errors.ts";
 import { parseQwen3Config, qwen3ConfigToJson } from "./config.ts";
 import type { ParsedQwen3Config } from "./config.ts";
 import { Qwen3Model } from "./qwen3.ts";
-import { LM_HEAD, qwen3ParamSpecs } from "./weights.ts";
+import { LM_HEAD, paramDtype, qwen3ParamSpecs } from "./weights.ts";
 
 /** Storage dtypes a Qwen3 weight may have on disk. */
 const FLOAT_STORAGE = new Set(["F32", "BF16", "F16", "F64"]);
 
 export interface LoadOptions {
   backend?: Backend;
-  /** Compute dtype (default f32); bf16/f16/f32 storage all load into it. */
-  dtype?: "f32" | "f64";
+  /**
+   * Compute dtype (default f32); bf16/f16/f32 storage all load into it. "bf16" is mixed
+   * precision: matrices held in bf16 (BF16 storage copied bit for bit), norms and biases in f32.
+   */
+  dtype?: "f32" | "f64" | "bf16";
   /** Parameters are autograd leaves (default true, for training). */
   requiresGrad?: boolean;
   /** Called with tensors the checkpoint has that Qwen3 does not use (HF ignores them too). */
@@ -100,8 +103,16 @@ export function loadQwen3(dir: string, opts: LoadOptions = {}): Qwen3Model {
       }
       // Decoded straight into the compute dtype and written into a fresh buffer in one bulk copy
       // (Tensor.fromArray would copy element by element once more: slow for 150M-entry tables).
-      const values = decodeToFloat(ck.readBytes(spec.name), entry.dtype, dtype);
-      const buf = backend.alloc(dtype, values.length);
+      const held = paramDtype(spec, dtype);
+      const bytes = ck.readBytes(spec.name);
+      let values: Float32Array | Float64Array | Uint16Array;
+      if (held === "bf16") {
+        // BF16 on disk is already the buffer's bit patterns (slice: an aligned copy).
+        values = entry.dtype === "BF16" ? new Uint16Array(bytes.slice().buffer) : toBf16Bits(decodeToFloat(bytes, entry.dtype, "f32"));
+      } else {
+        values = decodeToFloat(bytes, entry.dtype, held);
+      }
+      const buf = backend.alloc(held, values.length);
       backend.write(buf, values);
       params.set(spec.name, new Tensor(backend, buf, spec.shape, { requiresGrad: opts.requiresGrad ?? true }));
     }
@@ -155,7 +166,13 @@ export function saveQwen3(model: Qwen3Model, dir: string, opts: SaveOptions = {}
       name: spec.name,
       dtype: ST_DTYPE[dtype],
       shape: [...spec.shape],
-      data: () => encodeFloat(model.param(spec.name).toArray() as Float32Array | Float64Array, ST_DTYPE[dtype]),
+      data: () => {
+        const t = model.param(spec.name);
+        const host = t.toArray();
+        // A bf16 parameter (mixed precision) is widened exactly first; BF16 storage gets it back bit for bit.
+        const floats = t.dtype === "bf16" ? bf16BitsToF32Array(host as Uint16Array) : (host as Float32Array | Float64Array);
+        return encodeFloat(floats, ST_DTYPE[dtype]);
+      },
     }));
     const files = writeSafetensorsCheckpoint(tmp, entries, {
       maxShardBytes: opts.maxShardBytes,

@@ -9,6 +9,7 @@
 import {
   Tensor,
   add,
+  cast,
   attention,
   embedding,
   getDefaultBackend,
@@ -25,12 +26,13 @@ import type { Layout } from "../util/layout.ts";
 import type { Qwen3Config } from "./config.ts";
 import { KVCache } from "./kv-cache.ts";
 import type { KVStore } from "./kv-cache.ts";
-import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, qwen3ParamSpecs } from "./weights.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, paramDtype, qwen3ParamSpecs } from "./weights.ts";
 
 export interface RandomModelOptions {
   seed: number;
   backend?: Backend;
-  dtype?: "f32" | "f64";
+  /** "bf16": mixed precision (bf16 matrices, f32 everything else; see weights.ts paramDtype). */
+  dtype?: "f32" | "f64" | "bf16";
   /** Std of the normal init (default config.initializerRange). */
   std?: number;
 }
@@ -40,13 +42,19 @@ export class Qwen3Model {
   /** HF name -> tensor; exactly the names of qwen3ParamSpecs(config) (no lm_head when tied). */
   readonly params: Map<string, Tensor>;
   readonly backend: Backend;
-  /** Compute dtype of every parameter and activation. */
+  /** Compute dtype of activations, norms, softmax, residual stream and the KV cache. */
   readonly dtype: "f32" | "f64";
+  /**
+   * Dtype of the matrices (embeddings, projections, lm_head): the compute dtype, or bf16 for mixed
+   * precision, where GEMMs take bf16 activations and accumulate in fp32 into f32 outputs (ops.ts
+   * linear), like torch autocast, and norms, softmax and the residual stay in f32.
+   */
+  readonly weightDtype: "f32" | "f64" | "bf16";
 
   /**
    * Wraps an existing parameter map. The map must hold exactly the spec's names and shapes, all
-   * of one float dtype on one backend (checkpoint.ts reports bad files before this point, so a
-   * mismatch here is a bug).
+   * of one float dtype on one backend, except in mixed precision: bf16 matrices beside f32
+   * vectors (checkpoint.ts reports bad files before this point, so a mismatch here is a bug).
    */
   constructor(config: Qwen3Config, params: Map<string, Tensor>) {
     const specs = qwen3ParamSpecs(config);
@@ -54,7 +62,9 @@ export class Qwen3Model {
       `Qwen3Model: ${params.size} parameters given, config needs ${specs.length}`);
     const first = params.get(EMBED);
     invariant(first, `Qwen3Model: missing ${EMBED}`);
-    invariant(first.dtype === "f32" || first.dtype === "f64", () => `Qwen3Model: parameters must be f32 or f64, got ${first.dtype}`);
+    invariant(first.dtype === "f32" || first.dtype === "f64" || first.dtype === "bf16", () =>
+      `Qwen3Model: parameters must be f32, f64 or bf16, got ${first.dtype}`);
+    const mode = first.dtype;
     for (const spec of specs) {
       const t = params.get(spec.name);
       invariant(t, () => `Qwen3Model: missing parameter ${spec.name}`);
@@ -62,13 +72,15 @@ export class Qwen3Model {
         t.shape.length === spec.shape.length && t.shape.every((d, i) => d === spec.shape[i]),
         () => `Qwen3Model: ${spec.name} has shape [${t.shape}], expected [${spec.shape}]`,
       );
-      invariant(t.dtype === first.dtype && t.backend === first.backend, () =>
-        `Qwen3Model: ${spec.name} is ${t.dtype} on ${t.backend.name}, expected ${first.dtype} on ${first.backend.name}`);
+      const want = paramDtype(spec, mode);
+      invariant(t.dtype === want && t.backend === first.backend, () =>
+        `Qwen3Model: ${spec.name} is ${t.dtype} on ${t.backend.name}, expected ${want} on ${first.backend.name}`);
     }
     this.config = config;
     this.params = params;
     this.backend = first.backend;
-    this.dtype = first.dtype;
+    this.weightDtype = mode;
+    this.dtype = mode === "bf16" ? "f32" : mode;
   }
 
   /** A freshly initialized model (deterministic per seed; see weights.ts). */
@@ -119,6 +131,9 @@ export class Qwen3Model {
 
   private forwardImpl(ids: Int32Array | readonly number[], layout: Layout, kv: KVStore | undefined): Tensor {
     const c = this.config;
+    // Mixed precision: an activation read by several GEMMs is cast to bf16 once (linear would
+    // otherwise cast it per call); norms, RoPE, attention and the residual stay in f32.
+    const gemmIn = (x: Tensor): Tensor => (this.weightDtype === "bf16" ? cast(x, "bf16") : x);
     const T = ids.length;
     const H = c.numAttentionHeads;
     const Hkv = c.numKeyValueHeads;
@@ -136,7 +151,7 @@ export class Qwen3Model {
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const n = layerParamNames(l);
       const bias = (name: string) => (c.attentionBias ? this.param(name) : null);
-      const a = rmsnorm(h, this.param(n.inputNorm), eps); // [T, C]
+      const a = gemmIn(rmsnorm(h, this.param(n.inputNorm), eps)); // [T, C]
       // q/k RMSNorm runs per head over D, before RoPE (Qwen3's difference from Qwen2).
       let q = linear(a, this.param(n.q), bias(n.qBias)).reshape([T, H, D]);
       q = rope(rmsnorm(q, this.param(n.qNorm), eps), pos, c.ropeTheta); // [T, H, D]
@@ -147,7 +162,7 @@ export class Qwen3Model {
       // HF: scaling = head_dim ** -0.5; query head h reads kv head floor(h / (H / Hkv)) (repeat_kv).
       const att = attention(q, k, v, layout, 1 / Math.sqrt(D)).reshape([T, H * D]);
       h = add(h, linear(att, this.param(n.o), bias(n.oBias))); // [T, C]
-      const m = rmsnorm(h, this.param(n.postNorm), eps);
+      const m = gemmIn(rmsnorm(h, this.param(n.postNorm), eps));
       const mlp = swiglu(linear(m, this.param(n.gate)), linear(m, this.param(n.up))); // [T, I]
       h = add(h, linear(mlp, this.param(n.down))); // [T, C]
     }

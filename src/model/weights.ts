@@ -5,6 +5,7 @@
  * It knows names, shapes and init values only: no files, no forward math.
  */
 import { Tensor, getDefaultBackend } from "../tensor/index.ts";
+import { toBf16Bits } from "../tensor/dtype.ts";
 import type { Backend } from "../tensor/index.ts";
 import { Rng } from "../util/rng.ts";
 import type { Qwen3Config } from "./config.ts";
@@ -99,6 +100,20 @@ export function qwen3ParamSpecs(config: Qwen3Config): ParamSpec[] {
   return specs;
 }
 
+/**
+ * Mixed precision keeps the matrices (embeddings, projections, lm_head: what GEMMs and the
+ * embedding gather read) in bf16 and the vectors (norm weights, biases) in the f32 compute dtype.
+ */
+export function isMatrixParam(spec: ParamSpec): boolean {
+  return spec.shape.length === 2;
+}
+
+/** The dtype parameter `spec` is held in, for a model's dtype option ("bf16" = mixed precision). */
+export function paramDtype(spec: ParamSpec, dtype: "f32" | "f64" | "bf16"): "f32" | "f64" | "bf16" {
+  if (dtype !== "bf16") return dtype;
+  return isMatrixParam(spec) ? "bf16" : "f32";
+}
+
 /** Total number of scalars in the model's parameters (tied embeddings counted once). */
 export function qwen3ParamCount(config: Qwen3Config): number {
   let n = 0;
@@ -146,7 +161,8 @@ export function initParamValues(
 export interface InitOptions {
   seed: number;
   backend?: Backend;
-  dtype?: "f32" | "f64";
+  /** "bf16": matrices in bf16 (rounded from the f32 draws), vectors in f32 (see paramDtype). */
+  dtype?: "f32" | "f64" | "bf16";
   /** Std of the normal init; default config.initializerRange (0.02). */
   std?: number;
   /** Parameters are autograd leaves (default true). */
@@ -164,10 +180,11 @@ export function initQwen3Params(config: Qwen3Config, opts: InitOptions): Map<str
   const backend = opts.backend ?? getDefaultBackend();
   const params = new Map<string, Tensor>();
   for (const spec of qwen3ParamSpecs(config)) {
-    const values = initParamValues(spec, opts.seed, std, dtype);
+    const values = initParamValues(spec, opts.seed, std, dtype === "bf16" ? "f32" : dtype);
     // One bulk write into a fresh buffer (fromArray would copy the array once more).
-    const buf = backend.alloc(dtype, values.length);
-    backend.write(buf, values);
+    const held = paramDtype(spec, dtype);
+    const buf = backend.alloc(held, values.length);
+    backend.write(buf, held === "bf16" ? toBf16Bits(values) : values);
     params.set(spec.name, new Tensor(backend, buf, spec.shape, { requiresGrad: opts.requiresGrad ?? true }));
   }
   return params;

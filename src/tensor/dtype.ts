@@ -404,3 +404,24 @@ export function encodeInt(data: Int32Array, dtype: "I32" | "I64" | "U8"): Uint8A
   }
   throw new InvariantError(`encodeInt: unknown dtype ${String(dtype)}`);
 }
+
+// ---------------------------------------------------------------------------------------------
+// bf16 compute buffers: the host side of a "bf16" DeviceBuffer is a Uint16Array of bit patterns
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * f32 or f64 values rounded to bf16, as bit patterns: nearest even from the exact value (one
+ * rounding for f64 input, see encodeFloat). What the backends' bf16 outputs and casts must equal.
+ */
+export function toBf16Bits(data: Float32Array | Float64Array): Uint16Array {
+  const bytes = encodeFloat(data, "BF16");
+  return new Uint16Array(bytes.buffer, bytes.byteOffset, data.length);
+}
+
+/** bf16 bit patterns widened to f32 (exact: a bf16 is the top half of an f32). */
+export function bf16BitsToF32Array(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
+  invariant(out.length >= src.length, () => `bf16BitsToF32Array: out holds ${out.length}, need ${src.length}`);
+  const u = new Uint32Array(out.buffer, out.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
+  return out;
+}

@@ -6,7 +6,7 @@
  * they may freely use the ops. Composite ops (crossEntropy, mean) have no rule.
  */
 import type { GradNode, GradRule } from "./autograd.ts";
-import type { AttentionParams, AttentionSegments, LogprobParams, UnaryOp } from "./backend/types.ts";
+import type { AttentionParams, AttentionSegments, FloatDType, LogprobParams, UnaryOp } from "./backend/types.ts";
 import { Tensor, numel } from "./tensor.ts";
 import * as F from "./ops.ts";
 
@@ -62,10 +62,13 @@ const matmulRule: GradRule = (node, dOut) => {
   return [dA, dB];
 };
 
-/** y[rows, out] = x[rows, in] @ w[out, in]^T. */
+/**
+ * y[rows, out] = x[rows, in] @ w[out, in]^T. In the mixed-precision form (bf16 x and w, f32 y)
+ * the f32 gradient is cast to bf16 and dx, dw come out bf16, as the inputs are.
+ */
 const linearRule: GradRule = (node, dOut) => {
   const [x, w] = node.inputs as [Tensor, Tensor];
-  const g = dOut.contiguous();
+  const g = x.dtype === "bf16" ? F.cast(dOut, "bf16") : dOut.contiguous();
   const [nOut, nIn] = w.shape as [number, number];
   const rows = x.size / nIn;
   const be = x.backend;
@@ -87,6 +90,9 @@ const linearRule: GradRule = (node, dOut) => {
 };
 
 export const RULES: Record<string, GradRule> = {
+  // ---- dtype: the gradient goes back in the input's dtype
+  cast: (node, g) => [F.cast(g, node.saved["from"] as FloatDType)],
+
   // ---- views and copies
   contiguous: (_node, g) => [g],
   reshape: (node, g) => [g.reshape(node.inputs[0]!.shape)],
@@ -163,7 +169,8 @@ export const RULES: Record<string, GradRule> = {
   embedding: (node, dOut) => {
     const [table, ids] = node.inputs as [Tensor, Tensor];
     const g = dOut.contiguous();
-    const dTable = Tensor.zeros(table.shape, { backend: table.backend, dtype: table.dtype });
+    // A bf16 table (mixed precision) gathered into f32, so its gradient is summed in f32.
+    const dTable = Tensor.zeros(table.shape, { backend: table.backend, dtype: table.dtype === "bf16" ? "f32" : table.dtype });
     table.backend.embeddingBackward(g.buffer, ids.buffer, dTable.buffer, { n: ids.size, dim: table.shape[1]! });
     return [dTable, null];
   },

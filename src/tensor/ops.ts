@@ -4,7 +4,7 @@
  * (crossEntropy, mean, linear's bias) are built from these and need no rule of their own.
  * Dimension letters as in backend/types.ts. This file knows the backend contract only.
  */
-import type { BinaryOp, DeviceBuffer, ScalarOp, UnaryOp, Backend, AttentionSegments } from "./backend/types.ts";
+import type { BinaryOp, DeviceBuffer, FloatDType, ScalarOp, UnaryOp, Backend, AttentionSegments } from "./backend/types.ts";
 import type { Layout } from "../util/layout.ts";
 import { Tensor, numel } from "./tensor.ts";
 import { record } from "./autograd.ts";
@@ -29,6 +29,21 @@ function checkFloat(op: string, ...ts: Tensor[]): void {
     invariant(t.dtype === dtype, () => `${op}: dtypes differ (${dtype} vs ${t.dtype})`);
     invariant(t.backend === ts[0]!.backend, () => `${op}: tensors live on different backends`);
   }
+}
+
+// ---------------------------------------------------------------- dtype
+
+/**
+ * x converted to a float dtype (nearest even when narrowing); x itself when it already is. The
+ * gradient is cast back to x's dtype (gradients.ts), so an f32 graph can pass through bf16 GEMMs.
+ */
+export function cast(x: Tensor, dtype: FloatDType): Tensor {
+  invariant(x.dtype !== "i32", () => `cast: float tensor expected, got i32 ${shapeStr(x)}`);
+  if (x.dtype === dtype) return x;
+  const xc = c(x);
+  const out = Tensor.empty(xc.shape, { backend: x.backend, dtype });
+  x.backend.cast(xc.buffer, out.buffer);
+  return record("cast", out, [xc], { from: x.dtype });
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -183,8 +198,16 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return record("matmul", out, [ac, bc]);
 }
 
-/** x [..., in] times w [out, in] transposed (+ bias [out]) -> [..., out], the HF nn.Linear. */
+/**
+ * x [..., in] times w [out, in] transposed (+ bias [out]) -> [..., out], the HF nn.Linear.
+ * Mixed precision: with a bf16 weight, an f32 x is cast to bf16 and the GEMM accumulates in fp32
+ * into an f32 output (torch autocast's bf16 linear, without its final rounding to bf16); a bf16 x
+ * gives an f32 output too.
+ */
 export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
+  // x may come already cast (the model casts an activation once for several GEMMs).
+  const mixed = w.dtype === "bf16" && (x.dtype === "f32" || x.dtype === "bf16");
+  if (mixed) x = cast(x, "bf16");
   checkFloat("linear", x, w);
   const xc = c(x);
   const wc = c(w);
@@ -192,7 +215,8 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const [nOut, nIn] = wc.shape as [number, number];
   invariant(xc.shape[xc.ndim - 1] === nIn, () => `linear: input ${shapeStr(x)} does not end in ${nIn} (weight ${shapeStr(w)})`);
   const rows = xc.size / nIn;
-  const out = newLike(xc, [...xc.shape.slice(0, -1), nOut]);
+  const outShape = [...xc.shape.slice(0, -1), nOut];
+  const out = mixed ? Tensor.empty(outShape, { backend: x.backend, dtype: "f32" }) : newLike(xc, outShape);
   gemm(x.backend, xc.buffer, wc.buffer, out.buffer, {
     batch: 1, m: rows, n: nOut, k: nIn, transA: false, transB: true, strideA: 0, strideB: 0,
   });
@@ -202,7 +226,10 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
 
 // ---------------------------------------------------------------- nn
 
-/** table [V, C] gathered at ids (i32) -> [...ids.shape, C]. */
+/**
+ * table [V, C] gathered at ids (i32) -> [...ids.shape, C]. A bf16 table gathers into f32 (the
+ * mixed-precision forward keeps its residual stream in f32); its gradient is then f32 too.
+ */
 export function embedding(table: Tensor, ids: Tensor): Tensor {
   checkFloat("embedding", table);
   invariant(ids.dtype === "i32", () => `embedding: ids must be i32, got ${ids.dtype}`);
@@ -210,7 +237,8 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   const tc = c(table);
   const ic = c(ids);
   const dim = tc.shape[1]!;
-  const out = newLike(tc, [...ic.shape, dim]);
+  const outShape = [...ic.shape, dim];
+  const out = table.dtype === "bf16" ? Tensor.empty(outShape, { backend: table.backend, dtype: "f32" }) : newLike(tc, outShape);
   table.backend.embedding(tc.buffer, ic.buffer, out.buffer, { n: ic.size, dim });
   return record("embedding", out, [tc, ic]);
 }

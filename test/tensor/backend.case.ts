@@ -4,7 +4,10 @@
  * the segments), on seeded random inputs, with per-op tolerances. Every backend runs it
  * (cpu.test.ts now, cuda.test.ts later). Each case asserts the backend's counter for its primitive
  * rose, so a silent fallback cannot pass; outputs start as garbage (NaN where C must not be
- * read), so an op that accumulates where it should overwrite fails. Knows only the Backend API.
+ * read), so an op that accumulates where it should overwrite fails. In bf16 every case runs on
+ * bf16 buffers (inputs rounded to bf16, references in float64 on those values, outputs held to
+ * about one bf16 rounding); a few cases check dtype mixes and `cast` exactly. Knows only the
+ * Backend API (and tensor/dtype.ts for bf16 bit patterns).
  */
 import { describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
@@ -21,13 +24,14 @@ import { BINARY_OPS, UNARY_OPS } from "../../src/tensor/backend/types.ts";
 import { causalLayout, packedCausalLayout, segmentLayout, type Layout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { checkClose, formatStats, type Tolerance } from "../util/check-close.ts";
+import { bf16BitsToF32, bf16BitsToF32Array, f32ToBf16Bits, toBf16Bits } from "../../src/tensor/dtype.ts";
 
-export type FloatDType = "f32" | "f64";
+export type FloatDType = "f32" | "f64" | "bf16";
 
 export interface BackendSuiteOptions {
   /** Primitives this backend cannot run yet, each with the reason printed in the report. */
   skip?: Partial<Record<PrimitiveName, string>>;
-  /** Float dtypes to run every case in (default both). */
+  /** Float dtypes to run every case in (default all three). */
   dtypes?: FloatDType[];
 }
 
@@ -35,10 +39,24 @@ export interface BackendSuiteOptions {
 interface OpTol {
   f32: Tolerance;
   f64: Tolerance;
+  bf16: Tolerance;
 }
 
+/**
+ * bf16 outputs are f32 results rounded once to 8 significant bits (half an ulp: 2^-9 relative),
+ * but backward cases also take forward results (y, lse, out) as bf16 inputs, each rounded once
+ * and amplified by the op's conditioning, and adamw rounds its state three steps in a row: rtol
+ * 2^-6 (four half ulps) covers those, and is still ~100x below what a wrong formula gives. atol
+ * is the f32 case's, scaled by 256 (floor 1e-3), only where nonzero: exact cases stay exact.
+ */
+const BF16_RTOL = 2 ** -6;
+
 function tol(f32atol: number, f32rtol: number, f64atol = 1e-12, f64rtol = 1e-12): OpTol {
-  return { f32: { atol: f32atol, rtol: f32rtol }, f64: { atol: f64atol, rtol: f64rtol } };
+  return {
+    f32: { atol: f32atol, rtol: f32rtol },
+    f64: { atol: f64atol, rtol: f64rtol },
+    bf16: { atol: f32atol === 0 && f32rtol === 0 ? 0 : Math.max(f32atol * 256, 1e-3), rtol: f32atol === 0 && f32rtol === 0 ? 0 : BF16_RTOL },
+  };
 }
 
 /** Single rounding of an f64 result: within an ulp or two of f32. */
@@ -78,7 +96,7 @@ class Harness {
 
   /** x as the backend's dtype stores it; references run on these rounded values. */
   round(x: number): number {
-    return this.dtype === "f32" ? Math.fround(x) : x;
+    return this.dtype === "f32" ? Math.fround(x) : this.dtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(x)) : x;
   }
 
   randn(n: number, scale = 1): Float64Array {
@@ -93,7 +111,16 @@ class Harness {
   buf(values: ArrayLike<number>): DeviceBuffer {
     const b = this.be.alloc(this.dtype, values.length);
     this.owned.push(b);
-    this.be.write(b, this.dtype === "f32" ? Float32Array.from(values) : Float64Array.from(values));
+    this.be.write(b, this.dtype === "f32" ? Float32Array.from(values) : this.dtype === "bf16" ? toBf16Bits(Float64Array.from(values)) : Float64Array.from(values));
+    return b;
+  }
+
+  /** A float buffer of any dtype holding values (rounded to it), for the dtype-mix cases. */
+  bufAs(dtype: FloatDType, values: ArrayLike<number>): DeviceBuffer {
+    const b = this.be.alloc(dtype, values.length);
+    this.owned.push(b);
+    const v = Float64Array.from(values);
+    this.be.write(b, dtype === "f32" ? Float32Array.from(v) : dtype === "bf16" ? toBf16Bits(v) : v);
     return b;
   }
 
@@ -109,8 +136,10 @@ class Harness {
     return this.buf(fillValue === undefined ? this.randn(n, 100) : new Float64Array(n).fill(fillValue));
   }
 
+  /** A buffer's values as float64 (bf16 bit patterns widened). */
   get(b: DeviceBuffer): Float64Array {
-    return Float64Array.from(this.be.read(b));
+    const host = this.be.read(b);
+    return Float64Array.from(b.dtype === "bf16" ? bf16BitsToF32Array(host as Uint16Array) : host);
   }
 
   /** checkClose against the reference, with the max/mean diff written to the test report. */
@@ -144,7 +173,7 @@ function add(prim: PrimitiveName, name: string, run: (h: Harness) => void): void
 export function runBackendSuite(name: string, makeBackend: () => Backend, opts: BackendSuiteOptions = {}): void {
   let backend: Backend | undefined;
   const get = (): Backend => (backend ??= makeBackend());
-  for (const dtype of opts.dtypes ?? ["f32", "f64"]) {
+  for (const dtype of opts.dtypes ?? (["f32", "f64", "bf16"] as const)) {
     describe(`${name} [${dtype}]`, () => {
       for (const c of CASES) {
         const skip = opts.skip?.[c.prim];
@@ -543,7 +572,62 @@ add("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) =>
   checkMatmul(h, "alpha -2, beta 0 over NaN", { batch: 1, m: 4, n: 3, k: 9, transA: true, transB: true, strideA: 0, strideB: 0, strideC: 0, alpha: -2, beta: 0 }, NaN);
 });
 
-// ---------------------------------------------------------------- nn: embedding, rmsnorm, rope
+// ---------------------------------------------------------------- dtypes: cast and the bf16 mixes
+
+/** x rounded to a float dtype, on the host (tensor/dtype.ts rounds f64 -> bf16 once). */
+function roundTo(dtype: FloatDType, x: number): number {
+  return dtype === "f32" ? Math.fround(x) : dtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(x)) : x;
+}
+
+add("cast", "every pair of float dtypes, exact rounding to nearest even (no double rounding from f64)", (h) => {
+  // Random values over a wide range, ties, infinities, and 1 + 2^-8 + 2^-40, which an f64 -> bf16
+  // cast through a nearest-even f32 rounds to 1 instead of 1 + 2^-7.
+  const special = [0, -0, 1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -40, 65504, 3e38, -1e-30, Infinity, -Infinity];
+  const values = h.randn(200, 10).map((v, i) => (i % 3 === 0 ? v * 1e6 : v));
+  const x = h.buf([...special, ...values]);
+  const stored = h.get(x); // the values as x's dtype holds them
+  for (const to of ["f32", "f64", "bf16"] as const) {
+    const out = h.be.alloc(to, stored.length);
+    h.be.cast(x, out);
+    const got = h.get(out);
+    h.be.free(out);
+    h.close(`${h.dtype} -> ${to}`, got, Float64Array.from(stored, (v) => roundTo(to, v)), tol(0, 0, 0, 0));
+  }
+});
+
+add("matmul", "bf16 A and B into an f32 C (mixed precision, fp32 accumulation)", (h) => {
+  for (const [transA, transB] of TRANS) {
+    const p: MatmulParams = { batch: 2, m: 9, n: 17, k: 40, transA, transB, strideA: 360, strideB: 0, strideC: 153 };
+    const a = Float64Array.from(h.randn(720), (v) => roundTo("bf16", v));
+    const b = Float64Array.from(h.randn(680), (v) => roundTo("bf16", v));
+    const c = h.bufAs("f32", new Float64Array(306).fill(NaN));
+    h.be.matmul(h.bufAs("bf16", a), h.bufAs("bf16", b), c, p);
+    // Products of bf16 values are exact in f32; only the f32 accumulation over k = 40 rounds.
+    const expected = matmulRef(a, b, new Float64Array(306), p);
+    h.close(`${transA ? "T" : "N"}${transB ? "T" : "N"} f32 C`, h.get(c), expected, { f32: { atol: 1e-5, rtol: 1e-5 }, f64: { atol: 1e-5, rtol: 1e-5 }, bf16: { atol: 1e-5, rtol: 1e-5 } });
+  }
+});
+
+add("embedding", "a bf16 table gathered into an f32 out (exact widening)", (h) => {
+  const V = 11;
+  const C = 6;
+  const table = Float64Array.from(h.randn(V * C), (v) => roundTo("bf16", v));
+  const out = h.bufAs("f32", h.randn(EMB_IDS.length * C, 100));
+  h.be.embedding(h.bufAs("bf16", table), h.ibuf(EMB_IDS), out, { n: EMB_IDS.length, dim: C });
+  const expected = Float64Array.from({ length: EMB_IDS.length * C }, (_, i) => table[EMB_IDS[Math.floor(i / C)] * C + (i % C)]);
+  h.close("out", h.get(out), expected, tol(0, 0, 0, 0));
+});
+
+add("unary", "dtype mixes the contract refuses: f32 beside bf16, f64 C of a bf16 GEMM", (h) => {
+  const x = h.bufAs("bf16", h.randn(8));
+  const y = h.bufAs("f32", h.randn(8));
+  assert.throws(() => h.be.unary("exp", x, y), /unary.*f32 beside bf16|float args must share/);
+  assert.throws(() => h.be.matmul(x, y, h.bufAs("bf16", h.randn(4)), { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 }), /a bf16 GEMM needs both bf16/);
+  assert.throws(() => h.be.matmul(x, x, h.bufAs("f64", h.randn(4)), { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 }), /accumulate into f32 or bf16/);
+  h.be.unary("neg", x, x); // the counter must rise: one legal bf16 call, in place
+  const back = h.get(x);
+  assert.ok(back.every((v) => Number.isFinite(v)));
+});
 
 const EMB_IDS = [3, 0, 10, 3, 7, 7, 7, 1, 10];
 
@@ -765,11 +849,12 @@ add("logprobGatherBackward", "dLogits, zero on ignored rows", (h) => {
   const dLogp = h.randn(rows);
   const dLogits = h.out(rows * cols);
   h.be.logprobGatherBackward(h.buf(x), h.ibuf(LP_TARGETS), h.buf(lse), h.buf(dLogp), dLogits, LP);
-  const p = softmaxRef(x, rows, cols);
+  // The softmax the op computes is exp(x - lse) from the lse it is given, rounded to the dtype: in
+  // bf16 an lse near 1000 is off by up to 2 (ulp 4), so the reference uses that same rounded lse.
   const expected = new Float64Array(rows * cols);
   LP_TARGETS.forEach((t, r) => {
     if (t === LP.ignoreIndex) return;
-    for (let j = 0; j < cols; j++) expected[r * cols + j] = dLogp[r] * ((j === t ? 1 : 0) - p[r * cols + j]);
+    for (let j = 0; j < cols; j++) expected[r * cols + j] = dLogp[r] * ((j === t ? 1 : 0) - Math.exp(x[r * cols + j] - lse[r]));
   });
   // f32: lse is rounded near |x| ~ 1000, so exp(x - lse) carries ~6e-5 relative error there.
   h.close("dLogits", dLogits, expected, tol(2e-4, 2e-4));
@@ -869,9 +954,12 @@ for (const spec of ATTENTION_SPECS) {
     h.be.attentionBackward(
       h.buf(q), h.buf(k), h.buf(v), seg, h.buf(round(ref.out)), h.buf(round(ref.lse)), h.buf(dO), dq, dk, dv, params,
     );
-    h.close("dq", dq, ref.dq, TOL_ATTENTION);
-    h.close("dk", dk, ref.dk, TOL_ATTENTION);
-    h.close("dv", dv, ref.dv, TOL_ATTENTION);
+    // bf16 with peaked scores: lse reaches ~20, where a bf16 ulp is 0.125, so the probabilities
+    // the backward rebuilds as exp(s - lse) from the rounded lse are off by up to ~6%.
+    const t = spec.qScale ? { ...TOL_ATTENTION, bf16: { atol: 0.05, rtol: 2 ** -4 } } : TOL_ATTENTION;
+    h.close("dq", dq, ref.dq, t);
+    h.close("dk", dk, ref.dk, t);
+    h.close("dv", dv, ref.dv, t);
   });
 }
 

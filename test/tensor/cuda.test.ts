@@ -1,5 +1,5 @@
 /**
- * The CUDA backend: the shared conformance suite (backend.case.ts) on the GPU in f32 and f64,
+ * The CUDA backend: the shared conformance suite (backend.case.ts) on the GPU in f32, f64 and bf16,
  * each op against the float64 references with per-op tolerances; then what only this backend
  * promises: the GPU path really ran (kernel launches and cuBLAS calls counted), bad ids surface at
  * the next read as InvariantErrors naming the op, and a captured CUDA graph replays. Without a GPU
@@ -20,7 +20,7 @@ if (why) {
 } else {
   let backend: CudaBackend | undefined;
   const get = (): CudaBackend => (backend ??= new CudaBackend());
-  runBackendSuite("cuda", get, { dtypes: ["f32", "f64"] });
+  runBackendSuite("cuda", get, { dtypes: ["f32", "f64", "bf16"] });
 
   describe("cuda backend specifics", () => {
     test("the GPU path ran: kernels launched and cuBLAS called", (t) => {
@@ -28,7 +28,7 @@ if (why) {
       t.diagnostic(`device ${get().device.name} (${get().arch}); counters ${JSON.stringify(c)}`);
       assert.ok((c["cuda.launch"] ?? 0) > 100, `cuda.launch = ${c["cuda.launch"]}`);
       assert.ok((c["cublas.gemm"] ?? 0) > 10, `cublas.gemm = ${c["cublas.gemm"]}`);
-      assert.ok((c["cuda.compile"] ?? 0) + (c["cuda.compile.cached"] ?? 0) >= 6, "all 6 kernel units were loaded");
+      assert.ok((c["cuda.compile"] ?? 0) + (c["cuda.compile.cached"] ?? 0) >= 8, "all 8 kernel units were loaded");
     });
 
     test("an id outside the table surfaces at the next read, naming the op", () => {

@@ -5,7 +5,10 @@
  *
  * A backend knows flat buffers and sizes only: no Tensor, no autograd, no model. All arrays are
  * row-major. Float ops run in the buffers' dtype (f32 for real work, f64 for gradient checks);
- * ids, targets, positions and layout segments are i32. Unless a parameter says otherwise, every
+ * ids, targets, positions and layout segments are i32. bf16 buffers (mixed precision) are
+ * storage: every op on bf16 computes in f32 from the exact upcast values and rounds its outputs
+ * to bf16 (nearest even), and only two ops mix dtypes: matmul (bf16 A and B into an f32 or bf16
+ * C, fp32 accumulation) and embedding (a bf16 table into an f32 out). `cast` converts. Unless a parameter says otherwise, every
  * op reads and writes its buffers from element 0 and overwrites its outputs. Elementwise ops
  * (unary, unaryBackward, binary, scalar, swiglu) allow an output to alias an input of the same
  * shape (in-place update); no other op does.
@@ -14,11 +17,17 @@
  * dimension, V vocabulary, C channels, R rows, N elements.
  */
 
-/** Compute dtypes a buffer can hold. bf16/f16 are storage formats, converted in tensor/dtype.ts. */
-export type DType = "f32" | "f64" | "i32";
+/**
+ * Dtypes a buffer can hold. bf16 is held as its 16-bit patterns (a Uint16Array on the host) and
+ * computed in f32; f16 is a storage format only, converted in tensor/dtype.ts.
+ */
+export type DType = "f32" | "f64" | "i32" | "bf16";
+/** The float dtypes (what `cast` converts between). */
+export type FloatDType = "f32" | "f64" | "bf16";
 
 export type FloatArray = Float32Array | Float64Array;
-export type HostArray = Float32Array | Float64Array | Int32Array;
+/** Host arrays by dtype: f32 Float32Array, f64 Float64Array, i32 Int32Array, bf16 Uint16Array (bit patterns). */
+export type HostArray = Float32Array | Float64Array | Int32Array | Uint16Array;
 
 /** A backend-owned block of memory. Opaque outside its backend. */
 export interface DeviceBuffer {
@@ -29,7 +38,7 @@ export interface DeviceBuffer {
 
 /** The primitive ops, grouped by kind. A backend implements all of them; nothing else is a primitive. */
 export const PRIMITIVES = {
-  memory: ["fill", "copy"],
+  memory: ["fill", "copy", "cast"],
   elementwise: ["unary", "unaryBackward", "binary", "scalar", "swiglu", "swigluBackward"],
   reduce: ["reduceSum"],
   gemm: ["matmul"],
@@ -192,6 +201,12 @@ export interface Backend {
   fill(out: DeviceBuffer, value: number): void;
   /** Strided gather of a region of src into out (contiguous from dstOffset). Same dtype. */
   copy(src: DeviceBuffer, out: DeviceBuffer, p: CopyParams): void;
+  /**
+   * out[i] = x[i] converted, i < out.length, between any two float dtypes (f32, f64, bf16):
+   * widening is exact, narrowing rounds to nearest even from the exact value (f64 -> bf16 is one
+   * rounding, not two through f32). Same dtype is a plain copy.
+   */
+  cast(x: DeviceBuffer, out: DeviceBuffer): void;
 
   // ---- elementwise (all float, same dtype; n = out.length unless said)
   unary(op: UnaryOp, x: DeviceBuffer, out: DeviceBuffer): void;

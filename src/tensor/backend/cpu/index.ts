@@ -4,13 +4,17 @@
  * elementwise.ts, nn.ts, attention.ts and gemm.ts (OpenBLAS or TypeScript). Every op checks its
  * arguments before touching memory: another backend's buffer, a freed buffer, an f32/f64 mix, a
  * float op on i32 or a too-small buffer is an InvariantError naming the op and the argument (a
- * bug in the tensor layer, never user input). Large kernels are cut into fixed chunks that a
+ * bug in the tensor layer, never user input). bf16 buffers hold bit patterns (Uint16Array); every
+ * op on them goes through the generic f32 wrapper of ../bf16.ts (upcast, run the f32 kernel, round
+ * the outputs to nearest even), so no kernel here knows bf16. Large kernels are cut into fixed chunks that a
  * worker pool (pool.ts, tasks.ts) shares out when buffers live in shared memory, which every
  * buffer does while the backend has more than one thread. It knows nothing about Tensors or
  * autograd.
  */
 import { availableParallelism } from "node:os";
 import { ENV } from "../../../util/env.ts";
+import { bf16BitsToF32Array, toBf16Bits } from "../../dtype.ts";
+import { installBf16 } from "../bf16.ts";
 import { invariant } from "../../../util/errors.ts";
 import type {
   AdamWParams,
@@ -53,17 +57,18 @@ const EMPTY = new Float32Array(0);
 export class CpuBuffer implements DeviceBuffer {
   readonly dtype: DType;
   readonly length: number;
-  /** The elements; replaced by an empty array on free so the memory can be collected. */
-  data: Float32Array | Float64Array | Int32Array;
+  /** The elements (bf16: bit patterns); replaced by an empty array on free so the memory can be collected. */
+  data: Float32Array | Float64Array | Int32Array | Uint16Array;
   /** Set by free(); any later use is an InvariantError. */
   freed = false;
 
   constructor(dtype: DType, length: number, shared = false) {
     this.dtype = dtype;
     this.length = length;
-    const bpe = dtype === "f64" ? 8 : 4;
+    const bpe = dtype === "f64" ? 8 : dtype === "bf16" ? 2 : 4;
     const mem = shared ? allocShared(length * bpe) : new ArrayBuffer(length * bpe);
-    this.data = dtype === "f32" ? new Float32Array(mem) : dtype === "f64" ? new Float64Array(mem) : new Int32Array(mem);
+    this.data =
+      dtype === "f32" ? new Float32Array(mem) : dtype === "f64" ? new Float64Array(mem) : dtype === "bf16" ? new Uint16Array(mem, 0, length) : new Int32Array(mem);
   }
 }
 
@@ -145,6 +150,7 @@ export class CpuBackend implements Backend {
       tile: opts.attention?.tile ?? ATTENTION_TILE,
       minDensity: opts.attention?.minDensity ?? ATTENTION_MIN_DENSITY[this.gemm.path],
     };
+    installBf16(this);
   }
 
   // ---------------------------------------------------------------- checking helpers
@@ -239,7 +245,7 @@ export class CpuBackend implements Backend {
   // ---------------------------------------------------------------- buffers
 
   alloc(dtype: DType, length: number): CpuBuffer {
-    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32", () => `alloc: unknown dtype ${String(dtype)}`);
+    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32" || dtype === "bf16", () => `alloc: unknown dtype ${String(dtype)}`);
     invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
     return new CpuBuffer(dtype, length, this.pool !== null);
   }
@@ -257,7 +263,8 @@ export class CpuBackend implements Backend {
     const ok =
       (b.dtype === "f32" && src instanceof Float32Array) ||
       (b.dtype === "f64" && src instanceof Float64Array) ||
-      (b.dtype === "i32" && src instanceof Int32Array);
+      (b.dtype === "i32" && src instanceof Int32Array) ||
+      (b.dtype === "bf16" && src instanceof Uint16Array);
     invariant(ok, () => `write: a ${src.constructor.name} cannot be written into a ${b.dtype} buffer`);
     invariant(
       isCount(dstOffset) && dstOffset + src.length <= b.length,
@@ -302,6 +309,24 @@ export class CpuBackend implements Backend {
     invariant(s.dtype === o.dtype, () => `copy: src is ${s.dtype} but out is ${o.dtype}`);
     ew.copy(s.data, o.data, p);
     this.count(op);
+  }
+
+  /**
+   * Float conversion (types.ts): bf16 narrowing through tensor/dtype.ts (one correct rounding,
+   * also from f64); f64 -> f32 by the typed-array store, which rounds to nearest even.
+   */
+  cast(x: DeviceBuffer, out: DeviceBuffer): void {
+    const n = out.length;
+    const o = this.live("cast", "out", out);
+    const s = this.sized("cast", "x", x, n);
+    for (const [arg, b] of [["x", s], ["out", o]] as const) {
+      invariant(b.dtype !== "i32", () => `cast: ${arg} is i32, expected f32, f64 or bf16`);
+    }
+    const src = s.data.subarray(0, n);
+    if (o.dtype === "bf16" && s.dtype !== "bf16") o.data.set(toBf16Bits(src as FloatArray));
+    else if (s.dtype === "bf16" && o.dtype !== "bf16") o.data.set(bf16BitsToF32Array(src as Uint16Array));
+    else o.data.set(src as never);
+    this.count("cast");
   }
 
   // ---------------------------------------------------------------- elementwise

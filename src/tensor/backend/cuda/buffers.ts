@@ -13,7 +13,7 @@ import type { DeviceBuffer, DType } from "../types.ts";
 import type { KernelDType } from "./compile.ts";
 import type { KernelArg } from "./ffi/driver.ts";
 
-export const ELEM_BYTES: Record<DType, number> = { f32: 4, f64: 8, i32: 4 };
+export const ELEM_BYTES: Record<DType, number> = { f32: 4, f64: 8, i32: 4, bf16: 2 };
 /** MAX_RANK in common.cuh: strided views deeper than this (after collapsing) are refused. */
 const MAX_RANK = 8;
 

@@ -11,9 +11,15 @@
  * the GPU path ran. Argument checks (dtypes, sizes, use after free) are the CPU backend's, done on
  * the host before anything is queued; segment arrays live on the device and are not read back:
  * the kernels clamp segments to [0, keys), so a bad layout gives wrong numbers, never a stray read.
+ * bf16 buffers: cast, fill, contiguous copy, matmul (cuBLAS bf16 x bf16 -> f32 or bf16, fp32
+ * accumulation) and embedding from a bf16 table into f32 run natively; every other op with bf16
+ * buffers goes through the generic f32 wrapper of ../bf16.ts (cast kernels around the f32 kernel),
+ * which gives the CPU reference's results.
  * Knows nothing about Tensors or autograd.
  */
 import { invariant, InvariantError } from "../../../util/errors.ts";
+import { f32ToBf16Bits } from "../../dtype.ts";
+import { installBf16, runViaF32 } from "../bf16.ts";
 import { collapseDims, numel, stridedExtent } from "../cpu/elementwise.ts";
 import { ArgChecks, CudaBuffer, ELEM_BYTES, isCount } from "./buffers.ts";
 import type {
@@ -130,6 +136,11 @@ export class CudaBackend implements Backend {
     this.libraries = { cuda: this.driver.libraryPath, cublas: this.cublas.libraryPath, nvrtc: this.nvrtc.libraryPath };
     this.err = this.driver.allocAsync(16, this.stream);
     this.driver.memsetD32Async(this.err, 0, 4, this.stream);
+    // Calls with bf16 buffers that these methods run themselves; the rest are upcast around f32.
+    installBf16(this, (op, args) => {
+      if (op === "fill" || op === "copy" || op === "matmul") return true;
+      return op === "embedding" && (args[2] as DeviceBuffer).dtype === "f32";
+    });
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -222,7 +233,7 @@ export class CudaBackend implements Backend {
   // ---------------------------------------------------------------- buffers
 
   alloc(dtype: DType, length: number): CudaBuffer {
-    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32", () => `alloc: unknown dtype ${String(dtype)}`);
+    invariant(dtype === "f32" || dtype === "f64" || dtype === "i32" || dtype === "bf16", () => `alloc: unknown dtype ${String(dtype)}`);
     invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
     // At least 16 bytes: a zero-length allocation is an error in CUDA, and 16 keeps alignment.
     const ptr = this.driver.allocAsync(Math.max(16, length * ELEM_BYTES[dtype]), this.stream);
@@ -240,7 +251,8 @@ export class CudaBackend implements Backend {
     const ok =
       (b.dtype === "f32" && src instanceof Float32Array) ||
       (b.dtype === "f64" && src instanceof Float64Array) ||
-      (b.dtype === "i32" && src instanceof Int32Array);
+      (b.dtype === "i32" && src instanceof Int32Array) ||
+      (b.dtype === "bf16" && src instanceof Uint16Array);
     invariant(ok, () => `write: a ${src.constructor.name} cannot be written into a ${b.dtype} buffer`);
     invariant(
       isCount(dstOffset) && dstOffset + src.length <= b.length,
@@ -257,7 +269,8 @@ export class CudaBackend implements Backend {
     const b = this.chk.live("read", "buf", buf);
     const n = length ?? b.length - offset;
     invariant(isCount(offset) && isCount(n) && offset + n <= b.length, () => `read: [${offset}, ${offset + n}) is outside a buffer of ${b.length}`);
-    const out = b.dtype === "f32" ? new Float32Array(n) : b.dtype === "f64" ? new Float64Array(n) : new Int32Array(n);
+    const out =
+      b.dtype === "f32" ? new Float32Array(n) : b.dtype === "f64" ? new Float64Array(n) : b.dtype === "bf16" ? new Uint16Array(n) : new Int32Array(n);
     if (n > 0) this.driver.dtoh(out, b.ptr + offset * ELEM_BYTES[b.dtype], out.byteLength);
     this.checkKernelErrors();
     return out;
@@ -273,6 +286,9 @@ export class CudaBackend implements Backend {
     const o = this.chk.live("fill", "out", out);
     if (o.dtype === "f64") {
       this.launch("elementwise.cu", "fill", "f64", this.grid1d(o.length), BLOCK, [{ ptr: o.ptr }, { i64: o.length }, { f64: value }]);
+    } else if (o.dtype === "bf16") {
+      if (o.length > 0) this.driver.memsetD16Async(o.ptr, f32ToBf16Bits(value), o.length, this.stream);
+      this.count("cuda.memset");
     } else if (o.length > 0) {
       // f32 and i32 fills are a 32-bit pattern: no kernel needed.
       const bits = new DataView(new ArrayBuffer(4));
@@ -300,12 +316,44 @@ export class CudaBackend implements Backend {
     if (n > 0 && c.shape.length === 1 && c.strides[0][0] === 1) {
       this.driver.dtodAsync(o.ptr + p.dstOffset * bytes, s.ptr + p.srcOffset * bytes, n * bytes, this.stream);
       this.count("cuda.memcpy");
+    } else if (n > 0 && s.dtype === "bf16") {
+      // No 16-bit gather kernel: a strided bf16 copy (rare: weights and activations are
+      // contiguous) runs through f32 temporaries; this call is then counted by the inner copy.
+      runViaF32(this, "copy", [src, out, p], (...a) => this.copy(...(a as [DeviceBuffer, DeviceBuffer, CopyParams])));
+      return;
     } else if (n > 0) {
       const dt: KernelDType = s.dtype === "f64" ? "f64" : "f32";
       const desc = this.chk.strided(op, p.shape, p.srcStrides, p.srcStrides);
       this.launch("elementwise.cu", "copy", dt, this.grid1d(n), BLOCK, [{ ptr: s.ptr }, { ptr: o.ptr }, desc, { i64: n }, { i64: p.srcOffset }, { i64: p.dstOffset }]);
     }
     this.count(op);
+  }
+
+  /** Float conversion (types.ts); kernels in convert.cu, a plain device copy for the same dtype. */
+  cast(x: DeviceBuffer, out: DeviceBuffer): void {
+    const n = out.length;
+    const o = this.chk.live("cast", "out", out);
+    const s = this.chk.sized("cast", "x", x, n);
+    for (const [arg, b] of [["x", s], ["out", o]] as const) {
+      invariant(b.dtype !== "i32", () => `cast: ${arg} is i32, expected f32, f64 or bf16`);
+    }
+    const args = [{ ptr: s.ptr }, { ptr: o.ptr }, { i64: n }];
+    const grid = this.grid1d(n);
+    if (n === 0) {
+      // nothing to convert
+    } else if (s.dtype === o.dtype) {
+      this.driver.dtodAsync(o.ptr, s.ptr, n * ELEM_BYTES[s.dtype], this.stream);
+      this.count("cuda.memcpy");
+    } else if (o.dtype === "bf16") {
+      this.launch("convert.cu", "cast_to_bf16", s.dtype as KernelDType, grid, BLOCK, args);
+    } else if (s.dtype === "bf16") {
+      this.launch("convert.cu", "cast_from_bf16", o.dtype as KernelDType, grid, BLOCK, args);
+    } else if (s.dtype === "f32") {
+      this.launch("convert.cu", "cast_from_f32", "f64", grid, BLOCK, args); // f32 -> f64
+    } else {
+      this.launch("convert.cu", "cast_to_f32", "f64", grid, BLOCK, args); // f64 -> f32
+    }
+    this.count("cast");
   }
 
   // ---------------------------------------------------------------- elementwise
@@ -397,12 +445,24 @@ export class CudaBackend implements Backend {
     const offC = p.offsetC ?? 0;
     this.chk.dims("matmul", { batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: offA, offsetB: offB, offsetC: offC });
     const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
-    const [[A, B, C], dt] = this.chk.floats("matmul", [["a", a, need(offA, p.strideA, m * k)], ["b", b, need(offB, p.strideB, k * n)], ["c", c, need(offC, p.strideC, m * n)]]);
+    const sizes = [["a", a, need(offA, p.strideA, m * k)], ["b", b, need(offB, p.strideB, k * n)], ["c", c, need(offC, p.strideC, m * n)]] as const;
+    let A: CudaBuffer, B: CudaBuffer, C: CudaBuffer;
+    let type: "f32" | "f64" | "bf16";
+    if (a.dtype === "bf16") {
+      // Mixed precision (dtypes checked by the bf16 wrapper): bf16 A, B; f32 or bf16 C; fp32 accumulation.
+      [A, B, C] = sizes.map(([name, buf, min]) => this.chk.sized("matmul", name, buf, min));
+      type = "bf16";
+    } else {
+      let dt: KernelDType;
+      [[A, B, C], dt] = this.chk.floats("matmul", sizes);
+      type = dt;
+    }
     // Offsets become address arithmetic; cuBLAS sees each operand from its item 0.
-    const bytes = ELEM_BYTES[dt];
+    const bytes = ELEM_BYTES[A.dtype];
+    const cBytes = ELEM_BYTES[C.dtype];
     this.cublas.gemm({
-      type: dt, batch, m, n, k, transA: p.transA, transB: p.transB,
-      a: A.ptr + offA * bytes, b: B.ptr + offB * bytes, c: C.ptr + offC * bytes,
+      type, cType: C.dtype === "f32" ? "f32" : type, batch, m, n, k, transA: p.transA, transB: p.transB,
+      a: A.ptr + offA * bytes, b: B.ptr + offB * bytes, c: C.ptr + offC * cBytes,
       strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
       alpha: p.alpha ?? 1, beta: p.beta ?? 0,
     });
@@ -415,11 +475,16 @@ export class CudaBackend implements Backend {
   embedding(table: DeviceBuffer, ids: DeviceBuffer, out: DeviceBuffer, p: { n: number; dim: number }): void {
     this.chk.dims("embedding", p);
     const I = this.chk.ints("embedding", "ids", ids, p.n);
-    const [[T, O], dt] = this.chk.floats("embedding", [["table", table, 0], ["out", out, p.n * p.dim]]);
+    // A bf16 table (into an f32 out, the only bf16 call that reaches here) has its own kernel.
+    const bf16 = table.dtype === "bf16";
+    const [T, O] = bf16 ? [this.chk.live("embedding", "table", table), this.chk.sized("embedding", "out", out, p.n * p.dim)] : this.chk.floats("embedding", [["table", table, 0], ["out", out, p.n * p.dim]])[0];
+    const dt = O.dtype as KernelDType;
     // The table's row count comes from its length (the contract passes none); the kernel
     // range-checks ids against it.
     const V = p.dim === 0 ? 0 : Math.floor(T.length / p.dim);
-    this.launch("nn.cu", "embedding", dt, p.n, BLOCK, [{ ptr: T.ptr }, { ptr: I.ptr }, { ptr: O.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }]);
+    const args = [{ ptr: T.ptr }, { ptr: I.ptr }, { ptr: O.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }];
+    if (bf16) this.launch("convert.cu", "embedding_bf16", dt, p.n, BLOCK, args);
+    else this.launch("nn.cu", "embedding", dt, p.n, BLOCK, args);
     this.count("embedding");
   }
 

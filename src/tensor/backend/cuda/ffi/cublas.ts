@@ -1,6 +1,6 @@
 /**
  * cuBLAS (libcublas.so.13) through koffi: one handle bound to our stream, and the strided-batched
- * GEMM in f32, f64 and bf16 (bf16 inputs and output, fp32 accumulation), all through
+ * GEMM in f32, f64 and bf16 (bf16 inputs, bf16 or f32 output, fp32 accumulation), all through
  * cublasGemmStridedBatchedEx. The row-major to column-major translation is done here, once:
  * C = op(A) op(B) in row-major is C^T = op(B)^T op(A)^T in column-major, so cuBLAS gets B first.
  *
@@ -28,7 +28,10 @@ export const CUBLAS_SONAMES = ["libcublas.so.13", "libcublas.so.12", "libcublas.
 
 /** A row-major strided-batched GEMM on device addresses (element strides, like MatmulParams). */
 export interface RowMajorGemm {
+  /** Type of A and B (and of C unless cType says otherwise). */
   type: GemmType;
+  /** Type of C when it differs: only "f32" with bf16 inputs (fp32 accumulation, fp32 out). */
+  cType?: GemmType;
   batch: number;
   m: number;
   n: number;
@@ -92,7 +95,9 @@ export class Cublas {
    */
   gemm(g: RowMajorGemm): void {
     if (g.batch === 0 || g.m === 0 || g.n === 0) return;
-    const dt = g.type === "f64" ? CUDA_R_64F : g.type === "bf16" ? CUDA_R_16BF : CUDA_R_32F;
+    const typeOf = (t: GemmType) => (t === "f64" ? CUDA_R_64F : t === "bf16" ? CUDA_R_16BF : CUDA_R_32F);
+    const dt = typeOf(g.type);
+    const ct = typeOf(g.cType ?? g.type);
     const compute = g.type === "f64" ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
     // Scalars are host memory in the compute type (CUBLAS_POINTER_MODE_HOST, the default).
     const sc = g.type === "f64" ? this.scalars64 : this.scalars32;
@@ -114,7 +119,7 @@ export class Cublas {
       g.b, dt, ldb, g.strideB,
       g.a, dt, lda, g.strideA,
       beta,
-      g.c, dt, ldc, g.strideC,
+      g.c, ct, ldc, g.strideC,
       g.batch, compute, CUBLAS_GEMM_DEFAULT,
     );
   }

@@ -98,6 +98,7 @@ export class CudaDriver {
       cuMemcpyDtoDAsync_v2: ["int", [u64, u64, "size_t", u64]],
       cuMemsetD32Async: ["int", [u64, "uint32_t", "size_t", u64]],
       cuMemsetD8Async: ["int", [u64, "uint8_t", "size_t", u64]],
+      cuMemsetD16Async: ["int", [u64, "uint16_t", "size_t", u64]],
       cuStreamCreate: ["int", ["void *", "uint32_t"]],
       cuStreamSynchronize: ["int", [u64]],
       cuStreamDestroy_v2: ["int", [u64]],
@@ -246,6 +247,11 @@ export class CudaDriver {
 
   memsetD8Async(dst: number, value: number, count: number, stream: number): void {
     this.call("cuMemsetD8Async", dst, value, count, stream);
+  }
+
+  /** count 16-bit words (bf16 fills). */
+  memsetD16Async(dst: number, value: number, count: number, stream: number): void {
+    this.call("cuMemsetD16Async", dst, value & 0xffff, count, stream);
   }
 
   // ---------------------------------------------------------------- streams and events
