@@ -11,18 +11,13 @@
  * imports torch.
  */
 import { spawnSync } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/tensor/backend/cpu/index.ts";
-import { AdamW, clipGradNorm, crossEntropy, Tensor } from "../src/tensor/index.ts";
-import { Qwen3Model, parseQwen3Config, qwen3ParamCount } from "../src/model/index.ts";
-import { packedCausalLayout } from "../src/util/layout.ts";
-import { Rng } from "../src/util/rng.ts";
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+import { qwen3ParamCount } from "../src/model/index.ts";
+import type { Qwen3Config } from "../src/model/index.ts";
+import { ROOT, loadPreset, makeTrainSetup, median, trainStep } from "./common.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -49,37 +44,14 @@ interface Result {
   loss: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-function benchNpr(configFile: string, useBlas: boolean): Result & { path: string } {
+function benchNpr(config: Qwen3Config, useBlas: boolean): Result & { path: string } {
   const backend = new CpuBackend({ useBlas });
-  const { config } = parseQwen3Config(JSON.parse(fs.readFileSync(configFile, "utf8")), configFile);
-  const model = Qwen3Model.random(config, { seed: 0, backend });
-  const params = model.parameters();
-  const opt = new AdamW(params, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
-  const rng = new Rng(1);
-  const V = config.vocabSize;
-  const ids = new Int32Array(B * S);
-  const targets = new Int32Array(B * S);
-  for (let i = 0; i < B * S; i++) {
-    ids[i] = rng.int(V);
-    targets[i] = rng.int(V);
-  }
-  const layout = packedCausalLayout(Array(B).fill(S));
-  const targetT = Tensor.fromArray(targets, [B * S], { dtype: "i32", backend });
+  const setup = makeTrainSetup(config, backend, B, S);
   const times: number[] = [];
   let loss = NaN;
   for (let step = 0; step < WARMUP + STEPS; step++) {
     const t0 = performance.now();
-    const logits = model.forward(ids, layout);
-    const l = crossEntropy(logits, targetT);
-    opt.zeroGrad();
-    l.backward();
-    clipGradNorm(params, 1.0);
-    opt.step();
+    const l = trainStep(setup).loss;
     loss = l.item();
     if (step >= WARMUP) times.push((performance.now() - t0) / 1000);
   }
@@ -116,15 +88,14 @@ console.log(`step: forward + cross-entropy + backward + clip + AdamW, B=${B} pac
 const header = ["preset", "params", "npr ts-gemm tok/s", "npr openblas tok/s", "torch tok/s", "openblas/torch"];
 const rows: string[][] = [];
 for (const preset of String(args.presets).split(",")) {
-  const file = path.join(ROOT, "presets/models", `${preset}.json`);
-  const { config } = parseQwen3Config(JSON.parse(fs.readFileSync(file, "utf8")), file);
-  let ts = benchNpr(file, false);
-  let blas = benchNpr(file, true);
+  const { file, config } = loadPreset(preset);
+  let ts = benchNpr(config, false);
+  let blas = benchNpr(config, true);
   let tt: (Result & { version: string }) | null = torch.python ? benchTorch(torch.python, file) : null;
   for (let r = 1; r < ROUNDS; r++) {
-    const ts2 = benchNpr(file, false);
+    const ts2 = benchNpr(config, false);
     if (ts2.tokensPerS > ts.tokensPerS) ts = ts2;
-    const blas2 = benchNpr(file, true);
+    const blas2 = benchNpr(config, true);
     if (blas2.tokensPerS > blas.tokensPerS) blas = blas2;
     if (tt) {
       const t2 = benchTorch(torch.python!, file);

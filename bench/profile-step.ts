@@ -9,18 +9,11 @@
  * Unset OPENBLAS_CORETYPE first where the environment forces a slower core (see bench/cpu-train.ts).
  * Times are wall-clock per call, so a kernel split over threads shows its elapsed time.
  */
-import fs from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/tensor/backend/cpu/index.ts";
 import { PRIMITIVES } from "../src/tensor/backend/types.ts";
-import { AdamW, clipGradNorm, crossEntropy, Tensor } from "../src/tensor/index.ts";
-import { Qwen3Model, parseQwen3Config } from "../src/model/index.ts";
-import { packedCausalLayout } from "../src/util/layout.ts";
-import { Rng } from "../src/util/rng.ts";
+import { loadPreset, makeTrainSetup, trainStep } from "./common.ts";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
@@ -32,8 +25,7 @@ const { values: args, positionals } = parseArgs({
   },
 });
 const preset = positionals[0] ?? "tiny";
-const file = path.join(ROOT, "presets/models", `${preset}.json`);
-const { config } = parseQwen3Config(JSON.parse(fs.readFileSync(file, "utf8")), file);
+const { config } = loadPreset(preset);
 const backend = new CpuBackend({ useBlas: true, threads: args.threads ? Number(args.threads) : undefined });
 
 // Every primitive and buffer method of the backend is replaced on the instance by a timed
@@ -58,21 +50,9 @@ for (const name of Object.getOwnPropertyNames(proto)) {
   };
 }
 
-const model = Qwen3Model.random(config, { seed: 0, backend });
-const params = model.parameters();
-const opt = new AdamW(params, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
-const rng = new Rng(1);
 const B = Number(args.batch);
 const S = Number(args.seq);
-const V = config.vocabSize;
-const ids = new Int32Array(B * S); // [B * S] packed token ids
-const targets = new Int32Array(B * S);
-for (let i = 0; i < B * S; i++) {
-  ids[i] = rng.int(V);
-  targets[i] = rng.int(V);
-}
-const layout = packedCausalLayout(Array(B).fill(S));
-const targetT = Tensor.fromArray(targets, [B * S], { dtype: "i32", backend });
+const setup = makeTrainSetup(config, backend, B, S);
 console.log(`${preset}: B=${B} x S=${S}, threads ${backend.threads} (${backend.whyNoThreads ?? "pool usable"}), gemm ${backend.gemmPath}`);
 const WARMUP = Number(args.warmup);
 const STEPS = Number(args.steps);
@@ -83,18 +63,10 @@ for (let s = 0; s < WARMUP + STEPS; s++) {
     for (const k in times) times[k] = 0;
     for (const k in calls) calls[k] = 0;
   }
-  const t0 = performance.now();
-  const logits = model.forward(ids, layout);
-  const loss = crossEntropy(logits, targetT);
-  const t1 = performance.now();
-  opt.zeroGrad();
-  loss.backward();
-  const t2 = performance.now();
-  clipGradNorm(params, 1.0);
-  opt.step();
-  const ms = performance.now() - t0;
+  const { ms: phase } = trainStep(setup);
+  const ms = phase.forward + phase.backward + phase.optimizer;
   if (s >= WARMUP) stepMs.push(ms);
-  console.log(`step ${s}${s < WARMUP ? " (warm-up)" : ""}: ${ms.toFixed(0)} ms (forward ${(t1 - t0).toFixed(0)}, backward ${(t2 - t1).toFixed(0)}, optimizer ${(performance.now() - t2).toFixed(0)})`);
+  console.log(`step ${s}${s < WARMUP ? " (warm-up)" : ""}: ${ms.toFixed(0)} ms (forward ${phase.forward.toFixed(0)}, backward ${phase.backward.toFixed(0)}, optimizer ${phase.optimizer.toFixed(0)})`);
 }
 const mean = stepMs.reduce((a, b) => a + b, 0) / stepMs.length;
 const sorted = Object.entries(times).sort((a, b) => b[1] - a[1]);

@@ -15,7 +15,8 @@ import type { GenerateParams, GenerationResult } from "../engine/index.ts";
 import { Qwen3Model, parseQwen3Config, qwen3ParamCount, saveQwen3 } from "../model/index.ts";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { byteTokenizer } from "../tokenizer/index.ts";
-import { loadForEngine, parseIntArg } from "./engine.ts";
+import { parseIntArg } from "./args.ts";
+import { loadForEngine } from "./engine.ts";
 import { streamWithTree } from "./generate.ts";
 import { resolveConfigFile } from "./model.ts";
 

@@ -16,12 +16,11 @@ import { CheckpointFormatError, UsageError } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
 import { MAX_PLANS } from "../format/npr-tags.ts";
 import { makeBackend } from "./model.ts";
+import { parseComputeDtype, parseIntArg } from "./args.ts";
 
 /** A checkpoint and its tokenizer, ready for the engine. */
 export function loadForEngine(dir: string, backend: string, dtype: string): { model: Qwen3Model; tok: NprTokenizer; vocab: EngineVocab } {
-  if (dtype !== "f32" && dtype !== "f64" && dtype !== "bf16") {
-    throw new UsageError(`--dtype must be f32, f64 or bf16 (mixed precision), got "${dtype}"`, { code: "bad_dtype", param: "--dtype" });
-  }
+  const computeDtype = parseComputeDtype(dtype);
   if (!fs.existsSync(path.join(dir, "tokenizer.json"))) {
     throw new CheckpointFormatError(`${dir}: no tokenizer.json beside the weights`, {
       code: "missing_tokenizer",
@@ -30,7 +29,7 @@ export function loadForEngine(dir: string, backend: string, dtype: string): { mo
     });
   }
   const tok = NprTokenizer.load(dir);
-  const model = loadQwen3(dir, { backend: makeBackend(backend), dtype, requiresGrad: false });
+  const model = loadQwen3(dir, { backend: makeBackend(backend), dtype: computeDtype, requiresGrad: false });
   if (tok.size > model.config.vocabSize) {
     throw new CheckpointFormatError(`${dir}: the tokenizer has ${tok.size} ids, the model's vocab_size is ${model.config.vocabSize}`, {
       code: "vocab_mismatch",
@@ -38,12 +37,6 @@ export function loadForEngine(dir: string, backend: string, dtype: string): { mo
     });
   }
   return { model, tok, vocab: engineVocab(tok, model.config.vocabSize) };
-}
-
-export function parseIntArg(v: string, param: string, min = 0): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${param} must be an integer >= ${min}, got "${v}"`, { code: "bad_int", param });
-  return n;
 }
 
 export function registerEngineCommands(program: Command): void {

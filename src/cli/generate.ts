@@ -8,7 +8,8 @@ import type { Command } from "commander";
 import { Engine, forcedMaxPlans, parseForceStructure } from "../engine/index.ts";
 import type { GenerateParams, GenerationResult, ParamsArg } from "../engine/index.ts";
 import { UsageError } from "../util/errors.ts";
-import { loadForEngine, parseIntArg } from "./engine.ts";
+import { parseIntArg } from "./args.ts";
+import { loadForEngine } from "./engine.ts";
 
 function parseFloatArg(v: string, param: string): number {
   const n = Number(v);

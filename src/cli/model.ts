@@ -16,9 +16,11 @@ import {
   readQwen3Config,
   saveQwen3,
 } from "../model/index.ts";
+import { tidy } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { makeCudaBackend } from "./backend.ts";
+import { parseComputeDtype, parseIntArg } from "./args.ts";
 import { SafetensorsCheckpoint } from "../format/safetensors.ts";
 import { ConfigError, UsageError } from "../util/errors.ts";
 import { causalLayout } from "../util/layout.ts";
@@ -56,14 +58,6 @@ export function makeBackend(name: string): Backend {
     param: "--backend",
     hint: "available backends: cpu, cuda",
   });
-}
-
-function parseSeed(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw new UsageError(`--seed must be a non-negative integer, got "${v}"`, { code: "bad_seed", param: "--seed" });
-  }
-  return n;
 }
 
 /** "1,2,3" -> [1, 2, 3], each an integer in [0, vocab). */
@@ -155,7 +149,7 @@ export function registerModelCommands(program: Command): void {
           hint: `use a config with vocab_size >= ${tok.size} (the byte tokenizer needs 267; 320 pads it to 64)`,
         });
       }
-      const m = Qwen3Model.random(parsed.config, { seed: parseSeed(opts.seed), backend: new CpuBackend() });
+      const m = Qwen3Model.random(parsed.config, { seed: parseIntArg(opts.seed, "--seed"), backend: new CpuBackend() });
       const files = saveQwen3(m, opts.out, { dtype: opts.dtype as "bf16" | "f16" | "f32", overwrite: opts.overwrite });
       files.push(...tok.save(opts.out));
       process.stderr.write(
@@ -219,16 +213,14 @@ export function registerModelCommands(program: Command): void {
     .option("--backend <name>", "compute backend", "cpu")
     .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
     .action((opts: { model: string; tokens: string; backend: string; dtype: string }) => {
-      if (opts.dtype !== "f32" && opts.dtype !== "f64" && opts.dtype !== "bf16") {
-        throw new UsageError(`--dtype must be f32, f64 or bf16, got "${opts.dtype}"`, { code: "bad_dtype", param: "--dtype" });
-      }
+      const dtype = parseComputeDtype(opts.dtype);
       const backend = makeBackend(opts.backend);
       const parsed = readQwen3Config(opts.model);
       warnUnknown(parsed.unknown, path.join(opts.model, "config.json"));
       const ids = parseTokenList(opts.tokens, parsed.config.vocabSize);
-      const m = loadQwen3(opts.model, { backend, dtype: opts.dtype, requiresGrad: false });
-      const logits = m.forward(Int32Array.from(ids), causalLayout(ids.length));
-      const host = logits.toArray();
+      const m = loadQwen3(opts.model, { backend, dtype, requiresGrad: false });
+      // Only the host copy leaves the scope: every activation and the logits are freed at once.
+      const host = tidy(() => m.forward(Int32Array.from(ids), causalLayout(ids.length)).toArray());
       const V = parsed.config.vocabSize;
       const rows: number[][] = [];
       for (let t = 0; t < ids.length; t++) rows.push(Array.from(host.subarray(t * V, (t + 1) * V)));

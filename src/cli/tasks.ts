@@ -6,15 +6,10 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../util/errors.ts";
+import { parseIntArg } from "./args.ts";
 import { BENCHMARK_NAMES, CountdownTask, loadBenchmark, LogicGridTask } from "../tasks/index.ts";
 
 const SYNTHETIC = ["countdown", "logic-grid"] as const;
-
-function int(flag: string, s: string, min: number): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag}: expected an integer >= ${min}, got "${s}"`, { code: "bad_flag", param: flag });
-  return n;
-}
 
 export function registerTasksCommands(program: Command): void {
   const tasks = program.command("tasks").description("synthetic tasks and benchmark data");
@@ -39,13 +34,13 @@ export function registerTasksCommands(program: Command): void {
     .option("--houses <k>", "logic-grid: houses (2-5)", "3")
     .option("--attributes <k>", "logic-grid: attributes (2-5)", "3")
     .action((o: { task: string; n: string; seed: string; form?: string; numbers: string; maxNumber: string; houses: string; attributes: string }) => {
-      const n = int("--n", o.n, 0);
-      const seed = int("--seed", o.seed, 0);
+      const n = parseIntArg(o.n, "--n");
+      const seed = parseIntArg(o.seed, "--seed");
       if (o.form !== undefined && o.form !== "sequential" && o.form !== "parallel") {
         throw new UsageError(`--form: expected sequential or parallel, got "${o.form}"`, { code: "bad_flag", param: "--form" });
       }
       if (o.task === "countdown") {
-        const t = new CountdownTask(n, seed, { count: int("--numbers", o.numbers, 2), maxNumber: int("--max-number", o.maxNumber, 2) });
+        const t = new CountdownTask(n, seed, { count: parseIntArg(o.numbers, "--numbers", 2), maxNumber: parseIntArg(o.maxNumber, "--max-number", 2) });
         for (let i = 0; i < n; i++) {
           const ex = t.get(i);
           const row: Record<string, unknown> = { ...ex, prompt: t.renderPrompt(ex) };
@@ -53,7 +48,7 @@ export function registerTasksCommands(program: Command): void {
           process.stdout.write(`${JSON.stringify(row)}\n`);
         }
       } else if (o.task === "logic-grid") {
-        const t = new LogicGridTask(n, seed, { houses: int("--houses", o.houses, 2), attributes: int("--attributes", o.attributes, 2) });
+        const t = new LogicGridTask(n, seed, { houses: parseIntArg(o.houses, "--houses", 2), attributes: parseIntArg(o.attributes, "--attributes", 2) });
         for (let i = 0; i < n; i++) {
           const ex = t.get(i);
           const row: Record<string, unknown> = { ...ex, prompt: t.renderPrompt(ex) };

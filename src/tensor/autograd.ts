@@ -3,11 +3,14 @@
  * recorded graph in reverse topological order, asking the rule table (gradients.ts: one local
  * rule per op) for each node's input gradients. Broadcast reduction happens in exactly one place,
  * `sumToShape`, when a gradient is handed to an input. Gradients are not themselves
- * differentiable (no double backward): the walk runs with recording off.
+ * differentiable (no double backward): the walk runs with recording off. Nodes hold their saved
+ * tensors by reference, so backward must run inside the tidy scope that built the graph, or that
+ * scope must keep it (scope.ts, `keepGraph`).
  */
 import type { Tensor } from "./tensor.ts";
 import { invariant } from "../util/errors.ts";
 import { RULES } from "./gradients.ts";
+import { keep } from "./scope.ts";
 
 /** What an op leaves behind for its backward rule. */
 export interface GradNode {
@@ -104,7 +107,8 @@ export function backward(root: Tensor, grad?: Tensor): void {
       grads.delete(t); // free as we go
       const node = t.node;
       if (!node) {
-        t.grad = t.grad ? addRaw(t.grad, g) : cloneRaw(g);
+        // Kept: a tidy around backward frees the activations, never the leaves' gradients.
+        t.grad = keep(t.grad ? addRaw(t.grad, g) : cloneRaw(g));
         continue;
       }
       const rule = RULES[node.op]!;

@@ -1,11 +1,14 @@
 /**
- * The tensor library's public surface: Tensor, the differentiable ops, autograd switches,
- * optimizers, dtype conversions and the backend contract. Other folders import tensor/ only
- * through this file (backends are chosen by the composition root via their own entry files).
+ * The tensor library's public surface: Tensor, the differentiable ops, autograd switches, tidy
+ * scopes for tensor lifetime, optimizers, dtype conversions and the backend contract. Other
+ * folders import tensor/ only through this file (backends are chosen by the composition root
+ * via their own entry files).
  */
 export { Tensor, getDefaultBackend, setDefaultBackend, numel, contiguousStrides } from "./tensor.ts";
 export type { TensorOptions } from "./tensor.ts";
 export { noGrad, isGradEnabled } from "./autograd.ts";
+export { tidy, keep, isReleased, isBufferReleased, scopeDepth } from "./scope.ts";
+export type { TensorContainer, TidyOptions } from "./scope.ts";
 export * from "./ops.ts";
 export { AdamW, clipGradNorm, gradNorm, constantLr, cosineLr } from "./optim.ts";
 export type { AdamWOptions, AdamWState, LrSchedule, CosineOptions } from "./optim.ts";

@@ -11,6 +11,7 @@ import { invariant } from "../util/errors.ts";
 import type { Rng } from "../util/rng.ts";
 import type { GradNode } from "./autograd.ts";
 import { backward as runBackward, isGradEnabled, record } from "./autograd.ts";
+import { adopt, markForeign, release } from "./scope.ts";
 
 let defaultBackend: Backend | null = null;
 
@@ -82,6 +83,7 @@ export class Tensor {
     this.dtype = buffer.dtype;
     this.requiresGrad = opts.requiresGrad ?? false;
     invariant(this.strides.length === shape.length, "strides and shape differ in rank");
+    adopt(this); // the first tensor over a fresh buffer owns it in the open tidy scope (scope.ts)
   }
 
   get size(): number {
@@ -136,9 +138,13 @@ export class Tensor {
     return Tensor.fromArray(host, shape, opts);
   }
 
-  /** A view of the first prod(shape) elements of an existing buffer (no copy, no grad). */
+  /**
+   * A view of the first prod(shape) elements of an existing buffer (no copy, no grad). The buffer
+   * stays its allocator's: no tidy scope frees it.
+   */
   static fromBuffer(backend: Backend, buffer: DeviceBuffer, shape: readonly number[]): Tensor {
     invariant(numel(shape) <= buffer.length, () => `fromBuffer: shape [${shape}] exceeds buffer of ${buffer.length}`);
+    markForeign(buffer);
     return new Tensor(backend, buffer, shape);
   }
 
@@ -219,9 +225,12 @@ export class Tensor {
     runBackward(this, grad);
   }
 
-  /** Returns the buffer to the backend. The tensor (and every view of it) must not be used after. */
+  /**
+   * Returns the buffer to the backend. The tensor (and every view of it) must not be used after;
+   * a second dispose, or one after a tidy scope freed the buffer, is an InvariantError.
+   */
   dispose(): void {
-    this.backend.free(this.buffer);
+    release(this);
   }
 
   toString(): string {

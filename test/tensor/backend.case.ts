@@ -1,157 +1,48 @@
 /**
  * The backend conformance suite (STYLE.md habit 7): every primitive of the Backend contract,
- * forward and backward, against naive float64 references written here (dense masks built from
- * the segments), on seeded random inputs, with per-op tolerances. Every backend runs it
- * (cpu.test.ts now, cuda.test.ts later). Each case asserts the backend's counter for its primitive
- * rose, so a silent fallback cannot pass; outputs start as garbage (NaN where C must not be
- * read), so an op that accumulates where it should overwrite fails. In bf16 every case runs on
- * bf16 buffers (inputs rounded to bf16, references in float64 on those values, outputs held to
- * about one bf16 rounding); a few cases check dtype mixes and `cast` exactly. Knows only the
- * Backend API (and tensor/dtype.ts for bf16 bit patterns).
+ * forward and backward, against the naive float64 references of backend.reference.ts (dense
+ * masks built from the segments), on seeded random inputs, with per-op tolerances
+ * (backend.harness.ts). Every backend runs it (cpu.test.ts, cpu-threads.test.ts, cuda.test.ts).
+ * Each case asserts the backend's counter for its primitive rose, so a silent fallback cannot
+ * pass; outputs start as garbage (NaN where C must not be read), so an op that accumulates where
+ * it should overwrite fails. In bf16 every case runs on bf16 buffers (inputs rounded to bf16,
+ * references in float64 on those values, outputs held to about one bf16 rounding); a few cases
+ * check dtype mixes and `cast` exactly. Knows only the Backend API.
  */
-import { describe, test, type TestContext } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import type {
-  Backend,
-  BinaryOp,
-  DeviceBuffer,
-  MatmulParams,
-  PrimitiveName,
-  ScalarOp,
-  UnaryOp,
-} from "../../src/tensor/backend/types.ts";
+import type { Backend, MatmulParams, PrimitiveName, ScalarOp } from "../../src/tensor/backend/types.ts";
 import { BINARY_OPS, UNARY_OPS } from "../../src/tensor/backend/types.ts";
-import { causalLayout, packedCausalLayout, segmentLayout, type Layout } from "../../src/util/layout.ts";
+import { causalLayout, packedCausalLayout, type Layout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
-import { checkClose, formatStats, type Tolerance } from "../util/check-close.ts";
-import { bf16BitsToF32, bf16BitsToF32Array, f32ToBf16Bits, toBf16Bits } from "../../src/tensor/dtype.ts";
+import { Harness, seedOf, tol, TOL_ATTENTION, TOL_MATMUL, TOL_POINTWISE, TOL_REDUCE } from "./backend.harness.ts";
+import {
+  attentionRef,
+  BINARY_REF,
+  branchLayout,
+  denseMask,
+  extent,
+  forEachIndex,
+  lseRef,
+  matmulRef,
+  randomLayout,
+  rmsRef,
+  ropeRef,
+  roundTo,
+  softmaxRef,
+  stridedIndex,
+  UNARY_REF,
+  type AttnCase,
+  type FloatDType,
+} from "./backend.reference.ts";
 
-export type FloatDType = "f32" | "f64" | "bf16";
+export type { FloatDType };
 
 export interface BackendSuiteOptions {
   /** Primitives this backend cannot run yet, each with the reason printed in the report. */
   skip?: Partial<Record<PrimitiveName, string>>;
   /** Float dtypes to run every case in (default all three). */
   dtypes?: FloatDType[];
-}
-
-/** Per-op tolerance for each dtype: |actual - expected| <= atol + rtol |expected|. */
-interface OpTol {
-  f32: Tolerance;
-  f64: Tolerance;
-  bf16: Tolerance;
-}
-
-/**
- * bf16 outputs are f32 results rounded once to 8 significant bits (half an ulp: 2^-9 relative),
- * but backward cases also take forward results (y, lse, out) as bf16 inputs, each rounded once
- * and amplified by the op's conditioning, and adamw rounds its state three steps in a row: rtol
- * 2^-6 (four half ulps) covers those, and is still ~100x below what a wrong formula gives. atol
- * is the f32 case's, scaled by 256 (floor 1e-3), only where nonzero: exact cases stay exact.
- */
-const BF16_RTOL = 2 ** -6;
-
-function tol(f32atol: number, f32rtol: number, f64atol = 1e-12, f64rtol = 1e-12): OpTol {
-  return {
-    f32: { atol: f32atol, rtol: f32rtol },
-    f64: { atol: f64atol, rtol: f64rtol },
-    bf16: { atol: f32atol === 0 && f32rtol === 0 ? 0 : Math.max(f32atol * 256, 1e-3), rtol: f32atol === 0 && f32rtol === 0 ? 0 : BF16_RTOL },
-  };
-}
-
-/** Single rounding of an f64 result: within an ulp or two of f32. */
-const TOL_POINTWISE = tol(1e-6, 1e-5);
-/** Short reductions (rows of tens to hundreds of terms). */
-const TOL_REDUCE = tol(1e-5, 1e-5);
-/** GEMM with k up to ~130 (OpenBLAS and cuBLAS accumulate in f32). */
-const TOL_MATMUL = tol(1e-4, 1e-5);
-/** Attention forward and backward (softmax over tens of keys, gradients summed over tokens and heads). */
-const TOL_ATTENTION = tol(3e-5, 1e-4, 1e-12, 1e-11);
-
-// ---------------------------------------------------------------- harness
-
-/** FNV-1a, so each case's seed comes from its name and the cases stay independent. */
-function seedOf(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
-
-/** Buffers, inputs and comparisons for one case; frees everything it allocated at the end. */
-class Harness {
-  readonly be: Backend;
-  readonly dtype: FloatDType;
-  readonly rng: Rng;
-  private readonly t: TestContext;
-  private readonly prim: PrimitiveName;
-  private readonly owned: DeviceBuffer[] = [];
-
-  constructor(be: Backend, dtype: FloatDType, rng: Rng, t: TestContext, prim: PrimitiveName) {
-    this.be = be;
-    this.dtype = dtype;
-    this.rng = rng;
-    this.t = t;
-    this.prim = prim;
-  }
-
-  /** x as the backend's dtype stores it; references run on these rounded values. */
-  round(x: number): number {
-    return this.dtype === "f32" ? Math.fround(x) : this.dtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(x)) : x;
-  }
-
-  randn(n: number, scale = 1): Float64Array {
-    return Float64Array.from({ length: n }, () => this.round(this.rng.normal() * scale));
-  }
-
-  uniform(n: number, lo: number, hi: number): Float64Array {
-    return Float64Array.from({ length: n }, () => this.round(this.rng.uniform(lo, hi)));
-  }
-
-  /** A float buffer of the case's dtype holding values (rounded to the dtype). */
-  buf(values: ArrayLike<number>): DeviceBuffer {
-    const b = this.be.alloc(this.dtype, values.length);
-    this.owned.push(b);
-    this.be.write(b, this.dtype === "f32" ? Float32Array.from(values) : this.dtype === "bf16" ? toBf16Bits(Float64Array.from(values)) : Float64Array.from(values));
-    return b;
-  }
-
-  /** A float buffer of any dtype holding values (rounded to it), for the dtype-mix cases. */
-  bufAs(dtype: FloatDType, values: ArrayLike<number>): DeviceBuffer {
-    const b = this.be.alloc(dtype, values.length);
-    this.owned.push(b);
-    const v = Float64Array.from(values);
-    this.be.write(b, dtype === "f32" ? Float32Array.from(v) : dtype === "bf16" ? toBf16Bits(v) : v);
-    return b;
-  }
-
-  ibuf(values: ArrayLike<number>): DeviceBuffer {
-    const b = this.be.alloc("i32", values.length);
-    this.owned.push(b);
-    this.be.write(b, Int32Array.from(values));
-    return b;
-  }
-
-  /** An output buffer of n elements pre-filled with garbage, so an op must overwrite it. */
-  out(n: number, fillValue?: number): DeviceBuffer {
-    return this.buf(fillValue === undefined ? this.randn(n, 100) : new Float64Array(n).fill(fillValue));
-  }
-
-  /** A buffer's values as float64 (bf16 bit patterns widened). */
-  get(b: DeviceBuffer): Float64Array {
-    const host = this.be.read(b);
-    return Float64Array.from(b.dtype === "bf16" ? bf16BitsToF32Array(host as Uint16Array) : host);
-  }
-
-  /** checkClose against the reference, with the max/mean diff written to the test report. */
-  close(label: string, actual: DeviceBuffer | ArrayLike<number>, expected: ArrayLike<number>, t: OpTol): void {
-    const a = ArrayBuffer.isView(actual) || Array.isArray(actual) ? (actual as ArrayLike<number>) : this.get(actual as DeviceBuffer);
-    const stats = checkClose(`${this.prim} ${this.dtype}: ${label}`, a, expected, t[this.dtype]);
-    this.t.diagnostic(formatStats(label, stats));
-  }
-
-  dispose(): void {
-    for (const b of this.owned) this.be.free(b);
-  }
 }
 
 interface Case {
@@ -192,153 +83,6 @@ export function runBackendSuite(name: string, makeBackend: () => Backend, opts: 
       }
     });
   }
-}
-
-// ---------------------------------------------------------------- references (float64, naive)
-
-function sigmoidRef(x: number): number {
-  return 1 / (1 + Math.exp(-x));
-}
-
-/** f and f' of every unary op, written out independently of any kernel. */
-const UNARY_REF: Record<UnaryOp, { f: (x: number) => number; df: (x: number) => number; positive?: boolean }> = {
-  neg: { f: (x) => -x, df: () => -1 },
-  exp: { f: Math.exp, df: Math.exp },
-  log: { f: Math.log, df: (x) => 1 / x, positive: true },
-  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), positive: true },
-  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 * Math.pow(x, -1.5), positive: true },
-  silu: { f: (x) => x * sigmoidRef(x), df: (x) => sigmoidRef(x) + x * sigmoidRef(x) - x * sigmoidRef(x) ** 2 },
-  square: { f: (x) => x * x, df: (x) => 2 * x },
-  sigmoid: { f: sigmoidRef, df: (x) => Math.exp(-x) / (1 + Math.exp(-x)) ** 2 },
-};
-
-const BINARY_REF: Record<BinaryOp, (a: number, b: number) => number> = {
-  add: (a, b) => a + b,
-  sub: (a, b) => a - b,
-  mul: (a, b) => a * b,
-  div: (a, b) => a / b,
-};
-
-/** Calls fn(flatIndex, multiIndex) over a shape in row-major order. */
-function forEachIndex(shape: readonly number[], fn: (flat: number, idx: number[]) => void): void {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let flat = 0; flat < n; flat++) {
-    fn(flat, idx);
-    for (let d = shape.length - 1; d >= 0; d--) {
-      if (++idx[d] < shape[d]) break;
-      idx[d] = 0;
-    }
-  }
-}
-
-function stridedIndex(idx: readonly number[], strides: readonly number[], offset = 0): number {
-  let o = offset;
-  for (let d = 0; d < idx.length; d++) o += idx[d] * strides[d];
-  return o;
-}
-
-/** Elements needed to hold a strided view. */
-function extent(shape: readonly number[], strides: readonly number[], offset = 0): number {
-  return shape.reduce((acc, d, i) => acc + (d - 1) * strides[i], offset) + 1;
-}
-
-function matmulRef(a: Float64Array, b: Float64Array, c: Float64Array, p: MatmulParams): Float64Array {
-  const out = c.slice();
-  const { m, n, k, alpha = 1, beta = 0 } = p;
-  for (let bi = 0; bi < p.batch; bi++) {
-    const oa = (p.offsetA ?? 0) + bi * p.strideA;
-    const ob = (p.offsetB ?? 0) + bi * p.strideB;
-    const oc = (p.offsetC ?? 0) + bi * p.strideC;
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let s = 0;
-        for (let l = 0; l < k; l++) {
-          const av = p.transA ? a[oa + l * m + i] : a[oa + i * k + l];
-          const bv = p.transB ? b[ob + j * k + l] : b[ob + l * n + j];
-          s += av * bv;
-        }
-        out[oc + i * n + j] = alpha * s + (beta === 0 ? 0 : beta * c[oc + i * n + j]);
-      }
-    }
-  }
-  return out;
-}
-
-/** Dense [T][S] visibility built by walking the segments one key at a time. */
-export function denseMask(layout: Layout): boolean[][] {
-  const mask: boolean[][] = [];
-  for (let t = 0; t < layout.numTokens; t++) {
-    const row = new Array<boolean>(layout.numKeys).fill(false);
-    for (let sg = layout.segOffsets[t]; sg < layout.segOffsets[t + 1]; sg++) {
-      for (let s = layout.segStarts[sg]; s < layout.segEnds[sg]; s++) row[s] = true;
-    }
-    mask.push(row);
-  }
-  return mask;
-}
-
-export interface AttnCase {
-  T: number;
-  S: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  scale: number;
-}
-
-/** Dense softmax attention, then the textbook backward (dS = P (dP - rowsum(P dP))). */
-export function attentionRef(
-  c: AttnCase,
-  mask: boolean[][],
-  q: Float64Array,
-  k: Float64Array,
-  v: Float64Array,
-  dO: Float64Array,
-): { out: Float64Array; lse: Float64Array; dq: Float64Array; dk: Float64Array; dv: Float64Array } {
-  const { T, S, H, Hkv, D, scale } = c;
-  const out = new Float64Array(T * H * D);
-  const lse = new Float64Array(T * H);
-  const dq = new Float64Array(T * H * D);
-  const dk = new Float64Array(S * Hkv * D);
-  const dv = new Float64Array(S * Hkv * D);
-  const qi = (t: number, h: number, d: number) => (t * H + h) * D + d;
-  const ki = (s: number, g: number, d: number) => (s * Hkv + g) * D + d;
-  for (let h = 0; h < H; h++) {
-    const g = Math.floor((h * Hkv) / H);
-    for (let t = 0; t < T; t++) {
-      const sc = new Float64Array(S).fill(-Infinity);
-      for (let s = 0; s < S; s++) {
-        if (!mask[t][s]) continue;
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += q[qi(t, h, d)] * k[ki(s, g, d)];
-        sc[s] = scale * dot;
-      }
-      const max = Math.max(...sc);
-      let z = 0;
-      for (let s = 0; s < S; s++) z += mask[t][s] ? Math.exp(sc[s] - max) : 0;
-      lse[t * H + h] = max + Math.log(z);
-      const P = Float64Array.from(sc, (x, s) => (mask[t][s] ? Math.exp(x - max) / z : 0));
-      const dP = new Float64Array(S);
-      for (let s = 0; s < S; s++) {
-        for (let d = 0; d < D; d++) {
-          out[qi(t, h, d)] += P[s] * v[ki(s, g, d)];
-          dP[s] += dO[qi(t, h, d)] * v[ki(s, g, d)];
-          dv[ki(s, g, d)] += P[s] * dO[qi(t, h, d)];
-        }
-      }
-      let pdp = 0;
-      for (let s = 0; s < S; s++) pdp += P[s] * dP[s];
-      for (let s = 0; s < S; s++) {
-        const dS = P[s] * (dP[s] - pdp);
-        for (let d = 0; d < D; d++) {
-          dq[qi(t, h, d)] += scale * dS * k[ki(s, g, d)];
-          dk[ki(s, g, d)] += scale * dS * q[qi(t, h, d)];
-        }
-      }
-    }
-  }
-  return { out, lse, dq, dk, dv };
 }
 
 // ---------------------------------------------------------------- memory
@@ -574,11 +318,6 @@ add("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) =>
 
 // ---------------------------------------------------------------- dtypes: cast and the bf16 mixes
 
-/** x rounded to a float dtype, on the host (tensor/dtype.ts rounds f64 -> bf16 once). */
-function roundTo(dtype: FloatDType, x: number): number {
-  return dtype === "f32" ? Math.fround(x) : dtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(x)) : x;
-}
-
 add("cast", "every pair of float dtypes, exact rounding to nearest even (no double rounding from f64)", (h) => {
   // Random values over a wide range, ties, infinities, and 1 + 2^-8 + 2^-40, which an f64 -> bf16
   // cast through a nearest-even f32 rounds to 1 instead of 1 + 2^-7.
@@ -657,26 +396,13 @@ add("embeddingBackward", "scatter-add accumulates into dTable, repeated ids sum"
 
 const RMS = { rows: 6, dim: 24, eps: 1e-6 };
 
-function rmsRef(x: Float64Array, w: Float64Array): { out: Float64Array; rstd: Float64Array } {
-  const { rows, dim, eps } = RMS;
-  const out = new Float64Array(rows * dim);
-  const rstd = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let ms = 0;
-    for (let j = 0; j < dim; j++) ms += x[r * dim + j] ** 2 / dim;
-    rstd[r] = 1 / Math.sqrt(ms + eps);
-    for (let j = 0; j < dim; j++) out[r * dim + j] = x[r * dim + j] * rstd[r] * w[j];
-  }
-  return { out, rstd };
-}
-
 add("rmsnorm", "out and rstd", (h) => {
   const x = h.randn(RMS.rows * RMS.dim, 3);
   const w = h.randn(RMS.dim, 0.5).map((v) => h.round(v + 1));
   const out = h.out(RMS.rows * RMS.dim);
   const rstd = h.out(RMS.rows);
   h.be.rmsnorm(h.buf(x), h.buf(w), out, rstd, RMS);
-  const ref = rmsRef(x, w);
+  const ref = rmsRef(x, w, RMS);
   h.close("out", out, ref.out, TOL_REDUCE);
   h.close("rstd", rstd, ref.rstd, TOL_REDUCE);
 });
@@ -685,7 +411,7 @@ add("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
   const { rows, dim } = RMS;
   const x = h.randn(rows * dim, 3);
   const w = h.randn(dim, 0.5).map((v) => h.round(v + 1));
-  const rstd = rmsRef(x, w).rstd.map((v) => h.round(v));
+  const rstd = rmsRef(x, w, RMS).rstd.map((v) => h.round(v));
   const dy = h.randn(rows * dim);
   const dx = h.out(rows * dim);
   const dw = h.out(dim);
@@ -707,23 +433,6 @@ add("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
   h.close("dx", dx, edx, TOL_REDUCE);
   h.close("dw", dw, edw, TOL_REDUCE);
 });
-
-function ropeRef(x: Float64Array, pos: number[], heads: number, dim: number, theta: number, sign: number): Float64Array {
-  const out = new Float64Array(x.length);
-  const half = dim / 2;
-  pos.forEach((p, t) => {
-    for (let hd = 0; hd < heads; hd++) {
-      const o = (t * heads + hd) * dim;
-      for (let j = 0; j < half; j++) {
-        const angle = (sign * p) / theta ** ((2 * j) / dim);
-        const [c, s] = [Math.cos(angle), Math.sin(angle)];
-        out[o + j] = x[o + j] * c - x[o + j + half] * s;
-        out[o + j + half] = x[o + j + half] * c + x[o + j] * s;
-      }
-    }
-  });
-  return out;
-}
 
 add("rope", "forward and inverse at explicit positions (incl. large ones)", (h) => {
   const heads = 3;
@@ -755,17 +464,6 @@ function logits(h: Harness, rows: number, cols: number): Float64Array {
     if (rows > 2) x[2 * cols + j] = h.round(x[2 * cols + j] - 1000);
   }
   return x;
-}
-
-function softmaxRef(x: Float64Array, rows: number, cols: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < rows; r++) {
-    const row = x.subarray(r * cols, (r + 1) * cols);
-    const max = Math.max(...row);
-    const z = row.reduce((acc, v) => acc + Math.exp(v - max), 0);
-    for (let j = 0; j < cols; j++) y[r * cols + j] = Math.exp(row[j] - max) / z;
-  }
-  return y;
 }
 
 add("softmax", "rows, including far-shifted ones", (h) => {
@@ -822,14 +520,6 @@ add("logSoftmaxBackward", "through the explicit Jacobian", (h) => {
 const LP = { rows: 7, cols: 19, ignoreIndex: -100 };
 const LP_TARGETS = [4, -100, 0, 18, -100, 9, 9];
 
-function lseRef(x: Float64Array, rows: number, cols: number): Float64Array {
-  return Float64Array.from({ length: rows }, (_, r) => {
-    const row = x.subarray(r * cols, (r + 1) * cols);
-    const max = Math.max(...row);
-    return max + Math.log(row.reduce((acc, v) => acc + Math.exp(v - max), 0));
-  });
-}
-
 add("logprobGather", "logp and lse, ignored rows give 0", (h) => {
   const { rows, cols } = LP;
   const x = logits(h, rows, cols);
@@ -861,36 +551,6 @@ add("logprobGatherBackward", "dLogits, zero on ignored rows", (h) => {
 });
 
 // ---------------------------------------------------------------- nn: attention
-
-/** Random NPR-like visibility: each token sees itself plus random earlier ranges. */
-export function randomLayout(rng: Rng, T: number, past: number): Layout {
-  const visible: Array<Array<[number, number]>> = [];
-  for (let i = 0; i < T; i++) {
-    const self = past + i;
-    const ranges: Array<[number, number]> = [[self, self + 1]];
-    const numRanges = rng.int(3);
-    for (let r = 0; r < numRanges; r++) {
-      const a = rng.int(self + 1);
-      ranges.push([a, a + 1 + rng.int(self + 1 - a)]);
-    }
-    visible.push(ranges);
-  }
-  return segmentLayout(Array.from({ length: T }, (_, i) => past + i), visible, past + T);
-}
-
-/**
- * An NPR-shaped layout: a 4-token prompt, two 3-token branches that each see the prompt and
- * themselves only, then a 2-token takeaway that sees everything.
- */
-function branchLayout(): Layout {
-  const prompt: [number, number] = [0, 4];
-  const visible: Array<Array<[number, number]>> = [];
-  for (let i = 0; i < 4; i++) visible.push([[0, i + 1]]);
-  for (let i = 4; i < 7; i++) visible.push([prompt, [4, i + 1]]);
-  for (let i = 7; i < 10; i++) visible.push([prompt, [7, i + 1]]);
-  for (let i = 10; i < 12; i++) visible.push([[0, i + 1]]);
-  return segmentLayout(Array.from({ length: 12 }, (_, i) => i), visible);
-}
 
 interface AttnSpec {
   label: string;

@@ -17,7 +17,7 @@ import { InvariantError } from "../../src/util/errors.ts";
 import { packedCausalLayout, segmentLayout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { checkClose, formatStats } from "../util/check-close.ts";
-import { attentionRef, denseMask } from "./backend.case.ts";
+import { attentionRef, denseMask } from "./backend.reference.ts";
 
 const one = new CpuBackend({ useBlas: true, threads: 1 });
 const two = new CpuBackend({ useBlas: true, threads: 2 });

@@ -14,7 +14,8 @@ import { InvariantError } from "../../src/util/errors.ts";
 import { causalLayout, packedCausalLayout, segmentLayout, type Layout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { checkClose, formatStats } from "../util/check-close.ts";
-import { attentionRef, denseMask, randomLayout, runBackendSuite } from "./backend.case.ts";
+import { runBackendSuite } from "./backend.case.ts";
+import { attentionRef, denseMask, randomLayout } from "./backend.reference.ts";
 
 runBackendSuite("cpu, TypeScript GEMM", () => new CpuBackend({ useBlas: false }));
 

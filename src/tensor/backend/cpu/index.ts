@@ -1,15 +1,15 @@
 /**
  * The CPU backend: the reference implementation of the Backend contract (types.ts) over typed
- * arrays. This file owns buffers, argument checks and call counters; the arithmetic lives in
+ * arrays. This file owns the op entry points and call counters; the arithmetic lives in
  * elementwise.ts, nn.ts, attention.ts and gemm.ts (OpenBLAS or TypeScript). Every op checks its
- * arguments before touching memory: another backend's buffer, a freed buffer, an f32/f64 mix, a
- * float op on i32 or a too-small buffer is an InvariantError naming the op and the argument (a
- * bug in the tensor layer, never user input). bf16 buffers hold bit patterns (Uint16Array); every
- * op on them goes through the generic f32 wrapper of ../bf16.ts (upcast, run the f32 kernel, round
- * the outputs to nearest even), so no kernel here knows bf16. Large kernels are cut into fixed chunks that a
- * worker pool (pool.ts, tasks.ts) shares out when buffers live in shared memory, which every
- * buffer does while the backend has more than one thread. It knows nothing about Tensors or
- * autograd.
+ * arguments before touching memory (checks.ts: another backend's buffer, a freed buffer, an
+ * f32/f64 mix, a float op on i32 or a too-small buffer is an InvariantError naming the op and the
+ * argument, a bug in the tensor layer, never user input). bf16 buffers hold bit patterns
+ * (Uint16Array); every op on them goes through the generic f32 wrapper of ../bf16.ts (upcast, run
+ * the f32 kernel, round the outputs to nearest even), so no kernel here knows bf16. Large kernels
+ * are cut into fixed chunks that a worker pool (pool.ts, tasks.ts) shares out when buffers live in
+ * shared memory, which every buffer does while the backend has more than one thread. It knows
+ * nothing about Tensors or autograd.
  */
 import { availableParallelism } from "node:os";
 import { ENV } from "../../../util/env.ts";
@@ -47,30 +47,9 @@ import { allocShared, sharedPool } from "./pool.ts";
 import type { Shareable, WorkerPool } from "./pool.ts";
 import { runChunks } from "./tasks.ts";
 import type { TaskName } from "./tasks.ts";
+import { CpuBuffer, EMPTY_DATA, attentionDims, dims, floats, ints, isCount, live, rows, segments, sized } from "./checks.ts";
 
-const EMPTY = new Float32Array(0);
-
-/**
- * A CPU buffer: a typed array of its dtype, exactly `length` elements, over a SharedArrayBuffer
- * when `shared` (so worker threads can read and write it in place) and a plain one otherwise.
- */
-export class CpuBuffer implements DeviceBuffer {
-  readonly dtype: DType;
-  readonly length: number;
-  /** The elements (bf16: bit patterns); replaced by an empty array on free so the memory can be collected. */
-  data: Float32Array | Float64Array | Int32Array | Uint16Array;
-  /** Set by free(); any later use is an InvariantError. */
-  freed = false;
-
-  constructor(dtype: DType, length: number, shared = false) {
-    this.dtype = dtype;
-    this.length = length;
-    const bpe = dtype === "f64" ? 8 : dtype === "bf16" ? 2 : 4;
-    const mem = shared ? allocShared(length * bpe) : new ArrayBuffer(length * bpe);
-    this.data =
-      dtype === "f32" ? new Float32Array(mem) : dtype === "f64" ? new Float64Array(mem) : dtype === "bf16" ? new Uint16Array(mem, 0, length) : new Int32Array(mem);
-  }
-}
+export { CpuBuffer };
 
 export interface CpuBackendOptions {
   /** Use OpenBLAS for matmul when it loads (default ENV.useBlas, i.e. NPR_BLAS). */
@@ -113,13 +92,6 @@ const ATTENTION_MIN_DENSITY = { openblas: 0.1, typescript: 0.4 } as const;
 
 /** A counter name: a primitive, a backend-specific event, or a task that ran over worker threads. */
 type CounterName = PrimitiveName | "gemm.openblas" | "gemm.typescript" | "attention.dense" | "attention.rowwise" | `threads.${TaskName}`;
-
-/** One float argument of an op: [name, buffer, minimum number of elements]. */
-type FloatArg = readonly [name: string, buf: DeviceBuffer, minLength: number];
-
-function isCount(n: number): boolean {
-  return Number.isInteger(n) && n >= 0;
-}
 
 export class CpuBackend implements Backend {
   readonly name = "cpu";
@@ -195,53 +167,6 @@ export class CpuBackend implements Backend {
     if (stats.rowTiles) this.count("attention.rowwise", stats.rowTiles);
   }
 
-  /** The live CpuBuffer behind buf, or an InvariantError naming op and argument. */
-  private live(op: string, arg: string, buf: DeviceBuffer): CpuBuffer {
-    invariant(buf instanceof CpuBuffer, () => `${op}: ${arg} is not a buffer of the cpu backend`);
-    invariant(!buf.freed, () => `${op}: ${arg} was used after free (${buf.dtype}[${buf.length}])`);
-    return buf;
-  }
-
-  private sized(op: string, arg: string, buf: DeviceBuffer, minLength: number): CpuBuffer {
-    const b = this.live(op, arg, buf);
-    invariant(
-      b.length >= minLength,
-      () => `${op}: ${arg} has ${b.length} elements, the sizes given need at least ${minLength}`,
-    );
-    return b;
-  }
-
-  /**
-   * Checks float arguments that must share one dtype (f32 or f64) and hold enough elements;
-   * returns their arrays in order.
-   */
-  private floats(op: string, args: readonly FloatArg[]): FloatArray[] {
-    // The first argument fixes the dtype, so messages read "b is f64 but a is f32".
-    const first = args[0];
-    const dtype = this.live(op, first[0], first[1]).dtype;
-    invariant(dtype === "f32" || dtype === "f64", () => `${op}: ${first[0]} is ${dtype}, expected f32 or f64`);
-    return args.map(([arg, buf, min]) => {
-      const b = this.sized(op, arg, buf, min);
-      invariant(
-        b.dtype === dtype,
-        () => `${op}: ${arg} is ${b.dtype} but ${first[0]} is ${dtype} (float args must share one dtype)`,
-      );
-      return b.data as FloatArray;
-    });
-  }
-
-  private ints(op: string, arg: string, buf: DeviceBuffer, minLength: number): Int32Array {
-    const b = this.sized(op, arg, buf, minLength);
-    invariant(b.dtype === "i32", () => `${op}: ${arg} is ${b.dtype}, expected i32`);
-    return b.data as Int32Array;
-  }
-
-  private dims(op: string, p: Record<string, number>): void {
-    for (const [key, n] of Object.entries(p)) {
-      invariant(isCount(n), () => `${op}: ${key} = ${n} is not a non-negative integer`);
-    }
-  }
-
   // ---------------------------------------------------------------- buffers
 
   alloc(dtype: DType, length: number): CpuBuffer {
@@ -252,14 +177,14 @@ export class CpuBackend implements Backend {
 
   /** Marks buf freed (a later use or a second free throws) and drops the array for the GC. */
   free(buf: DeviceBuffer): void {
-    const b = this.live("free", "buf", buf);
+    const b = live("free", "buf", buf);
     b.freed = true;
-    b.data = EMPTY;
+    b.data = EMPTY_DATA;
   }
 
   /** The host array's type must match the dtype: no silent f64 -> f32 rounding on upload. */
   write(buf: DeviceBuffer, src: HostArray, dstOffset = 0): void {
-    const b = this.live("write", "buf", buf);
+    const b = live("write", "buf", buf);
     const ok =
       (b.dtype === "f32" && src instanceof Float32Array) ||
       (b.dtype === "f64" && src instanceof Float64Array) ||
@@ -274,7 +199,7 @@ export class CpuBackend implements Backend {
   }
 
   read(buf: DeviceBuffer, offset = 0, length?: number): HostArray {
-    const b = this.live("read", "buf", buf);
+    const b = live("read", "buf", buf);
     const n = length ?? b.length - offset;
     invariant(
       isCount(offset) && isCount(n) && offset + n <= b.length,
@@ -291,7 +216,7 @@ export class CpuBackend implements Backend {
 
   /** Any dtype, i32 included (ids, masks). */
   fill(out: DeviceBuffer, value: number): void {
-    ew.fill(this.live("fill", "out", out).data, value);
+    ew.fill(live("fill", "out", out).data, value);
     this.count("fill");
   }
 
@@ -302,10 +227,10 @@ export class CpuBackend implements Backend {
       p.srcStrides.length === p.shape.length,
       () => `copy: srcStrides has ${p.srcStrides.length} entries for a rank-${p.shape.length} shape`,
     );
-    this.dims(op, { srcOffset: p.srcOffset, dstOffset: p.dstOffset });
-    p.shape.forEach((d, i) => this.dims(op, { [`shape[${i}]`]: d, [`srcStrides[${i}]`]: p.srcStrides[i] }));
-    const s = this.sized(op, "src", src, ew.stridedExtent(p.shape, p.srcStrides, p.srcOffset));
-    const o = this.sized(op, "out", out, p.dstOffset + ew.numel(p.shape));
+    dims(op, { srcOffset: p.srcOffset, dstOffset: p.dstOffset });
+    p.shape.forEach((d, i) => dims(op, { [`shape[${i}]`]: d, [`srcStrides[${i}]`]: p.srcStrides[i] }));
+    const s = sized(op, "src", src, ew.stridedExtent(p.shape, p.srcStrides, p.srcOffset));
+    const o = sized(op, "out", out, p.dstOffset + ew.numel(p.shape));
     invariant(s.dtype === o.dtype, () => `copy: src is ${s.dtype} but out is ${o.dtype}`);
     ew.copy(s.data, o.data, p);
     this.count(op);
@@ -317,8 +242,8 @@ export class CpuBackend implements Backend {
    */
   cast(x: DeviceBuffer, out: DeviceBuffer): void {
     const n = out.length;
-    const o = this.live("cast", "out", out);
-    const s = this.sized("cast", "x", x, n);
+    const o = live("cast", "out", out);
+    const s = sized("cast", "x", x, n);
     for (const [arg, b] of [["x", s], ["out", o]] as const) {
       invariant(b.dtype !== "i32", () => `cast: ${arg} is i32, expected f32, f64 or bf16`);
     }
@@ -337,7 +262,7 @@ export class CpuBackend implements Backend {
   unary(op: UnaryOp, x: DeviceBuffer, out: DeviceBuffer): void {
     invariant(UNARY_OPS.includes(op), () => `unary: unknown op ${op}`);
     const n = out.length;
-    const [O, X] = this.floats(`unary(${op})`, [
+    const [O, X] = floats(`unary(${op})`, [
       ["out", out, n],
       ["x", x, n],
     ]);
@@ -350,7 +275,7 @@ export class CpuBackend implements Backend {
     const n = dx.length;
     const usesY = ew.UNARY_USES_Y.has(op);
     // Only the operand the derivative reads is checked; the other may be any placeholder.
-    const [DX, DY, IN] = this.floats(`unaryBackward(${op})`, [
+    const [DX, DY, IN] = floats(`unaryBackward(${op})`, [
       ["dx", dx, n],
       ["dy", dy, n],
       usesY ? ["y", y, n] : ["x", x, n],
@@ -369,9 +294,9 @@ export class CpuBackend implements Backend {
       () => `${name}: aStrides/bStrides have ${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`,
     );
     p.shape.forEach((d, i) =>
-      this.dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }),
+      dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }),
     );
-    const [A, B, O] = this.floats(name, [
+    const [A, B, O] = floats(name, [
       ["a", a, ew.stridedExtent(p.shape, p.aStrides)],
       ["b", b, ew.stridedExtent(p.shape, p.bStrides)],
       ["out", out, ew.numel(p.shape)],
@@ -383,7 +308,7 @@ export class CpuBackend implements Backend {
   scalar(op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {
     invariant(SCALAR_OPS.includes(op), () => `scalar: unknown op ${op}`);
     const n = out.length;
-    const [O, X] = this.floats(`scalar(${op})`, [
+    const [O, X] = floats(`scalar(${op})`, [
       ["out", out, n],
       ["x", x, n],
     ]);
@@ -393,7 +318,7 @@ export class CpuBackend implements Backend {
 
   swiglu(gate: DeviceBuffer, up: DeviceBuffer, out: DeviceBuffer): void {
     const n = out.length;
-    const [O, G, U] = this.floats("swiglu", [
+    const [O, G, U] = floats("swiglu", [
       ["out", out, n],
       ["gate", gate, n],
       ["up", up, n],
@@ -405,7 +330,7 @@ export class CpuBackend implements Backend {
 
   swigluBackward(gate: DeviceBuffer, up: DeviceBuffer, dy: DeviceBuffer, dGate: DeviceBuffer, dUp: DeviceBuffer): void {
     const n = dGate.length;
-    const [DG, DU, G, U, DY] = this.floats("swigluBackward", [
+    const [DG, DU, G, U, DY] = floats("swigluBackward", [
       ["dGate", dGate, n],
       ["dUp", dUp, n],
       ["gate", gate, n],
@@ -420,8 +345,8 @@ export class CpuBackend implements Backend {
   // ---------------------------------------------------------------- reduce
 
   reduceSum(x: DeviceBuffer, out: DeviceBuffer, p: ReduceParams): void {
-    this.dims("reduceSum", { outer: p.outer, reduce: p.reduce, inner: p.inner });
-    const [X, O] = this.floats("reduceSum", [
+    dims("reduceSum", { outer: p.outer, reduce: p.reduce, inner: p.inner });
+    const [X, O] = floats("reduceSum", [
       ["x", x, p.outer * p.reduce * p.inner],
       ["out", out, p.outer * p.inner],
     ]);
@@ -438,13 +363,13 @@ export class CpuBackend implements Backend {
     const offA = p.offsetA ?? 0;
     const offB = p.offsetB ?? 0;
     const offC = p.offsetC ?? 0;
-    this.dims("matmul", {
+    dims("matmul", {
       batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
       offsetA: offA, offsetB: offB, offsetC: offC,
     });
     // The last batch item's matrix must fit; earlier ones sit below it (strides are >= 0).
     const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
-    const [A, B, C] = this.floats("matmul", [
+    const [A, B, C] = floats("matmul", [
       ["a", a, need(offA, p.strideA, m * k)],
       ["b", b, need(offB, p.strideB, k * n)],
       ["c", c, need(offC, p.strideC, m * n)],
@@ -459,9 +384,9 @@ export class CpuBackend implements Backend {
   // where a bad id would otherwise silently read a neighbouring row.
 
   embedding(table: DeviceBuffer, ids: DeviceBuffer, out: DeviceBuffer, p: { n: number; dim: number }): void {
-    this.dims("embedding", p);
-    const I = this.ints("embedding", "ids", ids, p.n);
-    const [T, O] = this.floats("embedding", [
+    dims("embedding", p);
+    const I = ints("embedding", "ids", ids, p.n);
+    const [T, O] = floats("embedding", [
       ["table", table, 0],
       ["out", out, p.n * p.dim],
     ]);
@@ -470,9 +395,9 @@ export class CpuBackend implements Backend {
   }
 
   embeddingBackward(dOut: DeviceBuffer, ids: DeviceBuffer, dTable: DeviceBuffer, p: { n: number; dim: number }): void {
-    this.dims("embeddingBackward", p);
-    const I = this.ints("embeddingBackward", "ids", ids, p.n);
-    const [DO, DT] = this.floats("embeddingBackward", [
+    dims("embeddingBackward", p);
+    const I = ints("embeddingBackward", "ids", ids, p.n);
+    const [DO, DT] = floats("embeddingBackward", [
       ["dOut", dOut, p.n * p.dim],
       ["dTable", dTable, 0],
     ]);
@@ -482,8 +407,8 @@ export class CpuBackend implements Backend {
 
   rmsnorm(x: DeviceBuffer, w: DeviceBuffer, out: DeviceBuffer, rstd: DeviceBuffer, p: RmsNormParams): void {
     const { rows, dim } = p;
-    this.dims("rmsnorm", { rows, dim });
-    const [X, W, O, R] = this.floats("rmsnorm", [
+    dims("rmsnorm", { rows, dim });
+    const [X, W, O, R] = floats("rmsnorm", [
       ["x", x, rows * dim],
       ["w", w, dim],
       ["out", out, rows * dim],
@@ -504,8 +429,8 @@ export class CpuBackend implements Backend {
     p: RmsNormParams,
   ): void {
     const { rows, dim } = p;
-    this.dims("rmsnormBackward", { rows, dim });
-    const [X, W, R, DY, DX, DW] = this.floats("rmsnormBackward", [
+    dims("rmsnormBackward", { rows, dim });
+    const [X, W, R, DY, DX, DW] = floats("rmsnormBackward", [
       ["x", x, rows * dim],
       ["w", w, dim],
       ["rstd", rstd, rows],
@@ -529,10 +454,10 @@ export class CpuBackend implements Backend {
 
   rope(x: DeviceBuffer, positions: DeviceBuffer, out: DeviceBuffer, p: RopeParams): void {
     const { tokens, heads, dim } = p;
-    this.dims("rope", { tokens, heads, dim });
+    dims("rope", { tokens, heads, dim });
     invariant(dim % 2 === 0, () => `rope: dim ${dim} is odd; rotate-half needs an even head dim`);
-    const P = this.ints("rope", "positions", positions, tokens);
-    const [X, O] = this.floats("rope", [
+    const P = ints("rope", "positions", positions, tokens);
+    const [X, O] = floats("rope", [
       ["x", x, tokens * heads * dim],
       ["out", out, tokens * heads * dim],
     ]);
@@ -543,44 +468,34 @@ export class CpuBackend implements Backend {
   }
 
   softmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
-    const [X, O] = this.rows("softmax", p, x, "x", out, "out");
+    const [X, O] = rows("softmax", p, x, "x", out, "out");
     nn.softmax(X, O, p.rows, p.cols);
     this.count("softmax");
   }
 
   softmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
-    const [Y, DY, DX] = this.rows("softmaxBackward", p, y, "y", dy, "dy", dx, "dx");
+    const [Y, DY, DX] = rows("softmaxBackward", p, y, "y", dy, "dy", dx, "dx");
     nn.softmaxBackward(Y, DY, DX, p.rows, p.cols);
     this.count("softmaxBackward");
   }
 
   logSoftmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
-    const [X, O] = this.rows("logSoftmax", p, x, "x", out, "out");
+    const [X, O] = rows("logSoftmax", p, x, "x", out, "out");
     nn.logSoftmax(X, O, p.rows, p.cols);
     this.count("logSoftmax");
   }
 
   logSoftmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
-    const [Y, DY, DX] = this.rows("logSoftmaxBackward", p, y, "y", dy, "dy", dx, "dx");
+    const [Y, DY, DX] = rows("logSoftmaxBackward", p, y, "y", dy, "dy", dx, "dx");
     nn.logSoftmaxBackward(Y, DY, DX, p.rows, p.cols);
     this.count("logSoftmaxBackward");
   }
 
-  /** Checks [rows, cols] float arguments given as buffer, name pairs. */
-  private rows(op: string, p: RowsParams, ...pairs: Array<DeviceBuffer | string>): FloatArray[] {
-    this.dims(op, { rows: p.rows, cols: p.cols });
-    const args: FloatArg[] = [];
-    for (let i = 0; i < pairs.length; i += 2) {
-      args.push([pairs[i + 1] as string, pairs[i] as DeviceBuffer, p.rows * p.cols]);
-    }
-    return this.floats(op, args);
-  }
-
   logprobGather(logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void {
     const { rows, cols } = p;
-    this.dims("logprobGather", { rows, cols });
-    const TG = this.ints("logprobGather", "targets", targets, rows);
-    const [L, LP, LSE] = this.floats("logprobGather", [
+    dims("logprobGather", { rows, cols });
+    const TG = ints("logprobGather", "targets", targets, rows);
+    const [L, LP, LSE] = floats("logprobGather", [
       ["logits", logits, rows * cols],
       ["logp", logp, rows],
       ["lse", lse, rows],
@@ -600,9 +515,9 @@ export class CpuBackend implements Backend {
     p: LogprobParams,
   ): void {
     const { rows, cols } = p;
-    this.dims("logprobGatherBackward", { rows, cols });
-    const TG = this.ints("logprobGatherBackward", "targets", targets, rows);
-    const [L, LSE, DLP, DL] = this.floats("logprobGatherBackward", [
+    dims("logprobGatherBackward", { rows, cols });
+    const TG = ints("logprobGatherBackward", "targets", targets, rows);
+    const [L, LSE, DLP, DL] = floats("logprobGatherBackward", [
       ["logits", logits, rows * cols],
       ["lse", lse, rows],
       ["dLogp", dLogp, rows],
@@ -615,40 +530,6 @@ export class CpuBackend implements Backend {
     this.count("logprobGatherBackward");
   }
 
-  /**
-   * Checks the segment arrays of an attention call: offsets [T+1] non-decreasing from 0, every
-   * segment inside [0, S), and each token's segments sorted and disjoint (the GEMM tiles map
-   * segments to score columns in one forward walk). Linear in the segments: negligible.
-   */
-  private segments(op: string, seg: AttentionSegments, T: number, S: number): [Int32Array, Int32Array, Int32Array] {
-    const off = this.ints(op, "seg.offsets", seg.offsets, T + 1);
-    invariant(off[0] === 0, () => `${op}: seg.offsets[0] = ${off[0]}, expected 0`);
-    for (let t = 0; t < T; t++) {
-      invariant(off[t + 1] >= off[t], () => `${op}: seg.offsets decreases at token ${t}`);
-    }
-    const numSeg = off[T];
-    const st = this.ints(op, "seg.starts", seg.starts, numSeg);
-    const en = this.ints(op, "seg.ends", seg.ends, numSeg);
-    for (let s = 0; s < numSeg; s++) {
-      invariant(
-        st[s] >= 0 && st[s] <= en[s] && en[s] <= S,
-        () => `${op}: segment ${s} = [${st[s]}, ${en[s]}) is not inside [0, ${S}) keys`,
-      );
-    }
-    for (let t = 0; t < T; t++) {
-      for (let s = off[t] + 1; s < off[t + 1]; s++) {
-        invariant(st[s] >= en[s - 1], () => `${op}: token ${t}'s segments ${s - 1} and ${s} are not sorted and disjoint`);
-      }
-    }
-    return [off, st, en];
-  }
-
-  private attentionDims(op: string, p: AttentionParams): void {
-    const { tokens, keys, heads, kvHeads, headDim } = p;
-    this.dims(op, { tokens, keys, heads, kvHeads, headDim });
-    invariant(kvHeads >= 1 && heads >= kvHeads, () => `${op}: ${heads} query heads cannot share ${kvHeads} kv heads`);
-  }
-
   attention(
     q: DeviceBuffer,
     k: DeviceBuffer,
@@ -659,10 +540,10 @@ export class CpuBackend implements Backend {
     p: AttentionParams,
   ): void {
     const op = "attention";
-    this.attentionDims(op, p);
+    attentionDims(op, p);
     const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
-    const [off, st, en] = this.segments(op, seg, T, S);
-    const [Q, K, V, O, L] = this.floats(op, [
+    const [off, st, en] = segments(op, seg, T, S);
+    const [Q, K, V, O, L] = floats(op, [
       ["q", q, T * H * D],
       ["k", k, S * Hkv * D],
       ["v", v, S * Hkv * D],
@@ -690,10 +571,10 @@ export class CpuBackend implements Backend {
     p: AttentionParams,
   ): void {
     const op = "attentionBackward";
-    this.attentionDims(op, p);
+    attentionDims(op, p);
     const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
-    const [off, st, en] = this.segments(op, seg, T, S);
-    const [Q, K, V, O, L, DO, DQ, DK, DV] = this.floats(op, [
+    const [off, st, en] = segments(op, seg, T, S);
+    const [Q, K, V, O, L, DO, DQ, DK, DV] = floats(op, [
       ["q", q, T * H * D],
       ["k", k, S * Hkv * D],
       ["v", v, S * Hkv * D],
@@ -742,9 +623,9 @@ export class CpuBackend implements Backend {
   // CUDA backend, so checkpoints carry the same numbers whichever backend trained.
 
   adamw(param: DeviceBuffer, grad: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, p: AdamWParams): void {
-    this.dims("adamw", { n: p.n });
+    dims("adamw", { n: p.n });
     invariant(Number.isInteger(p.step) && p.step >= 1, () => `adamw: step ${p.step} must be a 1-based integer`);
-    const [P, G, M, V] = this.floats("adamw", [
+    const [P, G, M, V] = floats("adamw", [
       ["param", param, p.n],
       ["grad", grad, p.n],
       ["m", m, p.n],
