@@ -24,12 +24,26 @@ export class CudaBuffer implements DeviceBuffer {
   readonly ptr: number;
   /** The backend that allocated it (buffers never cross backends, nor devices). */
   readonly owner: object;
-  freed = false;
-  constructor(owner: object, dtype: DType, length: number, ptr: number) {
+  /**
+   * The allocation a view lies in (CudaBackend.view), or null for an allocation of its own. A
+   * view is never freed itself and dies with its parent.
+   */
+  readonly parent: CudaBuffer | null;
+  private dead = false;
+  constructor(owner: object, dtype: DType, length: number, ptr: number, parent: CudaBuffer | null = null) {
     this.owner = owner;
     this.dtype = dtype;
     this.length = length;
     this.ptr = ptr;
+    this.parent = parent;
+  }
+
+  get freed(): boolean {
+    return this.dead || (this.parent !== null && this.parent.freed);
+  }
+
+  set freed(v: boolean) {
+    this.dead = v;
   }
 }
 

@@ -72,6 +72,8 @@ export interface CudaBackendOptions {
   device?: number;
   /** Use the on-disk kernel cache (default true; tests of the compiler turn it off). */
   cache?: boolean;
+  /** Free the device memory of buffers collected without free() (default true; see collected()). */
+  collect?: boolean;
 }
 
 /** Why no CUDA backend can be made here, or null when one can (for skips and `backend check`). */
@@ -112,6 +114,10 @@ export class CudaBackend implements Backend {
   private readonly ropeTables = new Map<string, CudaBuffer>();
   /** Host-side argument checks bound to this backend's buffers. */
   private readonly chk: ArgChecks;
+  /** Frees buffers dropped without free() once collected (see collected()); bytes held now. */
+  private readonly gc = new FinalizationRegistry<{ ptr: number; bytes: number }>((h) => this.collected(h));
+  private live = 0;
+  private readonly collect: boolean;
 
   constructor(opts: CudaBackendOptions = {}) {
     const d = CudaDriver.load();
@@ -132,6 +138,7 @@ export class CudaBackend implements Backend {
     if (!n.nvrtc) throw new InvariantError(`cuda backend: ${n.why}`);
     this.nvrtc = n.nvrtc;
     this.useCache = opts.cache ?? true;
+    this.collect = opts.collect ?? true;
     this.chk = new ArgChecks(this);
     this.libraries = { cuda: this.driver.libraryPath, cublas: this.cublas.libraryPath, nvrtc: this.nvrtc.libraryPath };
     this.err = this.driver.allocAsync(16, this.stream);
@@ -236,14 +243,64 @@ export class CudaBackend implements Backend {
     invariant(dtype === "f32" || dtype === "f64" || dtype === "i32" || dtype === "bf16", () => `alloc: unknown dtype ${String(dtype)}`);
     invariant(isCount(length), () => `alloc: length ${length} is not a non-negative integer`);
     // At least 16 bytes: a zero-length allocation is an error in CUDA, and 16 keeps alignment.
-    const ptr = this.driver.allocAsync(Math.max(16, length * ELEM_BYTES[dtype]), this.stream);
-    return new CudaBuffer(this, dtype, length, ptr);
+    const bytes = Math.max(16, length * ELEM_BYTES[dtype]);
+    const ptr = this.driver.allocAsync(bytes, this.stream);
+    const buf = new CudaBuffer(this, dtype, length, ptr);
+    this.live += bytes;
+    if (this.collect) this.gc.register(buf, { ptr, bytes }, buf);
+    return buf;
   }
 
   free(buf: DeviceBuffer): void {
     const b = this.chk.live("free", "buf", buf);
+    invariant(b.parent === null, () => `free: a view (${b.dtype}[${b.length}]) is freed with its parent, not alone`);
     b.freed = true;
+    this.gc.unregister(b);
+    this.live -= Math.max(16, b.length * ELEM_BYTES[b.dtype]);
     this.driver.freeAsync(b.ptr, this.stream);
+  }
+
+  /**
+   * Frees the device memory of a buffer the program dropped without free() (the tensor layer
+   * does not dispose intermediates). Runs from a FinalizationRegistry, i.e. in its own task after
+   * a garbage collection: a loop that never yields to the event loop collects nothing, so long
+   * loops (training steps, servers) await between iterations. Stream-ordered, so kernels queued
+   * before still read valid memory.
+   */
+  private collected(held: { ptr: number; bytes: number }): void {
+    this.live -= held.bytes;
+    this.count("cuda.gc.free");
+    this.driver.freeAsync(held.ptr, this.stream);
+  }
+
+  /** Bytes of device memory held by this backend's live allocations (views not counted twice). */
+  liveBytes(): number {
+    return this.live;
+  }
+
+  /**
+   * A buffer over elements [offset, offset + length) of buf, sharing its memory: one host write
+   * fills several kernel arguments (the decode graphs' input block). Not freed on its own.
+   */
+  view(buf: DeviceBuffer, offset: number, length: number, dtype?: DType): CudaBuffer {
+    const b = this.chk.live("view", "buf", buf);
+    const dt = dtype ?? b.dtype;
+    invariant(ELEM_BYTES[dt] === ELEM_BYTES[b.dtype], () => `view: a ${dt} view of a ${b.dtype} buffer changes the element size`);
+    invariant(isCount(offset) && isCount(length) && offset + length <= b.length, () => `view: [${offset}, ${offset + length}) is outside a buffer of ${b.length}`);
+    return new CudaBuffer(this, dt, length, b.ptr + offset * ELEM_BYTES[b.dtype], b.parent ?? b);
+  }
+
+  /**
+   * pages[slots[r], :] = src[r, :] for r < rows (rows of rowSize elements); a negative slot writes
+   * nothing. The paged KV write of the decode graphs: slots are read on the device, so a graph
+   * replays with new ones. Not a Backend primitive.
+   */
+  scatterRows(src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: { rows: number; rowSize: number }): void {
+    this.chk.dims("scatterRows", p);
+    const S = this.chk.ints("scatterRows", "slots", slots, p.rows);
+    const [[X, P], dt] = this.chk.floats("scatterRows", [["src", src, p.rows * p.rowSize], ["pages", pages, 0]]);
+    this.launch("nn.cu", "scatter_rows", dt, this.grid1d(p.rows * p.rowSize), BLOCK, [{ ptr: X.ptr }, { ptr: S.ptr }, { ptr: P.ptr }, { i64: p.rows }, { i64: p.rowSize }]);
+    this.count("scatterRows");
   }
 
   write(buf: DeviceBuffer, src: HostArray, dstOffset = 0): void {

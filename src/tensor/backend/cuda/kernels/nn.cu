@@ -173,3 +173,18 @@ KERNEL(logprob_gather_backward)(const T* logits, const int* targets, const T* ls
     dlogits[o + j] = (T)((j == t ? g : 0.0) - g * p);
   }
 }
+
+/**
+ * Paged KV write of a decode step (not a Backend primitive: the CUDA decode graphs use it):
+ * pages[slots[r], :] = src[r, :] for each of `rows` rows of rowSize elements; a negative slot
+ * (a padding row of a batch bucket) writes nothing. One thread per element, grid-stride. The
+ * slots live on the device so a captured graph can be replayed with new ones.
+ */
+KERNEL(scatter_rows)(const T* src, const int* slots, T* pages, i64 rows, i64 rowSize) {
+  const i64 n = rows * rowSize;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const i64 r = i / rowSize;
+    const int s = slots[r];
+    if (s >= 0) pages[(i64)s * rowSize + (i - r * rowSize)] = src[i];
+  }
+}
