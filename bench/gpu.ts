@@ -14,9 +14,10 @@
  *                    parallel vs sequential mode, same serialized tokens, greedy
  *   memory           with --gc-steps N, N generic decode steps that drop their intermediates,
  *                    yielding between steps: the backend's live device bytes must stay flat
- * Part (d) (training throughput) is not here yet.
+ * Part (d) (training throughput) is bench/gpu-train.ts (it needs the whole device for the 0.6B shape).
  *
- *   gemm_graph       with --gemm-graph, the step's GEMMs alone as one graph (device time)
+ *   gemm_graph       with --gemm-graph, the step's GEMMs alone as one graph (device time), the
+ *                    backend's decode GEMV against cuBLAS at 1, 4, 8 and 16 rows
  * --no-collect turns off the backend's collection of dropped buffers (for comparison).
  *
  *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf] [--npr 8x512] [--gc-steps 64] [--gemm-graph] [--no-collect]]
@@ -239,31 +240,38 @@ if (values.decode) {
   };
   if (values["gemm-graph"]) {
     // Device time of the step's GEMMs alone (same shapes, bf16 weights, f32 out), as one graph.
-    const x16 = be.alloc("bf16", Math.max(c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim));
+    const x16 = be.alloc("bf16", 16 * Math.max(c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim));
     be.fill(x16, 0.01);
-    const y = be.alloc("f32", c.vocabSize);
+    const y = be.alloc("f32", 16 * c.vocabSize);
     const gemms: Array<[string, number, number]> = [];
     for (let l = 0; l < c.numHiddenLayers; l++) {
       for (const k of ["q_proj", "k_proj", "v_proj", "o_proj"]) gemms.push([`model.layers.${l}.self_attn.${k}.weight`, 0, 0]);
       for (const k of ["gate_proj", "up_proj", "down_proj"]) gemms.push([`model.layers.${l}.mlp.${k}.weight`, 0, 0]);
     }
     gemms.push([c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0, 0]);
-    const body = () => {
-      for (const [name] of gemms) {
-        const w = model.param(name);
-        const [n, k] = w.shape as [number, number];
-        be.matmul(x16, w.buffer, y, { batch: 1, m: 1, n, k, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0 });
-      }
-    };
-    body();
-    const gg = be.captureGraph(body);
-    gg.replay();
-    be.synchronize();
-    const t0g = performance.now();
-    for (let i = 0; i < 20; i++) gg.replay();
-    be.synchronize();
-    out({ bench: "gemm_graph", gemms: gemms.length, ms_per_step: (performance.now() - t0g) / 20, weight_bytes: weightBytes });
-    gg.destroy();
+    // The backend's decode GEMV (gemvMaxRows 16) against cuBLAS (0), at 1 and more rows.
+    for (const [kernel, maxRows, m] of [["gemv", 16, 1], ["cublas", 0, 1], ["gemv", 16, 4], ["cublas", 0, 4], ["gemv", 16, 8], ["cublas", 0, 8], ["gemv", 16, 16], ["cublas", 0, 16]] as const) {
+      const keep = be.gemvMaxRows;
+      be.gemvMaxRows = maxRows;
+      const body = () => {
+        for (const [name] of gemms) {
+          const w = model.param(name);
+          const [n, k] = w.shape as [number, number];
+          be.matmul(x16, w.buffer, y, { batch: 1, m, n, k, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0 });
+        }
+      };
+      body();
+      const gg = be.captureGraph(body);
+      gg.replay();
+      be.synchronize();
+      const t0g = performance.now();
+      for (let i = 0; i < 20; i++) gg.replay();
+      be.synchronize();
+      const ms = (performance.now() - t0g) / 20;
+      out({ bench: "gemm_graph", kernel, rows: m, gemms: gemms.length, ms_per_step: ms, weight_gb_s: weightBytes / ms / 1e6 });
+      gg.destroy();
+      be.gemvMaxRows = keep;
+    }
   }
   const WARM = 3;
   const g = graphDecode(steps, WARM); // steps timed after WARM untimed ones (eager first step + capture)

@@ -35,6 +35,19 @@ export interface RandomModelOptions {
   dtype?: "f32" | "f64" | "bf16";
   /** Std of the normal init (default config.initializerRange). */
   std?: number;
+  /** See Qwen3ModelOptions.computeDtype. */
+  computeDtype?: "bf16";
+}
+
+export interface Qwen3ModelOptions {
+  /**
+   * "bf16" on an f32 model: mixed-precision training with f32 master parameters. Each matrix is
+   * cast to bf16 at use (once per forward; cast's gradient rule sends f32 gradients back to the
+   * masters), GEMM inputs are bf16 with fp32 accumulation into f32 outputs, and the embedding
+   * gather, norms, RoPE, softmax, attention and the residual stay f32 (torch bf16 autocast, which
+   * also leaves embedding in fp32).
+   */
+  computeDtype?: "bf16";
 }
 
 export class Qwen3Model {
@@ -50,13 +63,15 @@ export class Qwen3Model {
    * linear), like torch autocast, and norms, softmax and the residual stay in f32.
    */
   readonly weightDtype: "f32" | "f64" | "bf16";
+  /** Dtype the GEMMs read: "bf16" in mixed precision (bf16 matrices or computeDtype bf16). */
+  readonly gemmDtype: "f32" | "f64" | "bf16";
 
   /**
    * Wraps an existing parameter map. The map must hold exactly the spec's names and shapes, all
    * of one float dtype on one backend, except in mixed precision: bf16 matrices beside f32
    * vectors (checkpoint.ts reports bad files before this point, so a mismatch here is a bug).
    */
-  constructor(config: Qwen3Config, params: Map<string, Tensor>) {
+  constructor(config: Qwen3Config, params: Map<string, Tensor>, opts: Qwen3ModelOptions = {}) {
     const specs = qwen3ParamSpecs(config);
     invariant(params.size === specs.length, () =>
       `Qwen3Model: ${params.size} parameters given, config needs ${specs.length}`);
@@ -81,6 +96,15 @@ export class Qwen3Model {
     this.backend = first.backend;
     this.weightDtype = mode;
     this.dtype = mode === "bf16" ? "f32" : mode;
+    if (opts.computeDtype !== undefined) {
+      // A user's choice (CLI, trainer config), but only meaningful over f32 masters.
+      if (opts.computeDtype !== "bf16" || mode !== "f32") {
+        throw new UsageError(`computeDtype ${opts.computeDtype} needs f32 parameters, the model's are ${mode}`, {
+          code: "bad_compute_dtype", param: "computeDtype", hint: "use computeDtype \"bf16\" with an f32 model",
+        });
+      }
+    }
+    this.gemmDtype = mode === "bf16" || opts.computeDtype === "bf16" ? "bf16" : mode;
   }
 
   /** A freshly initialized model (deterministic per seed; see weights.ts). */
@@ -91,7 +115,7 @@ export class Qwen3Model {
       dtype: opts.dtype ?? "f32",
       std: opts.std,
     });
-    return new Qwen3Model(config, params);
+    return new Qwen3Model(config, params, { computeDtype: opts.computeDtype });
   }
 
   /** Every trainable tensor, in HF order (the optimizer's parameter list). */
@@ -133,7 +157,13 @@ export class Qwen3Model {
     const c = this.config;
     // Mixed precision: an activation read by several GEMMs is cast to bf16 once (linear would
     // otherwise cast it per call); norms, RoPE, attention and the residual stay in f32.
-    const gemmIn = (x: Tensor): Tensor => (this.weightDtype === "bf16" ? cast(x, "bf16") : x);
+    const gemmIn = (x: Tensor): Tensor => (this.gemmDtype === "bf16" ? cast(x, "bf16") : x);
+    // A matrix as the GEMMs read it: bf16 masters as they are, f32 masters cast to bf16 when
+    // computing in bf16 (each cast is a graph node, so the f32 master receives the gradient).
+    const mat = (name: string): Tensor => {
+      const p = this.param(name);
+      return this.gemmDtype === "bf16" ? cast(p, "bf16") : p;
+    };
     const T = ids.length;
     const H = c.numAttentionHeads;
     const Hkv = c.numKeyValueHeads;
@@ -153,23 +183,25 @@ export class Qwen3Model {
       const bias = (name: string) => (c.attentionBias ? this.param(name) : null);
       const a = gemmIn(rmsnorm(h, this.param(n.inputNorm), eps)); // [T, C]
       // q/k RMSNorm runs per head over D, before RoPE (Qwen3's difference from Qwen2).
-      let q = linear(a, this.param(n.q), bias(n.qBias)).reshape([T, H, D]);
+      let q = linear(a, mat(n.q), bias(n.qBias)).reshape([T, H, D]);
       q = rope(rmsnorm(q, this.param(n.qNorm), eps), pos, c.ropeTheta); // [T, H, D]
-      let k = linear(a, this.param(n.k), bias(n.kBias)).reshape([T, Hkv, D]);
+      let k = linear(a, mat(n.k), bias(n.kBias)).reshape([T, Hkv, D]);
       k = rope(rmsnorm(k, this.param(n.kNorm), eps), pos, c.ropeTheta); // [T, Hkv, D]
-      let v = linear(a, this.param(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
+      let v = linear(a, mat(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
       if (kv) ({ k, v } = kv.append(l, k, v)); // now [past + T, Hkv, D]
       // HF: scaling = head_dim ** -0.5; query head h reads kv head floor(h / (H / Hkv)) (repeat_kv).
       const att = attention(q, k, v, layout, 1 / Math.sqrt(D)).reshape([T, H * D]);
-      h = add(h, linear(att, this.param(n.o), bias(n.oBias))); // [T, C]
+      h = add(h, linear(att, mat(n.o), bias(n.oBias))); // [T, C]
       const m = gemmIn(rmsnorm(h, this.param(n.postNorm), eps));
-      const mlp = swiglu(linear(m, this.param(n.gate)), linear(m, this.param(n.up))); // [T, I]
-      h = add(h, linear(mlp, this.param(n.down))); // [T, C]
+      const mlp = swiglu(linear(m, mat(n.gate)), linear(m, mat(n.up))); // [T, I]
+      h = add(h, linear(mlp, mat(n.down))); // [T, C]
     }
     if (kv) kv.advance(T);
     invariant(!kv || kv.length === past + T, "KVCache length out of step with the forward");
     const hf = rmsnorm(h, this.param(FINAL_NORM), eps);
-    const head = c.tieWordEmbeddings ? embed : this.param(LM_HEAD);
+    // The embedding gather above read the f32 master (autocast leaves embedding in fp32); the
+    // tied head reads the bf16 copy, so the table's gradient sums an f32 and a cast-back part.
+    const head = c.tieWordEmbeddings ? (this.gemmDtype === "bf16" ? cast(embed, "bf16") : embed) : mat(LM_HEAD);
     return linear(hf, head); // [T, V]
   }
 

@@ -58,6 +58,8 @@ const BLOCK = 256;
 const MAX_BLOCKS = 65535 * 4;
 /** Warps per block of the attention kernels (ATT_WARPS in attention.cu) and their head-dim limit. */
 const ATT_WARPS = 4;
+/** Warps (= output columns) per block of the decode GEMV (convert.cu gemv_bf16_m*). */
+const GEMV_WARPS = 8;
 const ATT_MAX_D = 256;
 /** Codes written by report_error in nn.cu, by op. */
 const ERROR_OPS: Record<number, string> = {
@@ -118,6 +120,12 @@ export class CudaBackend implements Backend {
   private readonly gc = new FinalizationRegistry<{ ptr: number; bytes: number }>((h) => this.collected(h));
   private live = 0;
   private readonly collect: boolean;
+  /**
+   * bf16 x bf16 -> f32 GEMMs with at most this many rows (batch-1 decode) use the GEMV kernel of
+   * convert.cu instead of cuBLAS (0 turns it off). Measured on an H200 (docs/benchmarks.md): faster
+   * than cuBLAS at 1 row (2.79 vs 2.33 TB/s), slower from 4 rows on (x is re-read per column).
+   */
+  gemvMaxRows = 1;
 
   constructor(opts: CudaBackendOptions = {}) {
     const d = CudaDriver.load();
@@ -517,6 +525,23 @@ export class CudaBackend implements Backend {
     // Offsets become address arithmetic; cuBLAS sees each operand from its item 0.
     const bytes = ELEM_BYTES[A.dtype];
     const cBytes = ELEM_BYTES[C.dtype];
+    const aPtr = A.ptr + offA * bytes;
+    const bPtr = B.ptr + offB * bytes;
+    if (type === "bf16" && C.dtype === "f32" && batch === 1 && !p.transA && p.transB && m > 0 && m <= this.gemvMaxRows &&
+      k % 8 === 0 && aPtr % 16 === 0 && bPtr % 16 === 0) {
+      // Decode-sized rows: the weight-streaming GEMV (16-byte loads need k % 8 == 0 and aligned rows).
+      const M = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
+      // Warps per column: wide matrices (lm_head, MLP up) have columns enough to fill the SMs
+      // one warp each; narrow ones (k/v projections) split k over up to 8 warps.
+      const split = n >= 8192 ? 1 : n >= 4096 ? 2 : n >= 2048 ? 4 : 8;
+      this.launch("convert.cu", `gemv_bf16_m${M}`, "f32", Math.ceil(n / (GEMV_WARPS / split)), 32 * GEMV_WARPS, [
+        { ptr: aPtr }, { ptr: bPtr }, { ptr: C.ptr + offC * cBytes }, { i64: m }, { i64: n }, { i64: k },
+        { f32: p.alpha ?? 1 }, { f32: p.beta ?? 0 }, { i32: split },
+      ]);
+      this.count("matmul");
+      this.count("cuda.gemv");
+      return;
+    }
     this.cublas.gemm({
       type, cType: C.dtype === "f32" ? "f32" : type, batch, m, n, k, transA: p.transA, transB: p.transB,
       a: A.ptr + offA * bytes, b: B.ptr + offB * bytes, c: C.ptr + offC * cBytes,
