@@ -134,20 +134,30 @@ out({ part: "d_npr", tokens: T, ms: step.ms, tok_s: Math.round(T / step.ms * 1e3
 const fwd = await timeIt(() => noGrad(() => crossEntropy(model.forward(ids, layout), targets)));
 out({ part: "d_npr_forward_only", ms: fwd.ms, all_ms: fwd.all });
 
-// One layer's attention (f32, the layout above), forward and forward + backward, x layers.
+// One layer's attention (f32 buffers, the layout above), forward and forward + backward, x layers,
+// with bf16 inner products allowed as the bf16-compute model does (the flash kernels under "auto").
 const H = 16, Hkv = 8, D = 128;
 const q = Tensor.randn([T, H, D], rng, { requiresGrad: true });
 const k = Tensor.randn([T, Hkv, D], rng, { requiresGrad: true });
 const v = Tensor.randn([T, Hkv, D], rng, { requiresGrad: true });
 const dOut = Tensor.randn([T, H, D], rng);
-const attF = await timeIt(() => noGrad(() => attention(q, k, v, layout, 1 / Math.sqrt(D))));
+const attF = await timeIt(() => noGrad(() => attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: true })));
 const attFB = await timeIt(() => {
-  attention(q, k, v, layout, 1 / Math.sqrt(D)).backward(dOut);
+  attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: true }).backward(dOut);
   for (const t of [q, k, v]) t.grad = null;
 });
 out({
   part: "d_npr_attention", per_layer_fwd_ms: attF.ms, per_layer_fwd_bwd_ms: attFB.ms,
   all_layers_fwd_bwd_ms: +(attFB.ms * config.numHiddenLayers).toFixed(1),
 });
+// The same layer on the f32 reference kernels (attention.cu), for comparison with the flash path above.
+be.attentionKernel = "reference";
+const refF = await timeIt(() => noGrad(() => attention(q, k, v, layout, 1 / Math.sqrt(D))));
+const refFB = await timeIt(() => {
+  attention(q, k, v, layout, 1 / Math.sqrt(D)).backward(dOut);
+  for (const t of [q, k, v]) t.grad = null;
+});
+be.attentionKernel = "auto";
+out({ part: "d_npr_attention_reference", per_layer_fwd_ms: refF.ms, per_layer_fwd_bwd_ms: refFB.ms });
 const counters = be.counters();
-out({ part: "d_counters", launches: counters["cuda.launch"], gemms: counters["cublas.gemm"] });
+out({ part: "d_counters", launches: counters["cuda.launch"], gemms: counters["cublas.gemm"], flash: counters["cuda.flash"] });

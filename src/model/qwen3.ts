@@ -190,7 +190,8 @@ export class Qwen3Model {
       let v = linear(a, mat(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
       if (kv) ({ k, v } = kv.append(l, k, v)); // now [past + T, Hkv, D]
       // HF: scaling = head_dim ** -0.5; query head h reads kv head floor(h / (H / Hkv)) (repeat_kv).
-      const att = attention(q, k, v, layout, 1 / Math.sqrt(D)).reshape([T, H * D]);
+      // A bf16-compute model accepts bf16 inner products in attention too (tensor cores on CUDA).
+      const att = attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: this.gemmDtype === "bf16" }).reshape([T, H * D]);
       h = add(h, linear(att, mat(n.o), bias(n.oBias))); // [T, C]
       const m = gemmIn(rmsnorm(h, this.param(n.postNorm), eps));
       const mlp = swiglu(linear(m, mat(n.gate)), linear(m, mat(n.up))); // [T, I]

@@ -292,9 +292,17 @@ export function layoutSegments(layout: Layout, backend: Backend): AttentionSegme
 
 /**
  * Attention of q [T, H, D] over k, v [S, Hkv, D] (only the first layout.numKeys rows are read),
- * each query seeing the key segments its layout gives. Returns [T, H, D].
+ * each query seeing the key segments its layout gives. Returns [T, H, D]. `bf16Inner` lets the
+ * backend round the inner products to bf16 (tensor cores), as bf16-compute models accept.
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale?: number): Tensor {
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  layout: Layout,
+  scale?: number,
+  opts: { bf16Inner?: boolean } = {},
+): Tensor {
   checkFloat("attention", q, k, v);
   invariant(q.ndim === 3 && k.ndim === 3 && v.ndim === 3, "attention: q, k, v must be 3-D");
   const [T, H, D] = q.shape as [number, number, number];
@@ -308,7 +316,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale
   const kc = c(k);
   const vc = c(v);
   const seg = layoutSegments(layout, q.backend);
-  const params = { tokens: T, keys: layout.numKeys, heads: H, kvHeads: Hkv, headDim: D, scale: scale ?? 1 / Math.sqrt(D) };
+  const params = {
+    tokens: T, keys: layout.numKeys, heads: H, kvHeads: Hkv, headDim: D, scale: scale ?? 1 / Math.sqrt(D),
+    ...(opts.bf16Inner ? { bf16Inner: true } : {}),
+  };
   const out = newLike(qc);
   const lse = newLike(qc, [T, H]);
   q.backend.attention(qc.buffer, kc.buffer, vc.buffer, seg, out.buffer, lse.buffer, params);

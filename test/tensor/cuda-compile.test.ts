@@ -23,7 +23,7 @@ test("npr backend check --backend cuda --compile-only compiles every kernel", { 
     encoding: "utf8",
   });
   t.diagnostic(out.trim());
-  assert.match(out, /8\/8 units compiled/);
+  assert.match(out, /10\/10 units compiled/);
   assert.doesNotMatch(out, /FAIL/);
 });
 

@@ -4,7 +4,9 @@
  * (one write fills several arguments; a view cannot be freed alone and dies with its parent), and
  * the collection of dropped buffers: buffers allocated and dropped without free() are freed by the
  * FinalizationRegistry once collected, so liveBytes returns to where it was; the decode GEMV
- * (bf16 x bf16 -> f32 matmuls, forced on for 1..16 rows) against a float64 host reference and cuBLAS.
+ * (bf16 x bf16 -> f32 matmuls, forced on for 1..16 rows) against a float64 host reference and cuBLAS;
+ * the flash attention kernels (bf16 tensor-core tiles, forced on) against the f32 reference kernel
+ * and the CPU backend on an NPR layout (branches, a token that sees nothing, a partial tile).
  * Skipped without a GPU.
  */
 import { test } from "node:test";
@@ -15,6 +17,8 @@ import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/inde
 import { InvariantError } from "../../src/util/errors.ts";
 import { bf16BitsToF32Array, toBf16Bits } from "../../src/tensor/dtype.ts";
 import { Rng } from "../../src/util/rng.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
+import type { AttentionParams, Backend, DeviceBuffer } from "../../src/tensor/backend/types.ts";
 
 const why = cudaUnavailable();
 
@@ -122,5 +126,84 @@ if (why) {
     const after = be.liveBytes();
     console.log(`liveBytes: before ${before}, after 200 dropped allocs ${peak}, after gc ${after}; gc frees ${(be.counters()["cuda.gc.free"] ?? 0) - freed0}`);
     assert.equal(after, before);
+  });
+
+  test("flash attention (bf16 tiles) matches the f32 reference kernel and the CPU backend", () => {
+    // An NPR-like packed layout: two sequences, each a causal prompt, 3 sibling branches that see
+    // the prompt and themselves only, and a summary that sees everything of its sequence. Token 0
+    // of the second sequence sees no key (out 0, lse -inf, no gradient). T = 239: a partial tile.
+    const segs: Array<Array<[number, number]>> = [];
+    let base = 0;
+    for (const [prompt, branch, summary] of [[70, 30, 11], [40, 9, 1]]) {
+      for (let i = 0; i < prompt; i++) segs.push(base === 0 || i > 0 ? [[base, base + i + 1]] : []);
+      for (let b = 0; b < 3; b++) {
+        const b0 = base + prompt + b * branch;
+        for (let i = 0; i < branch; i++) segs.push([[base, base + prompt], [b0, b0 + i + 1]]);
+      }
+      const s0 = base + prompt + 3 * branch;
+      for (let i = 0; i < summary; i++) segs.push([[base, s0 + i + 1]]);
+      base = s0 + summary;
+    }
+    const T = segs.length;
+    assert.equal(T, 239);
+    const offsets = [0];
+    const starts: number[] = [];
+    const ends: number[] = [];
+    for (const list of segs) {
+      for (const [a, b] of list) { starts.push(a); ends.push(b); }
+      offsets.push(starts.length);
+    }
+    const cpu = new CpuBackend({ useBlas: false });
+    const rng = new Rng(31);
+    for (const [H, Hkv, D] of [[4, 2, 64], [3, 1, 128]]) {
+      const p: AttentionParams = { tokens: T, keys: T, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D) };
+      const rnd = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+      const host = { q: rnd(T * H * D), k: rnd(T * Hkv * D), v: rnd(T * Hkv * D), dO: rnd(T * H * D) };
+      const run = (b: Backend) => {
+        const put = (x: Float32Array) => { const buf = b.alloc("f32", x.length); b.write(buf, x); return buf; };
+        const ints = (x: number[]) => { const buf = b.alloc("i32", Math.max(1, x.length)); b.write(buf, Int32Array.from(x)); return buf; };
+        const seg = { offsets: ints(offsets), starts: ints(starts), ends: ints(ends) };
+        const [q, k, v, dO] = [put(host.q), put(host.k), put(host.v), put(host.dO)];
+        const o = b.alloc("f32", T * H * D), lse = b.alloc("f32", T * H);
+        const dq = b.alloc("f32", T * H * D), dk = b.alloc("f32", T * Hkv * D), dv = b.alloc("f32", T * Hkv * D);
+        b.attention(q, k, v, seg, o, lse, p);
+        b.attentionBackward(q, k, v, seg, o, lse, dO, dq, dk, dv, p);
+        const rd = (x: DeviceBuffer) => b.read(x) as Float32Array;
+        return { out: rd(o), lse: rd(lse), dq: rd(dq), dk: rd(dk), dv: rd(dv) };
+      };
+      const ref = run(cpu);
+      be.attentionKernel = "reference";
+      const f32 = run(be);
+      be.attentionKernel = "flash";
+      const before = be.counters()["cuda.flash"] ?? 0;
+      const got = run(be);
+      be.attentionKernel = "auto";
+      assert.equal((be.counters()["cuda.flash"] ?? 0) - before, 2, "the flash kernels ran (forward and backward)");
+      for (const key of ["out", "lse", "dq", "dk", "dv"] as const) {
+        // bf16 operands (8-bit mantissa): error ~1e-2 of the values' scale; f32 reference ~1e-6.
+        let scaleRef = 0, maxF = 0, sumF = 0, maxR = 0, n = 0;
+        for (let i = 0; i < ref[key].length; i++) {
+          const r = ref[key][i];
+          if (!Number.isFinite(r)) {
+            assert.equal(got[key][i], r, `${key}[${i}]: flash gives ${got[key][i]} where the reference gives ${r}`);
+            continue;
+          }
+          scaleRef = Math.max(scaleRef, Math.abs(r));
+          const d = Math.abs(got[key][i] - r);
+          maxF = Math.max(maxF, d);
+          sumF += d;
+          maxR = Math.max(maxR, Math.abs(f32[key][i] - r));
+          n++;
+        }
+        console.log(`flash H=${H} Hkv=${Hkv} D=${D} ${key}: max|ref| ${scaleRef.toExponential(2)}, flash max abs diff ${maxF.toExponential(2)} mean ${(sumF / n).toExponential(2)}, f32 kernel max ${maxR.toExponential(2)}`);
+        assert.ok(maxF <= 3e-2 * Math.max(1, scaleRef), `${key}: flash max abs diff ${maxF} vs max|ref| ${scaleRef}`);
+        assert.ok(maxR <= 1e-4 * Math.max(1, scaleRef), `${key}: f32 kernel max abs diff ${maxR}`);
+      }
+      // The token that sees nothing: out 0, lse -inf, dq 0 on the flash path.
+      const t = 70 + 90 + 11;
+      assert.equal(got.lse[t * H], -Infinity);
+      assert.equal(got.out[t * H * D], 0);
+      assert.equal(got.dq[t * H * D], 0);
+    }
   });
 }

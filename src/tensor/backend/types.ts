@@ -155,6 +155,12 @@ export interface AttentionParams {
   headDim: number;
   /** Multiplies q.k before the softmax (usually 1/sqrt(D)). */
   scale: number;
+  /**
+   * The caller accepts bf16 rounding of q, k, v and the probabilities inside the kernel (tensor
+   * cores; about 1e-2 relative error), as a bf16-compute model does. A backend may ignore it; an
+   * f32 result stays f32-accurate unless this is set.
+   */
+  bf16Inner?: boolean;
 }
 
 /** The layout segments of an attention call (see util/layout.ts), as i32 buffers. */
