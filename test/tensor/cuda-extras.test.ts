@@ -6,7 +6,9 @@
  * FinalizationRegistry once collected, so liveBytes returns to where it was; the decode GEMV
  * (bf16 x bf16 -> f32 matmuls, forced on for 1..16 rows) against a float64 host reference and cuBLAS;
  * the flash attention kernels (bf16 tensor-core tiles, forced on) against the f32 reference kernel
- * and the CPU backend on an NPR layout (branches, a token that sees nothing, a partial tile).
+ * and the CPU backend on an NPR layout (branches, a token that sees nothing, a partial tile); the
+ * RMSNorm backward at shapes that split dw over many row chunks and column tiles (the q/k-norm
+ * shape's many rows, a partial column tile, one row) against a float64 host reference.
  * Skipped without a GPU.
  */
 import { test } from "node:test";
@@ -204,6 +206,59 @@ if (why) {
       assert.equal(got.lse[t * H], -Infinity);
       assert.equal(got.out[t * H * D], 0);
       assert.equal(got.dq[t * H * D], 0);
+    }
+  });
+
+  test("rmsnormBackward over many rows and partial column tiles matches a float64 reference", () => {
+    const rng = new Rng(21);
+    // [5000, 128]: ~157 row chunks of 4 column tiles (the q/k norms' shape, fewer rows);
+    // [333, 1000]: a partial last tile of 8 columns and a partial last chunk; [1, 7] and [3, 40].
+    for (const dt of ["f32", "f64"] as const) {
+      for (const [rows, dim] of [[5000, 128], [333, 1000], [1, 7], [3, 40]] as const) {
+        const x = Float64Array.from({ length: rows * dim }, () => rng.normal());
+        const w = Float64Array.from({ length: dim }, () => 1 + 0.5 * rng.normal());
+        const dy = Float64Array.from({ length: rows * dim }, () => rng.normal());
+        const rstd = Float64Array.from({ length: rows }, () => rng.uniform(0.5, 1.5));
+        const up = (a: Float64Array) => {
+          const b = be.alloc(dt, a.length);
+          be.write(b, dt === "f32" ? Float32Array.from(a) : a);
+          return b;
+        };
+        // The inputs as the device holds them (f32-rounded in f32), so the reference sees the same values.
+        const xs = dt === "f32" ? Float64Array.from(Float32Array.from(x)) : x;
+        const ws = dt === "f32" ? Float64Array.from(Float32Array.from(w)) : w;
+        const dys = dt === "f32" ? Float64Array.from(Float32Array.from(dy)) : dy;
+        const rs = dt === "f32" ? Float64Array.from(Float32Array.from(rstd)) : rstd;
+        const [X, W, DY, R] = [up(x), up(w), up(dy), up(rstd)];
+        const DX = be.alloc(dt, rows * dim);
+        const DW = be.alloc(dt, dim);
+        be.rmsnormBackward(X, W, R, DY, DX, DW, { rows, dim, eps: 1e-6 });
+        const dw = be.read(DW);
+        const dx = be.read(DX);
+        let maxW = 0, sumW = 0, maxX = 0;
+        for (let j = 0; j < dim; j++) {
+          let s = 0;
+          for (let r = 0; r < rows; r++) s += dys[r * dim + j]! * xs[r * dim + j]! * rs[r]!;
+          const d = Math.abs(dw[j]! - s) / Math.max(1, Math.abs(s));
+          maxW = Math.max(maxW, d);
+          sumW += d;
+        }
+        for (let r = 0; r < rows; r++) {
+          let dot = 0;
+          for (let j = 0; j < dim; j++) dot += dys[r * dim + j]! * ws[j]! * xs[r * dim + j]!;
+          const c = (rs[r]! ** 3 * dot) / dim;
+          for (let j = 0; j < dim; j++) {
+            const want = rs[r]! * ws[j]! * dys[r * dim + j]! - xs[r * dim + j]! * c;
+            maxX = Math.max(maxX, Math.abs(dx[r * dim + j]! - want) / Math.max(1, Math.abs(want)));
+          }
+        }
+        console.log(`rmsnormBackward ${dt} [${rows}, ${dim}]: dw max rel ${maxW.toExponential(2)}, mean ${(sumW / dim).toExponential(2)}; dx max rel ${maxX.toExponential(2)}`);
+        // Double accumulation, one rounding to the output dtype.
+        const tol = dt === "f32" ? 1e-6 : 1e-13;
+        assert.ok(maxW < tol, `${dt} [${rows}, ${dim}]: dw off by ${maxW}`);
+        assert.ok(maxX < tol, `${dt} [${rows}, ${dim}]: dx off by ${maxX}`);
+        for (const b of [X, W, DY, R, DX, DW]) be.free(b);
+      }
     }
   });
 }

@@ -61,6 +61,8 @@ const ATT_WARPS = 4;
 /** Warps (= output columns) per block of the decode GEMV (convert.cu gemv_bf16_m*). */
 const GEMV_WARPS = 8;
 const ATT_MAX_D = 256;
+/** Blocks the RMSNorm dw reduction aims for (a few per SM of an H100/H200). */
+const DW_TARGET_BLOCKS = 1024;
 /** "auto" attention uses the flash kernels from this many query tokens on (see attentionKernel). */
 const FLASH_MIN_TOKENS = 256;
 /** Query/key tile and threads per block of flash-attention.cu (FA_TILE, FA_THREADS). */
@@ -83,6 +85,12 @@ export interface CudaBackendOptions {
   cache?: boolean;
   /** Free the device memory of buffers collected without free() (default true; see collected()). */
   collect?: boolean;
+  /**
+   * Let the default memory pool keep freed memory across synchronizations (default true), as
+   * PyTorch's caching allocator does; false restores CUDA's default (release threshold 0), where
+   * each synchronize hands freed memory back and the next step maps it again.
+   */
+  retainPoolMemory?: boolean;
 }
 
 /** Why no CUDA backend can be made here, or null when one can (for skips and `backend check`). */
@@ -157,6 +165,7 @@ export class CudaBackend implements Backend {
     this.device = this.driver.device(ordinal);
     this.arch = `sm_${this.device.major}${this.device.minor}`;
     this.driver.primaryContext(ordinal);
+    if (opts.retainPoolMemory ?? true) this.driver.setPoolReleaseThreshold(this.device.ordinal, 2n ** 64n - 1n);
     this.stream = this.driver.streamCreate(0);
     const b = Cublas.load(this.stream);
     if (!b.cublas) throw new InvariantError(`cuda backend: ${b.why}`);
@@ -613,8 +622,30 @@ export class CudaBackend implements Backend {
       ["x", x, rows * dim], ["w", w, dim], ["rstd", rstd, rows], ["dy", dy, rows * dim], ["dx", dx, rows * dim], ["dw", dw, dim],
     ]);
     this.launch("nn.cu", "rmsnorm_backward_dx", dt, rows, BLOCK, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: DX.ptr }, { i64: dim }]);
-    this.launch("nn.cu", "rmsnorm_backward_dw", dt, Math.ceil(dim / BLOCK), BLOCK, [{ ptr: X.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: DW.ptr }, { i64: rows }, { i64: dim }]);
+    this.rmsnormDw(X, R, DY, DW, rows, dim, dt);
     this.count("rmsnormBackward");
+  }
+
+  /**
+   * dw of RMSNorm: a sum over all rows per column, split over (32-column tile, chunk of rows)
+   * blocks into double partials, then summed per column in chunk order (nn.cu). About
+   * DW_TARGET_BLOCKS blocks whatever the shape: the q/k norms have 128 columns and 71,680 rows,
+   * the layer norms 1024 columns and 4,480 rows (the Qwen3-0.6B training bench).
+   */
+  private rmsnormDw(X: CudaBuffer, R: CudaBuffer, DY: CudaBuffer, DW: CudaBuffer, rows: number, dim: number, dt: KernelDType): void {
+    if (dim === 0) return;
+    const tiles = Math.ceil(dim / 32);
+    // At least 32 rows per chunk (4 per warp), at most 65535 chunks (grid y limit).
+    const chunksWanted = Math.min(Math.max(1, Math.ceil(DW_TARGET_BLOCKS / tiles)), Math.max(1, Math.ceil(rows / 32)));
+    const rowsPerChunk = Math.max(1, Math.ceil(rows / chunksWanted), Math.ceil(rows / 65535));
+    const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
+    const part = this.alloc("f64", chunks * dim);
+    this.driver.launch(this.fn("nn.cu", "rmsnorm_backward_dw_partial", dt), [tiles, chunks, 1], [BLOCK, 1, 1], 0, this.stream, [
+      { ptr: X.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: part.ptr }, { i64: rows }, { i64: dim }, { i64: rowsPerChunk },
+    ]);
+    this.count("cuda.launch");
+    this.launch("nn.cu", "rmsnorm_backward_dw_sum", dt, Math.ceil(dim / BLOCK), BLOCK, [{ ptr: part.ptr }, { ptr: DW.ptr }, { i64: chunks }, { i64: dim }]);
+    this.free(part);
   }
 
   /**
