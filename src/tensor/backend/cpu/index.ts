@@ -48,6 +48,7 @@ import type { Shareable, WorkerPool } from "./pool.ts";
 import { runChunks } from "./tasks.ts";
 import type { TaskName } from "./tasks.ts";
 import { CpuBuffer, EMPTY_DATA, attentionDims, dims, floats, ints, isCount, live, rows, segments, sized } from "./checks.ts";
+import { matmulExtents } from "../extents.ts";
 
 export { CpuBuffer };
 
@@ -360,19 +361,15 @@ export class CpuBackend implements Backend {
 
   matmul(a: DeviceBuffer, b: DeviceBuffer, c: DeviceBuffer, p: MatmulParams): void {
     const { batch, m, n, k } = p;
-    const offA = p.offsetA ?? 0;
-    const offB = p.offsetB ?? 0;
-    const offC = p.offsetC ?? 0;
+    const e = matmulExtents(p);
     dims("matmul", {
       batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
-      offsetA: offA, offsetB: offB, offsetC: offC,
+      offsetA: e.offA, offsetB: e.offB, offsetC: e.offC,
     });
-    // The last batch item's matrix must fit; earlier ones sit below it (strides are >= 0).
-    const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
     const [A, B, C] = floats("matmul", [
-      ["a", a, need(offA, p.strideA, m * k)],
-      ["b", b, need(offB, p.strideB, k * n)],
-      ["c", c, need(offC, p.strideC, m * n)],
+      ["a", a, e.needA],
+      ["b", b, e.needB],
+      ["c", c, e.needC],
     ]);
     this.gemm.run(A, B, C, p);
     this.count("matmul");

@@ -51,6 +51,7 @@ import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
 
 export { CudaBuffer } from "./buffers.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
+import { matmulExtents } from "../extents.ts";
 
 /** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
 const BLOCK = 256;
@@ -533,12 +534,9 @@ export class CudaBackend implements Backend {
 
   matmul(a: DeviceBuffer, b: DeviceBuffer, c: DeviceBuffer, p: MatmulParams): void {
     const { batch, m, n, k } = p;
-    const offA = p.offsetA ?? 0;
-    const offB = p.offsetB ?? 0;
-    const offC = p.offsetC ?? 0;
+    const { offA, offB, offC, needA, needB, needC } = matmulExtents(p);
     this.chk.dims("matmul", { batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: offA, offsetB: offB, offsetC: offC });
-    const need = (off: number, stride: number, size: number) => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
-    const sizes = [["a", a, need(offA, p.strideA, m * k)], ["b", b, need(offB, p.strideB, k * n)], ["c", c, need(offC, p.strideC, m * n)]] as const;
+    const sizes = [["a", a, needA], ["b", b, needB], ["c", c, needC]] as const;
     let A: CudaBuffer, B: CudaBuffer, C: CudaBuffer;
     let type: "f32" | "f64" | "bf16";
     if (a.dtype === "bf16") {
