@@ -16,7 +16,9 @@ import type { Nvrtc } from "./ffi/nvrtc.ts";
 import { CUDA_ENV, errorText } from "./ffi/libs.ts";
 
 /** The kernel sources, in kernels/. Every one is compiled for both float dtypes. */
-export const KERNEL_FILES = ["elementwise.cu", "nn.cu", "attention.cu", "convert.cu", "flash-attention.cu"] as const;
+export const KERNEL_FILES = [
+  "elementwise.cu", "nn.cu", "attention.cu", "convert.cu", "flash-attention.cu", "decode.cu", "decode-attention.cu", "sample.cu",
+] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 /** Headers the sources include by name (passed to NVRTC as in-memory headers, to nvcc by -I). */
 const HEADER_FILES = ["common.cuh"] as const;

@@ -221,6 +221,41 @@ export class CudaBackend implements Backend {
     this.count("cuda.launch");
   }
 
+  // ---------------------------------------------------------------- extension surface
+  // Host modules beside this file (decode.ts, decode-attention.ts, sampling.ts) add fused ops that
+  // are not part of the Backend contract; they launch through these and count like the ops here.
+
+  /** Argument checks bound to this backend's buffers (dtypes, sizes, use after free). */
+  get checks(): ArgChecks {
+    return this.chk;
+  }
+
+  /** Bumps counter `name` (an extension op's own name, and whatever the tests assert on). */
+  countCall(name: string, n = 1): void {
+    this.count(name, n);
+  }
+
+  /**
+   * Queues kernel `name_<dtype>` of `file` with a 1-D or 3-D grid and `smem` bytes of dynamic
+   * shared memory (above 48 KiB the function's limit is raised once). An empty grid is no launch.
+   */
+  launchKernel(file: KernelFile, name: string, dtype: KernelDType, grid: number | [number, number, number], block: number, args: KernelArg[], smem = 0): void {
+    const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
+    if (g[0] === 0 || g[1] === 0 || g[2] === 0) return;
+    const f = this.fn(file, name, dtype);
+    if (smem > 48 * 1024 && !this.flashSmemSet.has(f)) {
+      this.driver.setMaxDynamicShared(f, smem);
+      this.flashSmemSet.add(f);
+    }
+    this.driver.launch(f, g, [block, 1, 1], smem, this.stream, args);
+    this.count("cuda.launch");
+  }
+
+  /** The stream every op of this backend is queued on (extension ops that copy use it too). */
+  get streamHandle(): number {
+    return this.stream;
+  }
+
   /** Blocks for a grid-stride kernel over n elements. */
   private grid1d(n: number): number {
     return Math.min(Math.ceil(n / BLOCK), MAX_BLOCKS);

@@ -1,0 +1,2 @@
+// decode-attention.cu: (being written this session; see the host module of the same name).
+#include "common.cuh"

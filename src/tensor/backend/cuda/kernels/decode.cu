@@ -1,0 +1,2 @@
+// decode.cu: (being written this session; see the host module of the same name).
+#include "common.cuh"

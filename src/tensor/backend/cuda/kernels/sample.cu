@@ -1,0 +1,2 @@
+// sample.cu: (being written this session; see the host module of the same name).
+#include "common.cuh"
