@@ -894,4 +894,10 @@ export class CudaBackend implements Backend {
     ]);
     this.count("adamw");
   }
+
+  // ---------------------------------------------------------------- fused decode ops (decode.ts)
+
+  // ---------------------------------------------------------------- decode attention (decode-attention.ts)
+
+  // ---------------------------------------------------------------- on-device sampling (sampling.ts)
 }
