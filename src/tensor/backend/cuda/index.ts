@@ -52,25 +52,16 @@ import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
 export { CudaBuffer } from "./buffers.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
 import { matmulExtents } from "../extents.ts";
+import { attentionBackward, attentionForward } from "./attention-ops.ts";
 
 /** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
 const BLOCK = 256;
 /** Grid-stride kernels cap their grid here; more blocks would only loop less. */
 const MAX_BLOCKS = 65535 * 4;
-/** Warps per block of the attention kernels (ATT_WARPS in attention.cu) and their head-dim limit. */
-const ATT_WARPS = 4;
 /** Warps (= output columns) per block of the decode GEMV (convert.cu gemv_bf16_m*). */
 const GEMV_WARPS = 8;
-const ATT_MAX_D = 256;
 /** Blocks the RMSNorm dw reduction aims for (a few per SM of an H100/H200). */
 const DW_TARGET_BLOCKS = 1024;
-/** "auto" attention uses the flash kernels from this many query tokens on (see attentionKernel). */
-const FLASH_MIN_TOKENS = 256;
-/** Query/key tile and threads per block of flash-attention.cu (FA_TILE, FA_THREADS). */
-const FA_TILE = 64;
-const FA_THREADS = 128;
-/** Dynamic shared memory of flash_bwd_d<HD> (FA_BWD_SMEM in flash-attention.cu). */
-const faBwdSmem = (hd: number) => 4 * FA_TILE * (hd + 8) * 2 + FA_TILE * (FA_TILE + 8) * 2 + FA_TILE * 16;
 /** Codes written by report_error in nn.cu, by op. */
 const ERROR_OPS: Record<number, string> = {
   1: "embedding: an id is outside the table's rows",
@@ -130,7 +121,7 @@ export class CudaBackend implements Backend {
   private readonly errHost = new Int32Array(4);
   /** RoPE denominators by "theta/dim" (see ropeTable). */
   private readonly ropeTables = new Map<string, CudaBuffer>();
-  /** Flash backward kernels whose dynamic shared memory limit was raised already. */
+  /** Kernels whose dynamic shared memory limit was raised already (launchKernel). */
   private readonly flashSmemSet = new Set<number>();
   /** Host-side argument checks bound to this backend's buffers. */
   private readonly chk: ArgChecks;
@@ -149,7 +140,7 @@ export class CudaBackend implements Backend {
    * f32 accumulation, ~1e-2 relative error), "reference" (attention.cu: f32 throughout, one warp
    * per row) or "auto": flash for f32 calls whose caller accepts bf16 inner products
    * (AttentionParams.bf16Inner: a bf16-compute model) with head dim 64 or 128 and at least
-   * FLASH_MIN_TOKENS query tokens (training and prefill); the reference path otherwise (f32
+   * 256 query tokens (training and prefill); the reference path otherwise (f32
    * models keep f32 accuracy; decode rows, the conformance suite's small shapes, f64). Flash also
    * needs sm_80+ and 16-byte aligned buffers.
    */
@@ -759,124 +750,15 @@ export class CudaBackend implements Backend {
     this.count("logprobGatherBackward");
   }
 
-  private attentionDims(op: string, p: AttentionParams): void {
-    const { tokens, keys, heads, kvHeads, headDim } = p;
-    this.chk.dims(op, { tokens, keys, heads, kvHeads, headDim });
-    invariant(kvHeads >= 1 && heads >= kvHeads, () => `${op}: ${heads} query heads cannot share ${kvHeads} kv heads`);
-    invariant(headDim <= ATT_MAX_D, () => `${op}: head dim ${headDim} exceeds the kernel's ${ATT_MAX_D}`);
-  }
-
-  /**
-   * The segment arrays as kernel arguments. Only offsets' size is known on the host (starts and
-   * ends are as long as offsets[T] says, which lives on the device); the kernels clamp every
-   * segment to [0, keys), so a malformed layout cannot make them read outside k and v.
-   */
-  private segs(op: string, seg: AttentionSegments, T: number): KernelArg[] {
-    const off = this.chk.ints(op, "seg.offsets", seg.offsets, T + 1);
-    const st = this.chk.ints(op, "seg.starts", seg.starts, 0);
-    const en = this.chk.ints(op, "seg.ends", seg.ends, 0);
-    return [{ ptr: off.ptr }, { ptr: st.ptr }, { ptr: en.ptr }];
-  }
-
-  private attnScalars(p: AttentionParams, dt: KernelDType): KernelArg[] {
-    return [{ i32: p.tokens }, { i32: p.keys }, { i32: p.heads }, { i32: p.kvHeads }, { i32: p.headDim }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }];
-  }
-
-  /** Whether this call takes the flash kernels (see attentionKernel); bufs are all its float buffers. */
-  private useFlash(p: AttentionParams, dt: KernelDType, bufs: CudaBuffer[]): boolean {
-    if (this.attentionKernel === "reference" || dt !== "f32" || this.device.major < 8) return false;
-    if (p.headDim !== 64 && p.headDim !== 128) return false;
-    if (!bufs.every((b) => b.ptr % 16 === 0)) return false;
-    return this.attentionKernel === "flash" || (p.bf16Inner === true && p.tokens >= FLASH_MIN_TOKENS);
-  }
-
   attention(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer, p: AttentionParams): void {
-    const op = "attention";
-    this.attentionDims(op, p);
-    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
-    const segArgs = this.segs(op, seg, T);
-    const [[Q, K, V, O, L], dt] = this.chk.floats(op, [["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H]]);
-    if (this.useFlash(p, dt, [Q, K, V, O])) {
-      // One block per (64-query tile, query head).
-      if (T > 0) {
-        this.driver.launch(this.fn("flash-attention.cu", `flash_fwd_d${D}`, "f32"), [Math.ceil(T / FA_TILE), H, 1], [FA_THREADS, 1, 1], 0, this.stream, [
-          { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, ...this.attnScalars(p, dt),
-        ]);
-        this.count("cuda.launch");
-        this.count("cuda.flash");
-      }
-      this.count(op);
-      return;
-    }
-    // One warp per (token, head) row: T * H rows, ATT_WARPS rows per block.
-    this.launch("attention.cu", "attention", dt, Math.ceil((T * H) / ATT_WARPS), 32 * ATT_WARPS, [
-      { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, ...this.attnScalars(p, dt),
-    ]);
-    this.count(op);
+    attentionForward(this, q, k, v, seg, out, lse, p);
   }
 
   attentionBackward(
     q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer,
     dOut: DeviceBuffer, dq: DeviceBuffer, dk: DeviceBuffer, dv: DeviceBuffer, p: AttentionParams,
   ): void {
-    const op = "attentionBackward";
-    this.attentionDims(op, p);
-    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
-    const segArgs = this.segs(op, seg, T);
-    const [[Q, K, V, O, L, DO, DQ, DK, DV], dt] = this.chk.floats(op, [
-      ["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H],
-      ["dOut", dOut, T * H * D], ["dq", dq, T * H * D], ["dk", dk, S * Hkv * D], ["dv", dv, S * Hkv * D],
-    ]);
-    if (this.useFlash(p, dt, [Q, K, V, O, DO, DQ, DK, DV])) {
-      this.flashBackward(Q, K, V, segArgs, O, L, DO, DQ, DK, DV, p);
-      this.count(op);
-      return;
-    }
-    // dk and dv are summed with atomics over query rows: zero them first (the contract overwrites).
-    const kvBytes = S * Hkv * D * ELEM_BYTES[dt];
-    if (kvBytes > 0) {
-      this.driver.memsetD8Async(DK.ptr, 0, kvBytes, this.stream);
-      this.driver.memsetD8Async(DV.ptr, 0, kvBytes, this.stream);
-      this.count("cuda.memset", 2);
-    }
-    this.launch("attention.cu", "attention_backward", dt, Math.ceil((T * H) / ATT_WARPS), 32 * ATT_WARPS, [
-      { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, { ptr: DO.ptr },
-      { ptr: DQ.ptr }, { ptr: DK.ptr }, { ptr: DV.ptr }, ...this.attnScalars(p, dt),
-    ]);
-    this.count(op);
-  }
-
-  /**
-   * The flash backward: delta = rowsum(dO * O) into a scratch [T, H] buffer, dq zeroed (summed
-   * with atomics), then one block per (64-key tile, kv head), which writes its dk, dv rows whole.
-   */
-  private flashBackward(
-    Q: CudaBuffer, K: CudaBuffer, V: CudaBuffer, segArgs: KernelArg[], O: CudaBuffer, L: CudaBuffer,
-    DO: CudaBuffer, DQ: CudaBuffer, DK: CudaBuffer, DV: CudaBuffer, p: AttentionParams,
-  ): void {
-    const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
-    if (T * H * D > 0) {
-      this.driver.memsetD8Async(DQ.ptr, 0, T * H * D * 4, this.stream);
-      this.count("cuda.memset");
-    }
-    if (S === 0) return;
-    const delta = this.alloc("f32", T * H);
-    this.launch("flash-attention.cu", "flash_bwd_delta", "f32", Math.ceil((T * H) / 4), 128, [
-      { ptr: O.ptr }, { ptr: DO.ptr }, { ptr: delta.ptr }, { i32: T * H }, { i32: D },
-    ]);
-    const fn = this.fn("flash-attention.cu", `flash_bwd_d${D}`, "f32");
-    const smem = faBwdSmem(D);
-    if (!this.flashSmemSet.has(fn)) {
-      this.driver.setMaxDynamicShared(fn, smem);
-      this.flashSmemSet.add(fn);
-    }
-    this.driver.launch(fn, [Math.ceil(S / FA_TILE), Hkv, 1], [FA_THREADS, 1, 1], smem, this.stream, [
-      { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: L.ptr }, { ptr: delta.ptr }, { ptr: DO.ptr },
-      { ptr: DQ.ptr }, { ptr: DK.ptr }, { ptr: DV.ptr }, ...this.attnScalars(p, "f32"),
-    ]);
-    this.count("cuda.launch");
-    this.count("cuda.flash");
-    this.free(delta);
+    attentionBackward(this, q, k, v, seg, out, lse, dOut, dq, dk, dv, p);
   }
 
   // ---------------------------------------------------------------- optim
