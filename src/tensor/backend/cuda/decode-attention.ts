@@ -1,0 +1,108 @@
+/**
+ * Host side of kernels/decode-attention.cu: paged decode attention over a packed work plan
+ * (src/engine/attention-plan.ts makes and packs it) in which every key is read once per step for
+ * all the rows that see it, and long rows are split over many blocks. One partial kernel over
+ * (item, kv head) units, then one combine per (row, head). Argument checks, launch geometry, the
+ * shared-memory size and the scratch / plan sizes for a capacity live here.
+ * Knows the plan's packed layout (offsets only) and the kernels; nothing of block tables or models.
+ */
+import { invariant } from "../../../util/errors.ts";
+import type { DeviceBuffer } from "../types.ts";
+import { ELEM_BYTES } from "./buffers.ts";
+import type { CudaBackend } from "./index.ts";
+
+/** Threads of the partial kernel (DA_THREADS), its key tile, query pass and slot-list size (.cu). */
+const DA_THREADS = 128;
+const DA_WARPS = 4;
+const DA_KT = 32;
+const DA_QW_MAX = 8;
+const DA_QMAX = DA_WARPS * DA_QW_MAX;
+export const DA_MAX_CHUNK = 512;
+/** Rows a plan may hold (one bit each of an i32 mask). */
+export const DA_MAX_ROWS = 32;
+const DA_MAX_D = 256;
+/** Threads of the combine kernel (loops over the head dim). */
+const COMBINE_THREADS = 128;
+/**
+ * Most blocks of the partial kernel: it is grid-stride over units, so a large item capacity costs
+ * no more than this many (mostly exiting) blocks per launch.
+ */
+const MAX_GRID = 4096;
+
+/** Capacities of a packed plan (engine/attention-plan.ts PlanCapacity, same fields). */
+export interface DecodeAttentionCapacity {
+  items: number;
+  ranges: number;
+  partials: number;
+}
+
+export interface DecodeAttentionParams {
+  /** B: rows of q / out (the batch bucket); the plan was packed for this many rows. */
+  rows: number;
+  /** S: slots in the page arrays k and v ([S, Hkv, D]); slots outside [0, S) are skipped. */
+  keys: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Multiplies q.k before the softmax (usually 1/sqrt(D)). */
+  scale: number;
+  /** What the plan buffer was laid out for (fixed while a graph that uses it is captured). */
+  capacity: DecodeAttentionCapacity;
+}
+
+/** i32 elements of a packed plan for `rows` rows at `cap` (attention-plan.ts planLayout().length). */
+export function decodePlanLength(rows: number, cap: DecodeAttentionCapacity): number {
+  return 2 + 3 * cap.items + 2 * cap.ranges + rows + 1 + cap.partials;
+}
+
+/** Float elements of the scratch: partial accumulators [P, H, D] then (max, sum) [P, H, 2]. */
+export function decodeAttentionScratchLength(cap: DecodeAttentionCapacity, heads: number, headDim: number): number {
+  return Math.max(1, cap.partials * heads * (headDim + 2));
+}
+
+/** Dynamic shared memory of the partial kernel (layout in the .cu file). */
+function smemBytes(D: number, elem: number): number {
+  const DP = D + 4;
+  return (2 * DA_KT * DP + DA_QMAX * DP + DA_WARPS * DA_QW_MAX * DA_KT) * elem + (DA_MAX_CHUNK + 32) * 4;
+}
+
+/**
+ * out [B, H * D] and lse [B, H] of decode rows against paged keys: q [B, H, D] (f32 or f64, like
+ * k, v [S, Hkv, D], out, lse and scratch); plan i32 [decodePlanLength(B, capacity)] as packPlan
+ * wrote it; scratch [decodeAttentionScratchLength(capacity, H, D)]. Queues two kernels and touches
+ * no host memory, so it can be captured in a graph and replayed with new plan contents (within the
+ * capacity). A row without partials (padding) gets zeros and lse -inf.
+ */
+export function decodeAttention(
+  be: CudaBackend,
+  q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer,
+  out: DeviceBuffer, lse: DeviceBuffer, p: DecodeAttentionParams,
+): void {
+  const op = "decodeAttention";
+  const { rows: B, keys: S, heads: H, kvHeads: Hkv, headDim: D, capacity: cap } = p;
+  const chk = be.checks;
+  chk.dims(op, { rows: B, keys: S, heads: H, kvHeads: Hkv, headDim: D, "capacity.items": cap.items, "capacity.ranges": cap.ranges, "capacity.partials": cap.partials });
+  invariant(B >= 1 && B <= DA_MAX_ROWS, () => `${op}: rows = ${B}, expected 1..${DA_MAX_ROWS} (one bit of the plan's row mask each)`);
+  invariant(Hkv >= 1 && H >= Hkv && H % Hkv === 0, () => `${op}: ${H} query heads cannot be grouped over ${Hkv} kv heads (H % Hkv must be 0)`);
+  invariant(D >= 4 && D % 4 === 0 && D <= DA_MAX_D, () => `${op}: head dim ${D} must be a multiple of 4 in [4, ${DA_MAX_D}] (4-wide loads)`);
+  invariant(Number.isFinite(p.scale), () => `${op}: scale ${p.scale} is not finite`);
+  const P = chk.ints(op, "plan", plan, decodePlanLength(B, cap));
+  const [[Q, K, V, O, L, SC], dt] = chk.floats(op, [
+    ["q", q, B * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, B * H * D], ["lse", lse, B * H],
+    ["scratch", scratch, decodeAttentionScratchLength(cap, H, D)],
+  ]);
+  invariant(K.ptr % 16 === 0 && V.ptr % 16 === 0, () => `${op}: k and v must be 16-byte aligned (4-wide loads); got a view at an odd offset`);
+  const elem = ELEM_BYTES[dt];
+  const pml = SC.ptr + cap.partials * H * D * elem;
+  const sizes = [{ i32: B }, { i32: cap.items }, { i32: cap.ranges }, { i32: cap.partials }] as const;
+  const hd = D <= 64 ? 64 : D <= 128 ? 128 : 256;
+  const grid = Math.min(cap.items * Hkv, MAX_GRID);
+  be.launchKernel("decode-attention.cu", `decode_attention_partial_d${hd}`, dt, grid, DA_THREADS, [
+    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, ...sizes,
+    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale },
+  ], smemBytes(D, elem));
+  be.launchKernel("decode-attention.cu", "decode_attention_combine", dt, [B, H, 1], COMBINE_THREADS, [
+    { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D },
+  ]);
+  be.countCall(op);
+}
