@@ -31,6 +31,8 @@ export interface LoadOptions {
   dtype?: "f32" | "f64" | "bf16";
   /** Parameters are autograd leaves (default true, for training). */
   requiresGrad?: boolean;
+  /** "bf16": round activations as transformers' bf16 forward does (Qwen3ModelOptions.activations). */
+  activations?: "bf16";
   /** Called with tensors the checkpoint has that Qwen3 does not use (HF ignores them too). */
   onUnexpected?: (names: string[]) => void;
 }
@@ -121,7 +123,7 @@ export function loadQwen3(dir: string, opts: LoadOptions = {}): Qwen3Model {
     const wanted = new Set(specs.map((s) => s.name));
     const unexpected = ck.names().filter((n) => !wanted.has(n) && !(config.tieWordEmbeddings && n === LM_HEAD));
     if (unexpected.length > 0) opts.onUnexpected?.(unexpected);
-    return new Qwen3Model(config, params);
+    return new Qwen3Model(config, params, { activations: opts.activations });
   } finally {
     ck.close();
   }

@@ -23,7 +23,9 @@ export {
 } from "./weights.ts";
 export type { ParamSpec, ParamInit, InitOptions, LayerParamNames } from "./weights.ts";
 export { Qwen3Model } from "./qwen3.ts";
-export type { RandomModelOptions } from "./qwen3.ts";
+export type { RandomModelOptions, Qwen3ModelOptions } from "./qwen3.ts";
+export { HfBf16Math, plainMath, roundBf16 } from "./forward-math.ts";
+export type { ForwardMath } from "./forward-math.ts";
 export { KVCache, KVCacheFullError } from "./kv-cache.ts";
 export type { KVCacheOptions, KVStore } from "./kv-cache.ts";
 export { loadQwen3, saveQwen3, readQwen3Config } from "./checkpoint.ts";

@@ -6,24 +6,14 @@
  * (checkpoint.ts), tokenizers or scheduling.
  * Mirrors https://github.com/huggingface/transformers/blob/v4.51.0/src/transformers/models/qwen3/modeling_qwen3.py
  */
-import {
-  Tensor,
-  add,
-  cast,
-  attention,
-  embedding,
-  getDefaultBackend,
-  linear,
-  noGrad,
-  rmsnorm,
-  rope,
-  swiglu,
-} from "../tensor/index.ts";
+import { Tensor, cast, getDefaultBackend, noGrad } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { UsageError, invariant } from "../util/errors.ts";
 import { checkLayout } from "../util/layout.ts";
 import type { Layout } from "../util/layout.ts";
 import type { Qwen3Config } from "./config.ts";
+import { HfBf16Math, plainMath } from "./forward-math.ts";
+import type { ForwardMath } from "./forward-math.ts";
 import { KVCache } from "./kv-cache.ts";
 import type { KVStore } from "./kv-cache.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, paramDtype, qwen3ParamSpecs } from "./weights.ts";
@@ -37,6 +27,8 @@ export interface RandomModelOptions {
   std?: number;
   /** See Qwen3ModelOptions.computeDtype. */
   computeDtype?: "bf16";
+  /** See Qwen3ModelOptions.activations. */
+  activations?: "bf16";
 }
 
 export interface Qwen3ModelOptions {
@@ -48,6 +40,16 @@ export interface Qwen3ModelOptions {
    * also leaves embedding in fp32).
    */
   computeDtype?: "bf16";
+  /**
+   * "bf16": compute as transformers' Qwen3 does in bf16 (a model loaded with dtype=bfloat16,
+   * eager attention): activations stay f32 tensors (KV cache, engine and autograd unchanged) but
+   * hold bf16 values, rounded at every point where PyTorch stores a bf16 result (each GEMM output,
+   * both steps of each RMSNorm, RoPE's products and sum, the attention scores and probabilities,
+   * SiLU, the residual adds, the logits). GEMMs read bf16 matrices (f32 masters are cast at use)
+   * and accumulate in fp32; attention is materialized (forward-math.ts HfBf16Math says what that
+   * costs). For parity with a bf16 reference, not for speed. Needs f32 or bf16 parameters.
+   */
+  activations?: "bf16";
 }
 
 export class Qwen3Model {
@@ -65,6 +67,8 @@ export class Qwen3Model {
   readonly weightDtype: "f32" | "f64" | "bf16";
   /** Dtype the GEMMs read: "bf16" in mixed precision (bf16 matrices or computeDtype bf16). */
   readonly gemmDtype: "f32" | "f64" | "bf16";
+  /** "bf16": activations rounded as transformers' bf16 forward does (Qwen3ModelOptions.activations); null: not rounded. */
+  readonly activations: "bf16" | null;
 
   /**
    * Wraps an existing parameter map. The map must hold exactly the spec's names and shapes, all
@@ -104,7 +108,15 @@ export class Qwen3Model {
         });
       }
     }
-    this.gemmDtype = mode === "bf16" || opts.computeDtype === "bf16" ? "bf16" : mode;
+    if (opts.activations !== undefined) {
+      if (opts.activations !== "bf16" || mode === "f64") {
+        throw new UsageError(`activations ${opts.activations} needs f32 or bf16 parameters, the model's are ${mode}`, {
+          code: "bad_activations", param: "activations", hint: "use activations \"bf16\" with an f32 or bf16 model",
+        });
+      }
+    }
+    this.activations = opts.activations ?? null;
+    this.gemmDtype = mode === "bf16" || opts.computeDtype === "bf16" || this.activations === "bf16" ? "bf16" : mode;
   }
 
   /** A freshly initialized model (deterministic per seed; see weights.ts). */
@@ -115,7 +127,7 @@ export class Qwen3Model {
       dtype: opts.dtype ?? "f32",
       std: opts.std,
     });
-    return new Qwen3Model(config, params, { computeDtype: opts.computeDtype });
+    return new Qwen3Model(config, params, { computeDtype: opts.computeDtype, activations: opts.activations });
   }
 
   /** Every trainable tensor, in HF order (the optimizer's parameter list). */
@@ -155,9 +167,6 @@ export class Qwen3Model {
 
   private forwardImpl(ids: Int32Array | readonly number[], layout: Layout, kv: KVStore | undefined): Tensor {
     const c = this.config;
-    // Mixed precision: an activation read by several GEMMs is cast to bf16 once (linear would
-    // otherwise cast it per call); norms, RoPE, attention and the residual stay in f32.
-    const gemmIn = (x: Tensor): Tensor => (this.gemmDtype === "bf16" ? cast(x, "bf16") : x);
     // A matrix as the GEMMs read it: bf16 masters as they are, f32 masters cast to bf16 when
     // computing in bf16 (each cast is a graph node, so the f32 master receives the gradient).
     const mat = (name: string): Tensor => {
@@ -168,42 +177,44 @@ export class Qwen3Model {
     const H = c.numAttentionHeads;
     const Hkv = c.numKeyValueHeads;
     const D = c.headDim;
-    const eps = c.rmsNormEps;
     const past = kv ? kv.length : 0;
     this.checkInputs(ids, layout, kv);
     if (kv) kv.ensureRoom(T);
 
     const idsT = Tensor.fromArray(Int32Array.from(ids), [T], { dtype: "i32", backend: this.backend });
     const pos = Tensor.fromArray(layout.positions, [T], { dtype: "i32", backend: this.backend });
+    // Where this forward rounds (forward-math.ts): nowhere but the GEMM inputs in mixed precision
+    // (an activation read by several GEMMs is cast to bf16 once by gemmIn; norms, RoPE, attention
+    // and the residual stay in f32), or everywhere transformers' bf16 forward does.
+    const math: ForwardMath =
+      this.activations === "bf16" ? new HfBf16Math(c, layout, this.backend) : plainMath(c, layout, pos, this.gemmDtype === "bf16");
     const embed = this.param(EMBED);
-    let h = embedding(embed, idsT); // [T, C]
+    let h = math.embed(embed, idsT); // [T, C]
 
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const n = layerParamNames(l);
       const bias = (name: string) => (c.attentionBias ? this.param(name) : null);
-      const a = gemmIn(rmsnorm(h, this.param(n.inputNorm), eps)); // [T, C]
+      const a = math.gemmIn(math.norm(h, this.param(n.inputNorm))); // [T, C]
       // q/k RMSNorm runs per head over D, before RoPE (Qwen3's difference from Qwen2).
-      let q = linear(a, mat(n.q), bias(n.qBias)).reshape([T, H, D]);
-      q = rope(rmsnorm(q, this.param(n.qNorm), eps), pos, c.ropeTheta); // [T, H, D]
-      let k = linear(a, mat(n.k), bias(n.kBias)).reshape([T, Hkv, D]);
-      k = rope(rmsnorm(k, this.param(n.kNorm), eps), pos, c.ropeTheta); // [T, Hkv, D]
-      let v = linear(a, mat(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
+      let q = math.linear(a, mat(n.q), bias(n.qBias)).reshape([T, H, D]);
+      q = math.rope(math.norm(q, this.param(n.qNorm))); // [T, H, D]
+      let k = math.linear(a, mat(n.k), bias(n.kBias)).reshape([T, Hkv, D]);
+      k = math.rope(math.norm(k, this.param(n.kNorm))); // [T, Hkv, D]
+      let v = math.linear(a, mat(n.v), bias(n.vBias)).reshape([T, Hkv, D]); // [T, Hkv, D]
       if (kv) ({ k, v } = kv.append(l, k, v)); // now [past + T, Hkv, D]
-      // HF: scaling = head_dim ** -0.5; query head h reads kv head floor(h / (H / Hkv)) (repeat_kv).
-      // A bf16-compute model accepts bf16 inner products in attention too (tensor cores on CUDA).
-      const att = attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: this.gemmDtype === "bf16" }).reshape([T, H * D]);
-      h = add(h, linear(att, mat(n.o), bias(n.oBias))); // [T, C]
-      const m = gemmIn(rmsnorm(h, this.param(n.postNorm), eps));
-      const mlp = swiglu(linear(m, mat(n.gate)), linear(m, mat(n.up))); // [T, I]
-      h = add(h, linear(mlp, mat(n.down))); // [T, C]
+      const att = math.attention(q, k, v).reshape([T, H * D]);
+      h = math.residual(h, math.linear(att, mat(n.o), bias(n.oBias))); // [T, C]
+      const m = math.gemmIn(math.norm(h, this.param(n.postNorm)));
+      const mlp = math.mlp(math.linear(m, mat(n.gate), null), math.linear(m, mat(n.up), null)); // [T, I]
+      h = math.residual(h, math.linear(mlp, mat(n.down), null)); // [T, C]
     }
     if (kv) kv.advance(T);
     invariant(!kv || kv.length === past + T, "KVCache length out of step with the forward");
-    const hf = rmsnorm(h, this.param(FINAL_NORM), eps);
+    const hf = math.norm(h, this.param(FINAL_NORM));
     // The embedding gather above read the f32 master (autocast leaves embedding in fp32); the
     // tied head reads the bf16 copy, so the table's gradient sums an f32 and a cast-back part.
     const head = c.tieWordEmbeddings ? (this.gemmDtype === "bf16" ? cast(embed, "bf16") : embed) : mat(LM_HEAD);
-    return linear(hf, head); // [T, V]
+    return math.linear(hf, head, null); // [T, V]
   }
 
   /**
