@@ -6,13 +6,18 @@
  * interface, so the scheduler is testable without a model.
  * Decode-only plans (one new token per item, up to 16 items) go to the GraphDecoder when one is
  * on (by default on CUDA: one replayed CUDA graph per step); everything else (prefill, chunks,
- * wider batches) takes the generic paged forward.
+ * wider batches) takes the generic paged forward. Where the backend samples on the device (CUDA),
+ * the logits never leave it: the DeviceSampler reads each item's row there and returns only ids
+ * and log-probs (the same choices as the host sampler, from the same Rng draws).
  */
 import { PagedKVStorage, pagedForward } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
+import { invariant } from "../util/errors.ts";
 import { GraphDecoder } from "./graph-decode.ts";
 import type { GraphDecoderOptions } from "./graph-decode.ts";
+import { deviceSamplerFor } from "./sampling/device-sampler.ts";
+import type { DeviceSampler } from "./sampling/device-sampler.ts";
 import { sampleToken } from "./sampling/sampler.ts";
 import type { StepPlan, StepResult } from "./types.ts";
 
@@ -33,6 +38,8 @@ export class ModelRunner implements StepRunner {
   readonly storage: PagedKVStorage;
   /** The decode-only fast path, or null when off. */
   readonly decoder: GraphDecoder | null;
+  /** On-device sampling, or null (host sampling from a read-back row). */
+  readonly sampler: DeviceSampler | null;
   /** Forward calls and tokens computed (for statistics and benchmarks). */
   steps = 0;
   tokens = 0;
@@ -40,12 +47,22 @@ export class ModelRunner implements StepRunner {
   /**
    * `graphDecode`: the decode-only fast path (default: on when the backend is CUDA; options pick
    * the buckets, or `graphs: false` to run its body eagerly, as the CPU tests do).
+   * `deviceSampling`: sample on the device where the backend can (default true).
    */
-  constructor(model: Qwen3Model, numBlocks: number, blockSize: number, opts: { graphDecode?: boolean | GraphDecoderOptions } = {}) {
+  constructor(
+    model: Qwen3Model, numBlocks: number, blockSize: number,
+    opts: { graphDecode?: boolean | GraphDecoderOptions; deviceSampling?: boolean } = {},
+  ) {
     this.model = model;
     this.storage = new PagedKVStorage(model, numBlocks, blockSize);
-    const g = opts.graphDecode ?? model.backend.name === "cuda";
+    // The graph path computes as the plain and mixed-precision forwards do; a model that rounds
+    // its activations (activations "bf16") or casts f32 masters per GEMM (computeDtype) keeps the
+    // generic forward, which honours those modes.
+    const plain = model.activations === null && model.gemmDtype === model.weightDtype;
+    const g = opts.graphDecode ?? (model.backend.name === "cuda" && plain);
+    invariant(g === false || plain, "ModelRunner: the graph decode path does not implement activations \"bf16\" or computeDtype");
     this.decoder = g === false ? null : new GraphDecoder(model, this.storage, g === true ? {} : g);
+    this.sampler = opts.deviceSampling === false ? null : deviceSamplerFor(model.backend);
   }
 
   run(plan: StepPlan): StepResult {
@@ -59,8 +76,6 @@ export class ModelRunner implements StepRunner {
       return sampleItems(plan, (i) => rows.subarray(i * V, (i + 1) * V));
     }
     const logits = noGrad(() => pagedForward(this.model, this.storage, plan.items));
-    const host = logits.toArray();
-    logits.dispose();
     // Row of each item's last new token.
     const lastRow: number[] = [];
     let row = 0;
@@ -70,6 +85,13 @@ export class ModelRunner implements StepRunner {
     }
     this.steps++;
     this.tokens += row;
+    if (this.sampler && logits.offset === 0 && logits.isContiguous()) {
+      const sampled = this.sampler.sample(logits.buffer, V, lastRow, plan.items.map((it) => it.sample));
+      logits.dispose();
+      return { sampled };
+    }
+    const host = logits.toArray();
+    logits.dispose();
     return sampleItems(plan, (i) => host.subarray(lastRow[i]! * V, (lastRow[i]! + 1) * V));
   }
 

@@ -21,7 +21,7 @@ export const KERNEL_FILES = [
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 /** Headers the sources include by name (passed to NVRTC as in-memory headers, to nvcc by -I). */
-const HEADER_FILES = ["common.cuh"] as const;
+const HEADER_FILES = ["common.cuh", "sample-slow.cuh"] as const;
 
 export type KernelDType = "f32" | "f64";
 const C_TYPE: Record<KernelDType, string> = { f32: "float", f64: "double" };
