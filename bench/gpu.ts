@@ -18,6 +18,14 @@
  *
  *   gemm_graph       with --gemm-graph, the step's GEMMs alone as one graph (device time), the
  *                    backend's decode GEMV against cuBLAS at 1, 4, 8 and 16 rows
+ *   fused_gemv       with --gemm-graph, the fused decode GEMV (cuda/decode.ts) as the fused step
+ *                    launches it, per launch group (GB/s of its weights) and over the step, at 1,
+ *                    4, 8, 16 rows and, at 1 row, over its launch shapes (unroll, warps per block);
+ *                    fused_step_parts: the step's norms, q/k norm + RoPE and attention alone
+ *   decode_graph     is the fused graph step (kernels per step, replayed device ms per step and its
+ *                    fraction of the roofline); decode_graph_unfused the graph body without them,
+ *                    decode_graph_l2_prefetch the fused step with each GEMV prefetching the next
+ *                    one's weights into L2
  * --no-collect turns off the backend's collection of dropped buffers (for comparison).
  *
  *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf] [--npr 8x512] [--gc-steps 64] [--gemm-graph] [--no-collect]]
@@ -26,7 +34,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { PagedKVStorage, loadQwen3, pagedForward, qwen3ParamSpecs } from "../src/model/index.ts";
+import { FINAL_NORM, PagedKVStorage, layerParamNames, loadQwen3, pagedForward, qwen3ParamSpecs } from "../src/model/index.ts";
 import { Engine, ModelRunner, engineVocab, forcedMaxPlans, parseForceStructure } from "../src/engine/index.ts";
 import { GraphDecoder } from "../src/engine/graph-decode.ts";
 import type { PlanItem } from "../src/engine/index.ts";
@@ -35,6 +43,7 @@ import { byteTokenizer } from "../src/tokenizer/index.ts";
 import { causalLayout } from "../src/util/layout.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { Cublas, type GemmType } from "../src/tensor/backend/cuda/ffi/cublas.ts";
+import { DEFAULT_PREFETCH_MB } from "../src/tensor/backend/cuda/decode.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values } = parseArgs({
@@ -206,10 +215,16 @@ if (values.decode) {
     }
     return { blocks, starts, ends };
   };
-  const graphDecode = (n: number, warm: number): { tokens: number[]; s: number; launches: number; dec: GraphDecoder } => {
+  /**
+   * Greedy decode of n tokens through a GraphDecoder (`fused`: its fused decode ops, or the
+   * unfused graph body), timed after `warm` untimed steps; kernels per step are the launches the
+   * first step queued (its eager run and its capture: two bodies); replay_ms is one replayed step
+   * with fixed inputs (device time).
+   */
+  const graphDecode = (n: number, warm: number, fused: boolean) => {
     const bs = 16;
     const storage = new PagedKVStorage(model, Math.ceil((P + n + warm + 1) / bs) + 1, bs);
-    const dec = new GraphDecoder(model, storage);
+    const dec = new GraphDecoder(model, storage, { fused });
     const pos0 = Array.from({ length: P }, (_, i) => i);
     const pre = noGrad(() => pagedForward(model, storage, [{ ids: prompt, positions: pos0, writeSlots: pos0, visible: table(0, bs) }]));
     let next = argmax(pre.toArray().subarray((P - 1) * c.vocabSize));
@@ -217,6 +232,7 @@ if (values.decode) {
     const tokens = [next];
     let start = 0;
     let l0 = 0;
+    let kernels = 0;
     for (let i = 1; i < n + warm; i++) {
       if (i === warm) {
         start = performance.now();
@@ -224,19 +240,37 @@ if (values.decode) {
       }
       const p = P + i - 1;
       const item: PlanItem = { seqId: 0, ids: [next], positions: [p], writeSlots: Int32Array.of(p), visible: table(p, bs), sample: null };
+      const k0 = be.counters()["cuda.launch"] ?? 0;
       next = argmax(dec.run([item]));
+      if (i === 1) kernels = ((be.counters()["cuda.launch"] ?? 0) - k0) / 2;
       tokens.push(next);
     }
     const sec = (performance.now() - start) / 1000;
+    const launches = ((be.counters()["cuda.launch"] ?? 0) - l0) / n;
     // Replay alone (the last bucket's graph, inputs unchanged): device time of one step.
+    dec.replayOnly(1);
+    be.synchronize();
     const t0r = performance.now();
     for (let i = 0; i < 20; i++) dec.replayOnly(1);
     be.synchronize();
-    out({ bench: "decode_graph_replay_only", ms_per_step: (performance.now() - t0r) / 20 });
-    const launches = ((be.counters()["cuda.launch"] ?? 0) - l0) / (n + warm - warm);
+    const replayMs = (performance.now() - t0r) / 20;
+    const info = { fused: dec.fused, captures: dec.captures, replays: dec.replays };
     dec.dispose();
     storage.dispose();
-    return { tokens, s: sec, launches, dec };
+    return { tokens, s: sec, launches, kernels, replayMs, info };
+  };
+  /** Device ms of one replay of a graph of `body` (run once eagerly first: kernel loads). */
+  const graphMs = (body: () => void, reps = 20): number => {
+    body();
+    const gg = be.captureGraph(body);
+    gg.replay();
+    be.synchronize();
+    const t0g = performance.now();
+    for (let i = 0; i < reps; i++) gg.replay();
+    be.synchronize();
+    const ms = (performance.now() - t0g) / reps;
+    gg.destroy();
+    return ms;
   };
   if (values["gemm-graph"]) {
     // Device time of the step's GEMMs alone (same shapes, bf16 weights, f32 out), as one graph.
@@ -248,41 +282,139 @@ if (values.decode) {
       for (const k of ["q_proj", "k_proj", "v_proj", "o_proj"]) gemms.push([`model.layers.${l}.self_attn.${k}.weight`, 0, 0]);
       for (const k of ["gate_proj", "up_proj", "down_proj"]) gemms.push([`model.layers.${l}.mlp.${k}.weight`, 0, 0]);
     }
-    gemms.push([c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", 0, 0]);
-    // The backend's decode GEMV (gemvMaxRows 16) against cuBLAS (0), at 1 and more rows.
+    const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    gemms.push([head, 0, 0]);
+    // The backend's matmul GEMV (gemvMaxRows 16) against cuBLAS (0), at 1 and more rows.
     for (const [kernel, maxRows, m] of [["gemv", 16, 1], ["cublas", 0, 1], ["gemv", 16, 4], ["cublas", 0, 4], ["gemv", 16, 8], ["cublas", 0, 8], ["gemv", 16, 16], ["cublas", 0, 16]] as const) {
       const keep = be.gemvMaxRows;
       be.gemvMaxRows = maxRows;
-      const body = () => {
+      const ms = graphMs(() => {
         for (const [name] of gemms) {
           const w = model.param(name);
           const [n, k] = w.shape as [number, number];
           be.matmul(x16, w.buffer, y, { batch: 1, m, n, k, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0 });
         }
-      };
-      body();
-      const gg = be.captureGraph(body);
-      gg.replay();
-      be.synchronize();
-      const t0g = performance.now();
-      for (let i = 0; i < 20; i++) gg.replay();
-      be.synchronize();
-      const ms = (performance.now() - t0g) / 20;
+      });
       out({ bench: "gemm_graph", kernel, rows: m, gemms: gemms.length, ms_per_step: ms, weight_gb_s: weightBytes / ms / 1e6 });
-      gg.destroy();
       be.gemvMaxRows = keep;
     }
+    // The fused decode GEMV (cuda/decode.ts) as the fused step launches it: q/k/v in one launch,
+    // o_proj and down_proj adding into an f32 residual, gate/up with the SwiGLU epilogue, lm_head.
+    // Per group, a graph of its 36 launches over the 36 layers' (distinct, so uncached) matrices.
+    const w = (name: string) => model.param(name).buffer;
+    const C = c.hiddenSize;
+    const I = c.intermediateSize;
+    const HD = c.numAttentionHeads * c.headDim;
+    const KV = c.numKeyValueHeads * c.headDim;
+    const h32 = be.alloc("f32", 16 * C); // the residual the add epilogues write
+    be.fill(h32, 0.01);
+    const a32 = be.alloc("f32", 16 * HD); // o_proj's f32 input (the attention output)
+    be.fill(a32, 0.01);
+    const mlp16 = be.alloc("bf16", 16 * I);
+    const L = c.numHiddenLayers;
+    const at = (l: number, k: string) => `model.layers.${l}.${k}.weight`;
+    // The norms are fused into q/k/v, gate/up and lm_head (a separate kernel into x16 beyond 4 rows).
+    const norm = { w: w(FINAL_NORM), eps: 1e-6, scratch: x16 };
+    const groups: Array<{ name: string; bytes: number; launch: (l: number, rows: number) => void }> = [
+      { name: "norm_qkv", bytes: 2 * (HD + 2 * KV) * C, launch: (l, rows) => be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y, n: HD }, { w: w(at(l, "self_attn.k_proj")), y, n: KV }, { w: w(at(l, "self_attn.v_proj")), y, n: KV }], { rows, k: C, epilogue: "store", norm }) },
+      { name: "o_add", bytes: 2 * C * HD, launch: (l, rows) => be.decodeGemv(a32, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows, k: HD, epilogue: "add" }) },
+      { name: "norm_gate_up_swiglu", bytes: 2 * 2 * I * C, launch: (l, rows) => be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows, k: C, epilogue: "swiglu", norm }) },
+      { name: "down_add", bytes: 2 * C * I, launch: (l, rows) => be.decodeGemv(x16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows, k: I, epilogue: "add" }) },
+    ];
+    const headBytes = 2 * c.vocabSize * C;
+    // [ring stages, warps per block, x not staged in shared memory]; 0 = the automatic choice.
+    const tunings: Array<[number, number, number]> = [[0, 0, 0], [0, 0, 1], [8, 0, 0], [4, 4, 0], [4, 16, 0]];
+    for (const rows of [1, 4, 8, 16]) {
+      for (const [unroll, warps, noStage] of rows === 1 ? tunings : tunings.slice(0, 2)) {
+        be.decodeTuning = { unroll, warps, noStage };
+        const per: Record<string, { ms: number; gb_s: number }> = {};
+        let total = 0;
+        for (const gr of groups) {
+          const ms = graphMs(() => {
+            for (let l = 0; l < L; l++) gr.launch(l, rows);
+          });
+          per[gr.name] = { ms: ms / L, gb_s: gr.bytes / (ms / L) / 1e6 };
+          total += ms;
+        }
+        const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
+        per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
+        total += hms;
+        out({ bench: "fused_gemv", rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
+      }
+    }
+    be.decodeTuning = { unroll: 0, warps: 0 };
+    // The other kernels of a fused batch-1 step, each kind alone as a graph: the norms (2 per layer
+    // + final), q/k norm + RoPE + KV write, and attention over P + steps keys (the step's own call).
+    {
+      const H = c.numAttentionHeads;
+      const Hkv = c.numKeyValueHeads;
+      const D = c.headDim;
+      const len = P + steps;
+      const q = be.alloc("f32", H * D);
+      be.fill(q, 0.01);
+      const kv = be.alloc("f32", 2 * Hkv * D);
+      be.fill(kv, 0.01);
+      const pages = [be.alloc("f32", len * Hkv * D), be.alloc("f32", len * Hkv * D)];
+      for (const pg of pages) be.fill(pg, 0.01);
+      const iblk = be.alloc("i32", 5);
+      be.write(iblk, Int32Array.of(len - 1, len - 1, 0, 1, 0));
+      const ints = (o: number) => be.view(iblk, o, 1);
+      // One row seeing keys [0, len - 1): offsets [0, 1], start 0, end len - 1.
+      const seg = { offsets: be.view(iblk, 2, 2), starts: ints(4), ends: ints(0) };
+      const att = be.alloc("f32", H * D);
+      const lse = be.alloc("f32", H);
+      const norm = w(FINAL_NORM);
+      const qn = w(layerParamNames(0).qNorm);
+      const kn = w(layerParamNames(0).kNorm);
+      const normMs = graphMs(() => {
+        for (let l = 0; l < 2 * L + 1; l++) be.decodeRmsnorm(h32, norm, x16, { rows: 1, dim: C, eps: 1e-6 });
+      });
+      const ropeMs = graphMs(() => {
+        for (let l = 0; l < L; l++) {
+          be.decodeQkNormRope(q, kv, be.view(kv, Hkv * D, Hkv * D), qn, kn, ints(0), ints(1), pages[0]!, pages[1]!, {
+            rows: 1, heads: H, kvHeads: Hkv, headDim: D, eps: 1e-6, theta: c.ropeTheta,
+          });
+        }
+      });
+      const attMs = graphMs(() => {
+        for (let l = 0; l < L; l++) be.attention(q, pages[0]!, pages[1]!, seg, att, lse, { tokens: 1, keys: len, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D) });
+      });
+      out({ bench: "fused_step_parts", rows: 1, keys: len, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, attention: L } });
+      for (const b of [q, kv, ...pages, iblk, att, lse]) be.free(b);
+    }
+    for (const b of [h32, a32, mlp16]) be.free(b);
   }
   const WARM = 3;
-  const g = graphDecode(steps, WARM); // steps timed after WARM untimed ones (eager first step + capture)
-  const gTokPerS = steps / g.s;
-  let agree = 0;
-  while (agree < r.tokens.length && r.tokens[agree] === g.tokens[agree]) agree++;
+  const agreeing = (t: number[]) => {
+    let agree = 0;
+    while (agree < r.tokens.length && r.tokens[agree] === t[agree]) agree++;
+    return agree;
+  };
+  const gu = graphDecode(steps, WARM, false); // the unfused graph body (the previous fast path)
+  // The fused step with each GEMV prefetching 20 MB of the next one's weights into L2 (off by default).
+  be.decodeTuning = { unroll: 0, warps: 0, prefetchMB: 20 };
+  const gp = graphDecode(steps, WARM, true);
+  be.decodeTuning = { unroll: 0, warps: 0 };
   out({
-    bench: "decode_graph", steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
+    bench: "decode_graph_l2_prefetch", prefetch_mb: 20, steps, tokens_per_s: steps / gp.s, replay_ms_per_step: gp.replayMs,
+    replay_fraction_of_roofline: 1000 / gp.replayMs / rooflineTokPerS, tokens_agreeing_with_generic: agreeing(gp.tokens), of: r.tokens.length,
+  });
+  const g = graphDecode(steps, WARM, true); // steps timed after WARM untimed ones (eager first step + capture)
+  const gTokPerS = steps / g.s;
+  out({
+    bench: "decode_graph_unfused", steps, s: gu.s, ms_per_token: (1000 * gu.s) / steps, tokens_per_s: steps / gu.s, replay_ms_per_step: gu.replayMs,
+    fraction_of_roofline: steps / gu.s / rooflineTokPerS, kernels_per_step: gu.kernels, tokens_agreeing_with_generic: agreeing(gu.tokens), of: r.tokens.length,
+  });
+  out({
+    bench: "decode_graph", fused: g.info.fused, prefetch_mb: DEFAULT_PREFETCH_MB, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
     roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: gTokPerS / rooflineTokPerS, speedup_over_generic: gTokPerS / tokPerS,
-    host_launches_per_token: g.launches, graph_captures: g.dec.captures, graph_replays: g.dec.replays,
-    tokens_agreeing_with_generic: agree, of: r.tokens.length, first_tokens: g.tokens.slice(0, 16),
+    replay_ms_per_step: g.replayMs, replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS, kernels_per_step: g.kernels,
+    host_launches_per_token: g.launches, graph_captures: g.info.captures, graph_replays: g.info.replays,
+    tokens_agreeing_with_generic: agreeing(g.tokens), tokens_agreeing_with_unfused: (() => {
+      let a = 0;
+      while (a < gu.tokens.length && gu.tokens[a] === g.tokens[a]) a++;
+      return a;
+    })(), of: r.tokens.length, first_tokens: g.tokens.slice(0, 16),
   });
   if (values.hf) {
     // ---- (b) transformers generate, same checkpoint, prompt and lengths, in this run

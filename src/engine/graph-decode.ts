@@ -6,18 +6,30 @@
  * Attention reads the paged KV directly: each row's visible keys are CSR ranges of global slot
  * ids (decode-plan.ts) handed to the segment attention kernel over the whole page array, so
  * nothing is gathered; the new k/v rows are scattered into their slots by a device-side slot list.
+ * Where the backend has the paged decode attention op (CUDA decode-attention.ts), attention runs
+ * that instead over a per-step work plan (attention-plan.ts): the keys that several rows see
+ * (sibling branches' shared prefix) are read once for all of them, and long rows are split over
+ * many blocks. The plan is written beside the inputs each step; its capacity is fixed per
+ * captured graph and grows (with a recapture) when a step needs more.
  *
  * The math is Qwen3Model.forwardImpl's, call for call (mixed precision included: bf16 GEMM inputs,
  * fp32 accumulation into f32, norms/RoPE/attention/residual in the activation dtype), so its
  * logits equal the generic path's up to summation order. On a backend without graphs (the CPU,
  * in tests) the same body runs eagerly, which is how CI checks it against pagedForward.
+ * A mixed-precision model (bf16 weights, f32 activations) on a backend with the fused decode ops
+ * (CUDA: decode.ts) runs fusedBody instead: 6 kernels per layer (input norm + q/k/v in one GEMV,
+ * q/k norm + RoPE + KV write, attention, o_proj adding into the residual, post norm + gate/up
+ * with SwiGLU into bf16, down_proj adding into the residual; beyond a few rows each norm is a
+ * kernel of its own), same math up to summation order.
  * Knows the model's parameters and the paged storage; nothing of requests, sampling or scheduling.
  */
 import { EMBED, FINAL_NORM, LM_HEAD, layerParamNames } from "../model/index.ts";
 import type { PagedKVStorage, Qwen3Model } from "../model/index.ts";
 import type { Backend, DeviceBuffer, DType, HostArray } from "../tensor/index.ts";
 import { invariant } from "../util/errors.ts";
-import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rangesNeeded } from "./decode-plan.ts";
+import { capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "./attention-plan.ts";
+import type { PlanCapacity } from "./attention-plan.ts";
+import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rangesNeeded, rowRanges } from "./decode-plan.ts";
 import type { InputLayout } from "./decode-plan.ts";
 import type { PlanItem } from "./types.ts";
 
@@ -26,6 +38,51 @@ interface GraphBackend extends Backend {
   captureGraph(body: () => void): { replay: () => void; destroy: () => void };
   scatterRows(src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: { rows: number; rowSize: number }): void;
   view(buf: DeviceBuffer, offset: number, length: number, dtype?: DType): DeviceBuffer;
+}
+
+/** One matrix of a fused GEMV (CUDA decode.ts GemvTarget, duck-typed). */
+interface GemvTarget {
+  w: DeviceBuffer;
+  y: DeviceBuffer;
+  n: number;
+  bias?: DeviceBuffer | null;
+}
+
+/** The fused decode ops (CUDA decode.ts), duck-typed like captureGraph. */
+interface FusedDecodeBackend {
+  decodeRmsnorm(x: DeviceBuffer, w: DeviceBuffer, out16: DeviceBuffer, p: { rows: number; dim: number; eps: number }): void;
+  decodeGemv(
+    x: DeviceBuffer, mats: readonly GemvTarget[],
+    p: {
+      rows: number; k: number; epilogue: "store" | "add" | "swiglu";
+      norm?: { w: DeviceBuffer; eps: number; scratch?: DeviceBuffer }; prefetch?: readonly DeviceBuffer[];
+    },
+  ): void;
+  decodeQkNormRope(
+    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer, positions: DeviceBuffer, slots: DeviceBuffer,
+    keys: DeviceBuffer, values: DeviceBuffer, p: { rows: number; heads: number; kvHeads: number; headDim: number; eps: number; theta: number },
+  ): void;
+}
+
+function fusedBackend(be: Backend): FusedDecodeBackend | null {
+  const f = be as Partial<FusedDecodeBackend>;
+  return typeof f.decodeRmsnorm === "function" && typeof f.decodeGemv === "function" && typeof f.decodeQkNormRope === "function"
+    ? (be as unknown as FusedDecodeBackend)
+    : null;
+}
+
+/** The paged decode attention op (CUDA decode-attention.ts), duck-typed like captureGraph. */
+interface DecodeAttentionBackend {
+  decodeAttention(
+    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer, out: DeviceBuffer, lse: DeviceBuffer,
+    p: { rows: number; keys: number; heads: number; kvHeads: number; headDim: number; scale: number; capacity: PlanCapacity },
+  ): void;
+  decodeAttentionScratchLength(cap: PlanCapacity, heads: number, headDim: number): number;
+}
+
+function decodeAttentionBackend(be: Backend): DecodeAttentionBackend | null {
+  const d = be as Partial<DecodeAttentionBackend>;
+  return typeof d.decodeAttention === "function" && typeof d.decodeAttentionScratchLength === "function" ? (be as unknown as DecodeAttentionBackend) : null;
 }
 
 function graphBackend(be: Backend): GraphBackend | null {
@@ -55,12 +112,18 @@ interface Bucket {
   graph: { replay: () => void; destroy: () => void } | null;
   /** Write slots of the current step, on the host (the CPU's scatter reads them). */
   slotsHost: Int32Array;
+  /** The decode attention plan (device, host copy), its capacity and the op's scratch; null without the op. */
+  attn: { plan: DeviceBuffer; host: Int32Array; cap: PlanCapacity; scratch: DeviceBuffer } | null;
 }
 
 export interface GraphDecoderOptions {
   /** Capture and replay CUDA graphs (default: when the backend can); false runs the body eagerly. */
   graphs?: boolean;
   buckets?: readonly number[];
+  /** Use the backend's paged decode attention op where it has one (default true). */
+  decodeAttention?: boolean;
+  /** Use the backend's fused decode ops where it has them and the model is mixed precision (default true). */
+  fused?: boolean;
 }
 
 export class GraphDecoder {
@@ -74,6 +137,10 @@ export class GraphDecoder {
   private readonly be: Backend;
   private readonly gb: GraphBackend | null;
   private readonly useGraphs: boolean;
+  /** The paged decode attention op, when the backend has it (else segment attention over the pages). */
+  private readonly da: DecodeAttentionBackend | null;
+  /** The fused ops, when this decoder uses them (bf16 weights, f32 activations, a backend with them). */
+  private readonly fx: FusedDecodeBackend | null;
   private readonly byBatch = new Map<number, Bucket>();
 
   constructor(model: Qwen3Model, storage: PagedKVStorage, opts: GraphDecoderOptions = {}) {
@@ -84,6 +151,20 @@ export class GraphDecoder {
     this.gb = graphBackend(this.be);
     this.useGraphs = (opts.graphs ?? true) && this.gb !== null;
     this.buckets = opts.buckets ?? DECODE_BUCKETS;
+    this.da = (opts.decodeAttention ?? true) ? decodeAttentionBackend(this.be) : null;
+    const fx = fusedBackend(this.be);
+    this.fx = (opts.fused ?? true) && fx && model.weightDtype === "bf16" && model.dtype === "f32" && this.aligned() ? fx : null;
+  }
+
+  /** Whether this decoder runs the fused body (see the file header). */
+  get fused(): boolean {
+    return this.fx !== null;
+  }
+
+  /** The fused GEMV reads 16-byte chunks: every GEMM width a multiple of 8 (true of Qwen3 shapes). */
+  private aligned(): boolean {
+    const c = this.model.config;
+    return [c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim].every((k) => k % 8 === 0);
   }
 
   /** Whether this decoder takes a plan of these items (decode-only, within the largest bucket). */
@@ -96,6 +177,19 @@ export class GraphDecoder {
    * slots (copies of the plan must have been applied before).
    */
   run(items: readonly PlanItem[]): HostArray {
+    const bucket = this.execute(items);
+    return this.be.read(bucket.logits, 0, items.length * this.model.config.vocabSize);
+  }
+
+  /**
+   * The same step, leaving the logits on the device: the returned buffer holds [bucket, V] rows
+   * (row i = item i; later rows are padding) until the next step of that bucket (device sampling).
+   */
+  runOnDevice(items: readonly PlanItem[]): DeviceBuffer {
+    return this.execute(items).logits;
+  }
+
+  private execute(items: readonly PlanItem[]): Bucket {
     invariant(this.accepts(items), "GraphDecoder.run: not a decode-only plan within the buckets");
     const B = bucketFor(items.length, this.buckets)!;
     const bs = this.storage.blockSize;
@@ -115,6 +209,7 @@ export class GraphDecoder {
     packInputs(items, bs, b.lay, b.host);
     b.slotsHost.set(b.host.subarray(b.lay.writeSlots, b.lay.writeSlots + B));
     this.writeInputs(b);
+    if (this.da) this.writePlan(b, items);
     const bucket = b;
     if (bucket.graph) {
       bucket.graph.replay();
@@ -122,14 +217,42 @@ export class GraphDecoder {
     } else {
       // The first step of a bucket runs eagerly (it loads kernels and warms cuBLAS, neither of which
       // a capture may do), then the same calls are captured for every later step.
-      this.body(bucket);
+      this.step(bucket);
       if (this.useGraphs) {
-        bucket.graph = this.gb!.captureGraph(() => this.body(bucket));
+        bucket.graph = this.gb!.captureGraph(() => this.step(bucket));
         this.captures++;
       }
     }
     this.steps++;
-    return this.be.read(bucket.logits, 0, items.length * this.model.config.vocabSize);
+    return bucket;
+  }
+
+  /**
+   * Plans this step's decode attention and writes the plan; a plan beyond the bucket's capacity
+   * reallocates the plan and scratch buffers and drops the graph (the next step recaptures).
+   */
+  private writePlan(b: Bucket, items: readonly PlanItem[]): void {
+    const bs = this.storage.blockSize;
+    const rows = Array.from({ length: b.batch }, (_, i) => (i < items.length ? rowRanges(items[i]!, bs) : []));
+    const plan = planAttention(rows);
+    const need = planCapacityNeeded(plan);
+    if (!b.attn || !capacityFits(b.attn.cap, need)) {
+      const cap = growCapacity(b.attn?.cap ?? null, need);
+      if (b.attn) {
+        this.be.free(b.attn.plan);
+        this.be.free(b.attn.scratch);
+      }
+      b.graph?.destroy();
+      b.graph = null;
+      const c = this.model.config;
+      const lay = planLayout(b.batch, cap);
+      b.attn = {
+        plan: this.be.alloc("i32", lay.length), host: new Int32Array(lay.length), cap,
+        scratch: this.be.alloc(this.model.dtype, this.da!.decodeAttentionScratchLength(cap, c.numAttentionHeads, c.headDim)),
+      };
+    }
+    packPlan(plan, planLayout(b.batch, b.attn.cap), b.attn.host);
+    this.be.write(b.attn.plan, b.attn.host);
   }
 
   /** Replays bucket `batch`'s graph on its current inputs, nothing else (benchmarks: device time). */
@@ -193,7 +316,7 @@ export class GraphDecoder {
       batch: B, lay, host, block,
       ids: field(lay.ids, B), positions: field(lay.positions, B), writeSlots: field(lay.writeSlots, B),
       offsets: field(lay.offsets, B + 1), starts: field(lay.starts, capacity), ends: field(lay.ends, capacity),
-      act, logits: be.alloc(dt, B * c.vocabSize), graph: null, slotsHost: new Int32Array(B),
+      act, logits: be.alloc(dt, B * c.vocabSize), graph: null, slotsHost: new Int32Array(B), attn: null,
     };
   }
 
@@ -223,6 +346,11 @@ export class GraphDecoder {
     else for (const f of [b.ids, b.positions, b.writeSlots, b.offsets, b.starts, b.ends]) be.free(f);
     for (const buf of Object.values(b.act)) be.free(buf);
     be.free(b.logits);
+    if (b.attn) {
+      be.free(b.attn.plan);
+      be.free(b.attn.scratch);
+      b.attn = null;
+    }
   }
 
   // ---------------------------------------------------------------- the step
@@ -253,6 +381,81 @@ export class GraphDecoder {
     }
   }
 
+  private step(b: Bucket): void {
+    if (this.fx) this.fusedBody(b, this.fx);
+    else this.body(b);
+  }
+
+  /**
+   * Attention of the step's rows over the whole page array of layer l: each row's segments name
+   * the slots it sees (its own included). One call, so a decode attention kernel can replace it.
+   */
+  private attend(b: Bucket, l: number): void {
+    const c = this.model.config;
+    const st = this.storage;
+    const x = b.act;
+    if (this.da && b.attn) {
+      this.da.decodeAttention(x.q!, st.keys[l]!, st.values[l]!, b.attn.plan, b.attn.scratch, x.att!, x.lse!, {
+        rows: b.batch, keys: st.numBlocks * st.blockSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+        scale: 1 / Math.sqrt(c.headDim), capacity: b.attn.cap,
+      });
+      return;
+    }
+    const seg = { offsets: b.offsets, starts: b.starts, ends: b.ends };
+    this.be.attention(x.q!, st.keys[l]!, st.values[l]!, seg, x.att!, x.lse!, {
+      tokens: b.batch, keys: st.numBlocks * st.blockSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+    });
+  }
+
+  /**
+   * The step with the fused ops (mixed precision only): the residual h stays f32 and is RMSNormed
+   * as the GEMVs read it, o_proj and down_proj add into it, gate/up write down_proj's bf16 input.
+   */
+  private fusedBody(b: Bucket, fx: FusedDecodeBackend): void {
+    const c = this.model.config;
+    const st = this.storage;
+    const B = b.batch;
+    const H = c.numAttentionHeads;
+    const Hkv = c.numKeyValueHeads;
+    const D = c.headDim;
+    const C = c.hiddenSize;
+    const I = c.intermediateSize;
+    const eps = c.rmsNormEps;
+    const x = b.act;
+    const bias = (name: string) => (c.attentionBias ? this.buf(name) : null);
+    const L = c.numHiddenLayers;
+    const head = this.buf(c.tieWordEmbeddings ? EMBED : LM_HEAD);
+    // Each GEMV names the next one's weights for the backend's optional L2 prefetch (the last
+    // layer's down_proj: lm_head; lm_head: layer 0's q/k/v, the next step's first GEMV).
+    const n0 = layerParamNames;
+    const qkv = (l: number) => [n0(l).q, n0(l).k, n0(l).v].map((name) => this.buf(name));
+    this.be.embedding(this.buf(EMBED), b.ids, x.h!, { n: B, dim: C });
+    for (let l = 0; l < L; l++) {
+      const n = n0(l);
+      // The input norm is fused into the q/k/v GEMV (a separate kernel into a16 beyond a few rows).
+      fx.decodeGemv(x.h!, [
+        { w: this.buf(n.q), y: x.q!, n: H * D, bias: bias(n.qBias) },
+        { w: this.buf(n.k), y: x.k!, n: Hkv * D, bias: bias(n.kBias) },
+        { w: this.buf(n.v), y: x.v!, n: Hkv * D, bias: bias(n.vBias) },
+      ], { rows: B, k: C, epilogue: "store", norm: { w: this.buf(n.inputNorm), eps, scratch: x.a16! }, prefetch: [this.buf(n.o)] });
+      fx.decodeQkNormRope(x.q!, x.k!, x.v!, this.buf(n.qNorm), this.buf(n.kNorm), b.positions, b.writeSlots, st.keys[l]!, st.values[l]!, {
+        rows: B, heads: H, kvHeads: Hkv, headDim: D, eps, theta: c.ropeTheta,
+      });
+      this.attend(b, l);
+      // o_proj reads the f32 attention output, rounded to bf16 as it loads (the generic path's cast).
+      fx.decodeGemv(x.att!, [{ w: this.buf(n.o), y: x.h!, n: C, bias: bias(n.oBias) }], {
+        rows: B, k: H * D, epilogue: "add", prefetch: [this.buf(n.gate), this.buf(n.up)],
+      });
+      fx.decodeGemv(x.h!, [{ w: this.buf(n.gate), y: x.mlp16!, n: I }, { w: this.buf(n.up), y: x.mlp16!, n: I }], {
+        rows: B, k: C, epilogue: "swiglu", norm: { w: this.buf(n.postNorm), eps, scratch: x.a16! }, prefetch: [this.buf(n.down)],
+      });
+      fx.decodeGemv(x.mlp16!, [{ w: this.buf(n.down), y: x.h!, n: C }], { rows: B, k: I, epilogue: "add", prefetch: l + 1 < L ? qkv(l + 1) : [head] });
+    }
+    fx.decodeGemv(x.h!, [{ w: head, y: b.logits, n: c.vocabSize }], {
+      rows: B, k: C, epilogue: "store", norm: { w: this.buf(FINAL_NORM), eps, scratch: x.a16! }, prefetch: qkv(0),
+    });
+  }
+
   /**
    * One decode step of bucket b on its fixed buffers; touches no host memory on CUDA (so it can be
    * captured). Mirrors Qwen3Model.forwardImpl with T = b.batch new tokens.
@@ -275,8 +478,6 @@ export class GraphDecoder {
       be.cast(src, x[bf]!);
       return x[bf]!;
     };
-    const seg = { offsets: b.offsets, starts: b.starts, ends: b.ends };
-    const slots = st.numBlocks * st.blockSize;
     const add = (into: DeviceBuffer, y: DeviceBuffer) => be.binary("add", into, y, into, { shape: [B * C], aStrides: [1], bStrides: [1] });
     const embed = this.buf(EMBED);
     be.embedding(embed, b.ids, x.h!, { n: B, dim: C });
@@ -295,8 +496,7 @@ export class GraphDecoder {
       be.rope(x.kn!, b.positions, x.k!, { tokens: B, heads: Hkv, dim: D, theta: c.ropeTheta, inverse: false });
       this.scatter(b, x.k!, st.keys[l]!);
       this.scatter(b, x.v!, st.values[l]!);
-      // Keys are the whole page array; each row's segments name the slots it sees (its own included).
-      be.attention(x.q!, st.keys[l]!, st.values[l]!, seg, x.att!, x.lse!, { tokens: B, keys: slots, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D) });
+      this.attend(b, l);
       this.linear(gemmIn(x.att!, "att16"), n.o, bias(n.oBias), x.o!, B, C, H * D);
       add(x.h!, x.o!);
       be.rmsnorm(x.h!, this.buf(n.postNorm), x.a!, x.rstd!, { rows: B, dim: C, eps });

@@ -70,9 +70,14 @@ export class ModelRunner implements StepRunner {
     this.storage.applyCopies(plan.copies);
     const V = this.model.config.vocabSize;
     if (this.decoder && this.decoder.accepts(plan.items)) {
-      const rows = this.decoder.run(plan.items); // [items, V], row i = item i's only token
       this.steps++;
       this.tokens += plan.items.length;
+      if (this.sampler) {
+        // Row i of the bucket's logits is item i's only token.
+        const logits = this.decoder.runOnDevice(plan.items);
+        return { sampled: this.sampler.sample(logits, V, plan.items.map((_, i) => i), plan.items.map((it) => it.sample)) };
+      }
+      const rows = this.decoder.run(plan.items); // [items, V], row i = item i's only token
       return sampleItems(plan, (i) => rows.subarray(i * V, (i + 1) * V));
     }
     const logits = noGrad(() => pagedForward(this.model, this.storage, plan.items));

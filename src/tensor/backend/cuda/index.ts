@@ -51,7 +51,10 @@ import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
 
 export { CudaBuffer } from "./buffers.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
+import { decodeAttention, decodeAttentionScratchLength, type DecodeAttentionCapacity, type DecodeAttentionParams } from "./decode-attention.ts";
+import { sampleRows } from "./sampling.ts";
 import { matmulExtents } from "../extents.ts";
+import * as fusedDecode from "./decode.ts";
 import { attentionBackward, attentionForward } from "./attention-ops.ts";
 
 /** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
@@ -121,8 +124,8 @@ export class CudaBackend implements Backend {
   private readonly errHost = new Int32Array(4);
   /** RoPE denominators by "theta/dim" (see ropeTable). */
   private readonly ropeTables = new Map<string, CudaBuffer>();
-  /** Kernels whose dynamic shared memory limit was raised already (launchKernel). */
-  private readonly flashSmemSet = new Set<number>();
+  /** Dynamic shared memory limit each kernel was raised to (launchKernel). */
+  private readonly smemLimits = new Map<number, number>();
   /** Host-side argument checks bound to this backend's buffers. */
   private readonly chk: ArgChecks;
   /** Frees buffers dropped without free() once collected (see collected()); bytes held now. */
@@ -228,15 +231,16 @@ export class CudaBackend implements Backend {
 
   /**
    * Queues kernel `name_<dtype>` of `file` with a 1-D or 3-D grid and `smem` bytes of dynamic
-   * shared memory (above 48 KiB the function's limit is raised once). An empty grid is no launch.
+   * shared memory (above 48 KiB the function's limit is raised, whenever a launch needs more than
+   * it was raised to). An empty grid is no launch.
    */
   launchKernel(file: KernelFile, name: string, dtype: KernelDType, grid: number | [number, number, number], block: number, args: KernelArg[], smem = 0): void {
     const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
     if (g[0] === 0 || g[1] === 0 || g[2] === 0) return;
     const f = this.fn(file, name, dtype);
-    if (smem > 48 * 1024 && !this.flashSmemSet.has(f)) {
+    if (smem > 48 * 1024 && (this.smemLimits.get(f) ?? 0) < smem) {
       this.driver.setMaxDynamicShared(f, smem);
-      this.flashSmemSet.add(f);
+      this.smemLimits.set(f, smem);
     }
     this.driver.launch(f, g, [block, 1, 1], smem, this.stream, args);
     this.count("cuda.launch");
@@ -779,7 +783,53 @@ export class CudaBackend implements Backend {
 
   // ---------------------------------------------------------------- fused decode ops (decode.ts)
 
+  /** Launch shape of decodeGemv (0 = automatic; benchmarks sweep it). */
+  decodeTuning: fusedDecode.DecodeTuning = { unroll: 0, warps: 0 };
+  /** out16 [rows, dim] bf16 = bf16(rmsnorm(x, w)), x f32: the norm and the GEMM input's cast in one kernel. */
+  decodeRmsnorm(x: DeviceBuffer, w: DeviceBuffer, out16: DeviceBuffer, p: { rows: number; dim: number; eps: number }): void {
+    fusedDecode.decodeRmsnorm(this, x, w, out16, p);
+  }
+
+  /** Several bf16 matrices times the same <= 16 rows in one launch, with a fused epilogue (decode.ts). */
+  decodeGemv(x: DeviceBuffer, mats: readonly fusedDecode.GemvTarget[], p: fusedDecode.GemvParams): void {
+    fusedDecode.decodeGemv(this, x, mats, p, this.decodeTuning);
+  }
+
+  /** q/k RMSNorm per head + RoPE at each row's position, k and v written into their page slots. */
+  decodeQkNormRope(
+    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer,
+    positions: DeviceBuffer, slots: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer, p: fusedDecode.QkNormRopeParams,
+  ): void {
+    fusedDecode.decodeQkNormRope(this, q, k, v, qNorm, kNorm, positions, slots, keys, values, p);
+  }
+
   // ---------------------------------------------------------------- decode attention (decode-attention.ts)
 
+  /**
+   * Paged decode attention over a packed work plan (engine/attention-plan.ts): every key read once
+   * per step for all rows that see it, long rows split over many blocks. Sizes and layouts in
+   * decode-attention.ts; capturable (reads the plan on the device).
+   */
+  decodeAttention(
+    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer,
+    out: DeviceBuffer, lse: DeviceBuffer, p: DecodeAttentionParams,
+  ): void {
+    decodeAttention(this, q, k, v, plan, scratch, out, lse, p);
+  }
+
+  /** Float elements of decodeAttention's scratch at this capacity (the engine sizes it without importing cuda/). */
+  decodeAttentionScratchLength(cap: DecodeAttentionCapacity, heads: number, headDim: number): number {
+    return decodeAttentionScratchLength(cap, heads, headDim);
+  }
+
   // ---------------------------------------------------------------- on-device sampling (sampling.ts)
+
+  /**
+   * Samples rows of a [rows, vocab] logits buffer on the device with the host sampler's
+   * processors; `packed` is made by the engine's DeviceSampler (layout in sampling.ts and
+   * sample.cu). Returns ids [B] and float64 log-probs [B]; synchronizes.
+   */
+  sampleRows(logits: DeviceBuffer, packed: Int32Array, p: { batch: number; vocab: number }): { ids: Int32Array; logprobs: Float64Array } {
+    return sampleRows(this, logits, packed, p);
+  }
 }

@@ -1,0 +1,297 @@
+/**
+ * The fused decode ops of the CUDA backend (cuda/decode.ts, kernels/decode.cu) on a GPU, each on
+ * fresh seeded random inputs against an independent reference: decodeRmsnorm against a float64
+ * RMSNorm (and the CPU backend's rmsnorm + bf16 cast, bit for bit but for rare summation-order
+ * ties); decodeGemv's three epilogues (several matrices per launch, partial 16-row tiles, k not a
+ * multiple of 32, bias, a row stride, bf16 and f32 x, 1..16 rows, both ring depths and every warp
+ * count) against float64 products of the same bf16 values, and with the RMSNorm fused into its
+ * x reads (and the separate-kernel fallback for more rows) against a float64 norm; decodeQkNormRope against the CPU
+ * backend's rmsnorm + rope + a host scatter (padding slot -1, positions up to 70,000).
+ * Skipped without a GPU.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
+import { bf16BitsToF32Array, toBf16Bits } from "../../src/tensor/dtype.ts";
+import { Rng } from "../../src/util/rng.ts";
+
+const why = cudaUnavailable();
+
+/** Max and mean |a - b| over paired arrays. */
+function diff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / Math.max(1, a.length) };
+}
+
+const fmt = (d: { max: number; mean: number }) => `max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`;
+
+if (why) {
+  test("cuda fused decode ops", { skip: `no CUDA here: ${why}` }, () => {});
+} else {
+  const be = new CudaBackend();
+  const cpu = new CpuBackend();
+  const rng = new Rng(2026);
+  const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => s * rng.normal());
+  /** Random bf16 values: the bits for the device, their exact f32 values for the reference. */
+  const randBf16 = (n: number, s = 1) => {
+    const bits = toBf16Bits(randn(n, s));
+    return { bits, vals: bf16BitsToF32Array(bits) };
+  };
+  const dev = (a: Float32Array | Uint16Array | Int32Array) => {
+    const b = be.alloc(a instanceof Float32Array ? "f32" : a instanceof Uint16Array ? "bf16" : "i32", a.length);
+    be.write(b, a);
+    return b;
+  };
+
+  test("decodeRmsnorm: f32 rows -> bf16 equals rmsnorm + cast", (t) => {
+    const rows = 5;
+    const dim = 200;
+    const eps = 1e-6;
+    const x = randn(rows * dim, 3);
+    const w = randn(dim);
+    const out = be.alloc("bf16", rows * dim);
+    be.decodeRmsnorm(dev(x), dev(w), out, { rows, dim, eps });
+    const got = bf16BitsToF32Array(be.read(out) as Uint16Array);
+    // float64 reference, and the CPU backend's f32 rmsnorm rounded to bf16 (the generic path).
+    const ref = new Float64Array(rows * dim);
+    for (let r = 0; r < rows; r++) {
+      let ss = 0;
+      for (let j = 0; j < dim; j++) ss += x[r * dim + j]! ** 2;
+      const rs = 1 / Math.sqrt(ss / dim + eps);
+      for (let j = 0; j < dim; j++) ref[r * dim + j] = x[r * dim + j]! * rs * w[j]!;
+    }
+    const cx = cpu.alloc("f32", rows * dim);
+    cpu.write(cx, x);
+    const cw = cpu.alloc("f32", dim);
+    cpu.write(cw, w);
+    const co = cpu.alloc("f32", rows * dim);
+    cpu.rmsnorm(cx, cw, co, cpu.alloc("f32", rows), { rows, dim, eps });
+    const generic = bf16BitsToF32Array(toBf16Bits(cpu.read(co) as Float32Array));
+    const d = diff(got, ref);
+    const g = diff(got, generic);
+    let rel = 0;
+    for (let i = 0; i < ref.length; i++) rel = Math.max(rel, Math.abs(got[i]! - ref[i]!) / (Math.abs(ref[i]!) + 1e-30));
+    t.diagnostic(`vs float64: ${fmt(d)}, max rel ${rel.toExponential(2)}; vs cpu rmsnorm + cast: ${fmt(g)}`);
+    assert.ok(rel <= 2 ** -8, `relative error ${rel} above bf16 rounding`);
+    // Bit for bit but where the double sums of squares, added in another order, round apart.
+    let mismatches = 0;
+    for (let i = 0; i < got.length; i++) if (got[i] !== generic[i]) mismatches++;
+    assert.ok(mismatches <= 2, `${mismatches} of ${got.length} values differ from the generic rmsnorm + cast: ${fmt(g)}`);
+  });
+
+  /** float64 y[b, j] = sum_k x[b, k] w[j, k] over bf16-exact values; also sum |terms| per output. */
+  const gemvRef = (x: Float32Array, w: Float32Array, rows: number, n: number, k: number) => {
+    const y = new Float64Array(rows * n);
+    const mag = new Float64Array(rows * n);
+    for (let b = 0; b < rows; b++)
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        let m = 0;
+        for (let i = 0; i < k; i++) {
+          const p = x[b * k + i]! * w[j * k + i]!;
+          s += p;
+          m += Math.abs(p);
+        }
+        y[b * n + j] = s;
+        mag[b * n + j] = m;
+      }
+    return { y, mag };
+  };
+
+  test("decodeGemv store/add: several matrices, partial tiles, bias, row stride, bf16 and f32 x", (t) => {
+    const ns = [48, 37, 16];
+    // [rows, k, x f32, ring stages, warps, x not staged in shared memory (it is only for <= 4 rows)]
+    const cases = [[1, 264, false, 0, 0, 0], [3, 1024, true, 8, 16, 1], [8, 520, false, 4, 4, 0], [11, 264, true, 0, 8, 1], [16, 1024, false, 8, 0, 0], [2, 264, false, 4, 8, 0]] as const;
+    for (const [rows, k, xF32, unroll, warps, noStage] of cases) {
+      const ws = ns.map((n) => randBf16(n * k));
+      const xb = randBf16(rows * k);
+      // f32 x: values off the bf16 grid, which the kernel rounds to nearest even as it loads.
+      const xf = randn(rows * k);
+      const xVals = xF32 ? bf16BitsToF32Array(toBf16Bits(xf)) : xb.vals;
+      const bias = randn(ns[1]!);
+      const ldy0 = ns[0]! + 5;
+      const y0 = randn(rows * ldy0);
+      const ys = [dev(y0), be.alloc("f32", rows * ns[1]!), be.alloc("f32", rows * ns[2]!)];
+      const W = ws.map((w) => dev(w.bits));
+      be.decodeTuning = { unroll, warps, noStage };
+      const c0 = be.counters()["decodeGemv"] ?? 0;
+      be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [
+        { w: W[0]!, y: ys[0]!, n: ns[0]!, ldy: ldy0 },
+        { w: W[1]!, y: ys[1]!, n: ns[1]!, bias: dev(bias) },
+        { w: W[2]!, y: ys[2]!, n: ns[2]! },
+      ], { rows, k, epilogue: "store", prefetch: [W[0]!, W[1]!] });
+      // "add" into the first output (the residual's use), same x; the L2 prefetch changes nothing.
+      be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [{ w: W[2]!, y: ys[2]!, n: ns[2]! }], { rows, k, epilogue: "add", prefetch: [W[0]!, W[1]!, W[2]!] });
+      be.decodeTuning = { unroll: 0, warps: 0 };
+      assert.equal((be.counters()["decodeGemv"] ?? 0) - c0, 2);
+      let worst = 0;
+      const all: number[] = [];
+      const refs: number[] = [];
+      ns.forEach((n, m) => {
+        const { y, mag } = gemvRef(xVals, ws[m]!.vals, rows, n, k);
+        const got = be.read(ys[m]!) as Float32Array;
+        const ld = m === 0 ? ldy0 : n;
+        for (let b = 0; b < rows; b++)
+          for (let j = 0; j < n; j++) {
+            // Matrix 2 was stored then added once more: 2y. Matrix 1 has the bias.
+            const want = (m === 2 ? 2 : 1) * y[b * n + j]! + (m === 1 ? bias[j]! : 0);
+            const g = got[b * ld + j]!;
+            worst = Math.max(worst, Math.abs(g - want) / (mag[b * n + j]! * (m === 2 ? 2 : 1) + 1e-3));
+            all.push(g);
+            refs.push(want);
+          }
+        // The gap of the strided output (columns n..ldy) is untouched.
+        if (m === 0) for (let b = 0; b < rows; b++) for (let j = n; j < ld; j++) assert.equal(got[b * ld + j], y0[b * ld + j]);
+      });
+      const d = diff(all, refs);
+      t.diagnostic(`rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, stages ${unroll || "auto"}, warps ${warps || "auto"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`);
+      assert.ok(worst < 1e-5, `error ${worst} of the terms' magnitude exceeds fp32 accumulation`);
+    }
+  });
+
+  test("decodeGemv with the RMSNorm fused (f32 residual in), and its separate-kernel fallback", (t) => {
+    const eps = 1e-6;
+    // [rows, k, scratch given, epilogue, x not staged in shared memory]
+    const cases = [[1, 264, false, "store", 0], [3, 1024, true, "swiglu", 0], [9, 520, true, "store", 0], [9, 264, false, "swiglu", 0], [2, 2560, false, "store", 1]] as const;
+    for (const [rows, k, scratch, epilogue, noStage] of cases) {
+      const n = 40;
+      const h = randn(rows * k, 2);
+      const nw = randn(k);
+      // Reference input: rmsnorm in float64, rounded to f32 then bf16 (the generic path's values).
+      const xn = new Float32Array(rows * k);
+      for (let b = 0; b < rows; b++) {
+        let ss = 0;
+        for (let i = 0; i < k; i++) ss += h[b * k + i]! ** 2;
+        const rs = 1 / Math.sqrt(ss / k + eps);
+        for (let i = 0; i < k; i++) xn[b * k + i] = h[b * k + i]! * rs * nw[i]!;
+      }
+      const xv = bf16BitsToF32Array(toBf16Bits(xn));
+      const g = randBf16(n * k);
+      const u = randBf16(n * k);
+      const swiglu = epilogue === "swiglu";
+      const y = be.alloc(swiglu ? "bf16" : "f32", rows * n);
+      const r0 = be.counters()["decodeRmsnorm"] ?? 0;
+      be.decodeTuning = { unroll: 0, warps: 0, noStage };
+      be.decodeGemv(dev(h), swiglu ? [{ w: dev(g.bits), y, n }, { w: dev(u.bits), y, n }] : [{ w: dev(g.bits), y, n }], {
+        rows, k, epilogue, norm: { w: dev(nw), eps, scratch: scratch ? be.alloc("bf16", rows * k) : undefined },
+      });
+      be.decodeTuning = { unroll: 0, warps: 0 };
+      const separate = (be.counters()["decodeRmsnorm"] ?? 0) - r0;
+      assert.equal(separate, scratch && rows > 4 ? 1 : 0, "the norm runs fused for few rows or without scratch");
+      const gr = gemvRef(xv, g.vals, rows, n, k);
+      const ur = gemvRef(xv, u.vals, rows, n, k);
+      const silu = (v: number) => v / (1 + Math.exp(-v));
+      const got = swiglu ? bf16BitsToF32Array(be.read(y) as Uint16Array) : (be.read(y) as Float32Array);
+      const ref = swiglu ? gr.y.map((gv, i) => silu(gv) * ur.y[i]!) : gr.y;
+      let worst = 0;
+      for (let i = 0; i < ref.length; i++) {
+        const allowed = swiglu
+          ? 2 ** -8 * Math.abs(ref[i]!) + 1e-5 * (gr.mag[i]! * 1.1 * Math.abs(ur.y[i]!) + ur.mag[i]! * Math.abs(silu(gr.y[i]!))) + 1e-6
+          : 1e-5 * gr.mag[i]! + 1e-6;
+        worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / allowed);
+      }
+      const d = diff(got, ref);
+      t.diagnostic(`rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
+      assert.ok(worst <= 1, `normed GEMV error ${worst} times the allowed`);
+    }
+  });
+
+  test("decodeGemv swiglu: gate and up in one launch, bf16 out", (t) => {
+    for (const [rows, k, unroll, warps] of [[1, 136, 0, 0], [9, 512, 4, 16], [16, 264, 8, 4]] as const) {
+      const n = 40;
+      const g = randBf16(n * k);
+      const u = randBf16(n * k);
+      const xb = randBf16(rows * k, 0.5);
+      const out = be.alloc("bf16", rows * n);
+      be.decodeTuning = { unroll, warps };
+      be.decodeGemv(dev(xb.bits), [{ w: dev(g.bits), y: out, n }, { w: dev(u.bits), y: out, n }], { rows, k, epilogue: "swiglu" });
+      be.decodeTuning = { unroll: 0, warps: 0 };
+      const got = bf16BitsToF32Array(be.read(out) as Uint16Array);
+      const gr = gemvRef(xb.vals, g.vals, rows, n, k);
+      const ur = gemvRef(xb.vals, u.vals, rows, n, k);
+      const silu = (v: number) => v / (1 + Math.exp(-v));
+      const ref = gr.y.map((gv, i) => silu(gv) * ur.y[i]!);
+      // Allowed: bf16 rounding of the result, plus fp32 accumulation error (1e-5 of the terms'
+      // magnitude) carried through silu(g) u (|silu'| <= 1.1).
+      let worst = 0;
+      for (let i = 0; i < ref.length; i++) {
+        const acc = 1e-5 * (gr.mag[i]! * 1.1 * Math.abs(ur.y[i]!) + ur.mag[i]! * Math.abs(silu(gr.y[i]!)));
+        worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / (2 ** -8 * Math.abs(ref[i]!) + acc + 1e-6));
+      }
+      const d = diff(got, ref);
+      t.diagnostic(`rows ${rows}, k ${k}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
+      assert.ok(worst <= 1, `swiglu error ${worst} times the allowed`);
+    }
+  });
+
+  test("decodeGemv refuses what it cannot read", () => {
+    const x = be.alloc("bf16", 2 * 12);
+    const w = be.alloc("bf16", 4 * 12);
+    const y = be.alloc("f32", 8);
+    assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }], { rows: 2, k: 12, epilogue: "store" }), /multiple of 8/);
+    assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }], { rows: 17, k: 8, epilogue: "store" }), /rows = 17/);
+    assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }, { w, y, n: 3 }], { rows: 1, k: 8, epilogue: "swiglu" }), /equal rows/);
+    assert.throws(() => be.decodeGemv(x, [{ w: y, y, n: 1 }], { rows: 1, k: 8, epilogue: "store" }), /expected bf16/);
+  });
+
+  for (const [D, H, Hkv] of [[32, 4, 2], [128, 8, 2]] as const) {
+    test(`decodeQkNormRope (D ${D}) equals rmsnorm + rope + scatter on the cpu`, (t) => {
+      const rows = 3;
+      const eps = 1e-6;
+      const theta = 1e6;
+      const numSlots = 10;
+      const positions = Int32Array.from([5, 1000, 70000]);
+      const slots = Int32Array.from([7, -1, 2]);
+      const q = randn(rows * H * D, 2);
+      const k = randn(rows * Hkv * D, 2);
+      const v = randn(rows * Hkv * D);
+      const qw = randn(D);
+      const kw = randn(D);
+      const keys0 = randn(numSlots * Hkv * D);
+      const vals0 = randn(numSlots * Hkv * D);
+      const Q = dev(q);
+      const KP = dev(keys0);
+      const VP = dev(vals0);
+      const c0 = be.counters()["decodeQkNormRope"] ?? 0;
+      be.decodeQkNormRope(Q, dev(k), dev(v), dev(qw), dev(kw), dev(positions), dev(slots), KP, VP, { rows, heads: H, kvHeads: Hkv, headDim: D, eps, theta });
+      assert.equal((be.counters()["decodeQkNormRope"] ?? 0) - c0, 1);
+      // The generic path on the CPU: rmsnorm per head, rope at the positions, then the scatter.
+      const cpuNormRope = (x: Float32Array, w: Float32Array, heads: number) => {
+        const X = cpu.alloc("f32", x.length);
+        cpu.write(X, x);
+        const W = cpu.alloc("f32", D);
+        cpu.write(W, w);
+        const N = cpu.alloc("f32", x.length);
+        cpu.rmsnorm(X, W, N, cpu.alloc("f32", rows * heads), { rows: rows * heads, dim: D, eps });
+        const P = cpu.alloc("i32", rows);
+        cpu.write(P, positions);
+        const O = cpu.alloc("f32", x.length);
+        cpu.rope(N, P, O, { tokens: rows, heads, dim: D, theta, inverse: false });
+        return cpu.read(O) as Float32Array;
+      };
+      const qRef = cpuNormRope(q, qw, H);
+      const kRef = cpuNormRope(k, kw, Hkv);
+      const keysRef = Float32Array.from(keys0);
+      const valsRef = Float32Array.from(vals0);
+      const row = Hkv * D;
+      for (let r = 0; r < rows; r++) {
+        if (slots[r]! < 0) continue;
+        keysRef.set(kRef.subarray(r * row, (r + 1) * row), slots[r]! * row);
+        valsRef.set(v.subarray(r * row, (r + 1) * row), slots[r]! * row);
+      }
+      const dq = diff(be.read(Q) as Float32Array, qRef);
+      const dk = diff(be.read(KP) as Float32Array, keysRef);
+      const dv = diff(be.read(VP) as Float32Array, valsRef);
+      t.diagnostic(`q: ${fmt(dq)}; keys: ${fmt(dk)}; values: ${fmt(dv)}`);
+      assert.ok(dq.max < 1e-5 && dk.max < 1e-5, "q/k differ from rmsnorm + rope");
+      assert.equal(dv.max, 0, "values are copies");
+    });
+  }
+}
