@@ -16,6 +16,7 @@ import type { DeviceBuffer } from "../types.ts";
 import { ELEM_BYTES } from "./buffers.ts";
 import type { CudaBuffer } from "./buffers.ts";
 import type { CudaBackend } from "./index.ts";
+import { ropeTable } from "./nn-ops.ts";
 
 /** Rows the fused ops take (two n-tiles of 8 batch rows in the GEMV). */
 export const DECODE_MAX_ROWS = 16;
@@ -216,23 +217,6 @@ function prefetchRegions(be: CudaBackend, bufs: readonly DeviceBuffer[], budget:
   return { ptrs, bytes };
 }
 
-/** RoPE denominators theta^(2j/dim), j < dim/2, per backend and (theta, dim): ops.rope's table. */
-const ropeTables = new WeakMap<CudaBackend, Map<string, DeviceBuffer>>();
-
-function ropeTable(be: CudaBackend, theta: number, dim: number): DeviceBuffer {
-  let m = ropeTables.get(be);
-  if (!m) ropeTables.set(be, (m = new Map()));
-  const key = `${theta}/${dim}`;
-  let t = m.get(key);
-  if (!t) {
-    // The same expression as CudaBackend's rope table, so angles are bit for bit the same.
-    const denom = Float64Array.from({ length: dim / 2 }, (_, j) => theta ** ((2 * j) / dim));
-    t = be.alloc("f64", Math.max(1, dim / 2));
-    be.write(t, denom);
-    m.set(key, t);
-  }
-  return t;
-}
 
 export interface QkNormRopeParams {
   rows: number;
@@ -266,7 +250,7 @@ export function decodeQkNormRope(
   invariant(Q.dtype === "f32", () => `${op}: f32 only, got ${Q.dtype}`);
   const P = be.checks.ints(op, "positions", positions, rows);
   const S = be.checks.ints(op, "slots", slots, rows);
-  const table = ropeTable(be, p.theta, D) as CudaBuffer;
+  const table = ropeTable(be, p.theta, D);
   const warps = rows * (H + Hkv);
   be.launchKernel("decode.cu", "dec_qk_norm_rope", "f32", Math.ceil(warps / 4), 128, [
     { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: QW.ptr }, { ptr: KW.ptr }, { ptr: P.ptr }, { ptr: S.ptr },

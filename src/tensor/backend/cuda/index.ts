@@ -15,12 +15,14 @@
  * accumulation) and embedding from a bf16 table into f32 run natively; every other op with bf16
  * buffers goes through the generic f32 wrapper of ../bf16.ts (cast kernels around the f32 kernel),
  * which gives the CPU reference's results.
+ * This file owns the device, the stream, buffers, kernel loading and launching (the extension
+ * surface), graphs and error reporting; the op bodies live beside it: elementwise-ops.ts,
+ * matmul-ops.ts, nn-ops.ts, attention-ops.ts, and the engine's fused ops decode.ts (decode step),
+ * decode-attention.ts (paged decode attention) and sampling.ts (on-device sampling).
  * Knows nothing about Tensors or autograd.
  */
 import { invariant, InvariantError } from "../../../util/errors.ts";
-import { f32ToBf16Bits } from "../../dtype.ts";
-import { installBf16, runViaF32 } from "../bf16.ts";
-import { collapseDims, numel, stridedExtent } from "../cpu/elementwise.ts";
+import { installBf16 } from "../bf16.ts";
 import { ArgChecks, CudaBuffer, ELEM_BYTES, isCount } from "./buffers.ts";
 import type {
   AdamWParams,
@@ -43,7 +45,6 @@ import type {
   ScalarOp,
   UnaryOp,
 } from "../types.ts";
-import { BINARY_OPS, SCALAR_OPS, UNARY_OPS } from "../types.ts";
 import { compileNvrtc, compileUnit, type KernelDType, type KernelFile } from "./compile.ts";
 import { CUBLAS_SONAMES, Cublas } from "./ffi/cublas.ts";
 import { CUDA_ENV, openLibrary } from "./ffi/libs.ts";
@@ -53,18 +54,16 @@ export { CudaBuffer } from "./buffers.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
 import { decodeAttention, decodeAttentionScratchLength, type DecodeAttentionCapacity, type DecodeAttentionParams } from "./decode-attention.ts";
 import { sampleRows } from "./sampling.ts";
-import { matmulExtents } from "../extents.ts";
+import { matmul } from "./matmul-ops.ts";
 import * as fusedDecode from "./decode.ts";
 import { attentionBackward, attentionForward } from "./attention-ops.ts";
+import * as nn from "./nn-ops.ts";
+import * as ew from "./elementwise-ops.ts";
 
 /** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
 const BLOCK = 256;
 /** Grid-stride kernels cap their grid here; more blocks would only loop less. */
 const MAX_BLOCKS = 65535 * 4;
-/** Warps (= output columns) per block of the decode GEMV (convert.cu gemv_bf16_m*). */
-const GEMV_WARPS = 8;
-/** Blocks the RMSNorm dw reduction aims for (a few per SM of an H100/H200). */
-const DW_TARGET_BLOCKS = 1024;
 /** Codes written by report_error in nn.cu, by op. */
 const ERROR_OPS: Record<number, string> = {
   1: "embedding: an id is outside the table's rows",
@@ -122,8 +121,6 @@ export class CudaBackend implements Backend {
   /** Device status word {code, index, value} written by kernels that meet bad ids (common.cuh). */
   private readonly err: number;
   private readonly errHost = new Int32Array(4);
-  /** RoPE denominators by "theta/dim" (see ropeTable). */
-  private readonly ropeTables = new Map<string, CudaBuffer>();
   /** Dynamic shared memory limit each kernel was raised to (launchKernel). */
   private readonly smemLimits = new Map<number, number>();
   /** Host-side argument checks bound to this backend's buffers. */
@@ -246,6 +243,11 @@ export class CudaBackend implements Backend {
     this.count("cuda.launch");
   }
 
+  /** Device address of the status word kernels record bad ids in (common.cuh report_error). */
+  get errorWord(): number {
+    return this.err;
+  }
+
   /** The stream every op of this backend is queued on (extension ops that copy use it too). */
   get streamHandle(): number {
     return this.stream;
@@ -254,11 +256,6 @@ export class CudaBackend implements Backend {
   /** Blocks for a grid-stride kernel over n elements. */
   private grid1d(n: number): number {
     return Math.min(Math.ceil(n / BLOCK), MAX_BLOCKS);
-  }
-
-  /** Address of element `offset` of b. */
-  private at(b: CudaBuffer, offset: number): KernelArg {
-    return { ptr: b.ptr + offset * ELEM_BYTES[b.dtype] };
   }
 
   /** Throws (once) what a kernel recorded in the status word, then clears it. Synchronizes. */
@@ -404,355 +401,101 @@ export class CudaBackend implements Backend {
     return { ...this.calls };
   }
 
-  // ---------------------------------------------------------------- memory
+  // ---------------------------------------------------------------- memory and elementwise (elementwise-ops.ts)
 
   fill(out: DeviceBuffer, value: number): void {
-    const o = this.chk.live("fill", "out", out);
-    if (o.dtype === "f64") {
-      this.launch("elementwise.cu", "fill", "f64", this.grid1d(o.length), BLOCK, [{ ptr: o.ptr }, { i64: o.length }, { f64: value }]);
-    } else if (o.dtype === "bf16") {
-      if (o.length > 0) this.driver.memsetD16Async(o.ptr, f32ToBf16Bits(value), o.length, this.stream);
-      this.count("cuda.memset");
-    } else if (o.length > 0) {
-      // f32 and i32 fills are a 32-bit pattern: no kernel needed.
-      const bits = new DataView(new ArrayBuffer(4));
-      if (o.dtype === "f32") bits.setFloat32(0, value, true);
-      else bits.setInt32(0, value, true);
-      this.driver.memsetD32Async(o.ptr, bits.getUint32(0, true), o.length, this.stream);
-      this.count("cuda.memset");
-    }
-    this.count("fill");
+    ew.fill(this, out, value);
   }
 
   copy(src: DeviceBuffer, out: DeviceBuffer, p: CopyParams): void {
-    const op = "copy";
-    invariant(p.srcStrides.length === p.shape.length, () => `copy: srcStrides has ${p.srcStrides.length} entries for a rank-${p.shape.length} shape`);
-    this.chk.dims(op, { srcOffset: p.srcOffset, dstOffset: p.dstOffset });
-    p.shape.forEach((d, i) => this.chk.dims(op, { [`shape[${i}]`]: d, [`srcStrides[${i}]`]: p.srcStrides[i] }));
-    const n = numel(p.shape);
-    const s = this.chk.sized(op, "src", src, stridedExtent(p.shape, p.srcStrides, p.srcOffset));
-    const o = this.chk.sized(op, "out", out, p.dstOffset + n);
-    invariant(s.dtype === o.dtype, () => `copy: src is ${s.dtype} but out is ${o.dtype}`);
-    // A contiguous region is one device-to-device copy; anything else the gather kernel. The f32
-    // kernel moves i32 elements too (same width, bits kept).
-    const c = collapseDims(p.shape, [p.srcStrides]);
-    const bytes = ELEM_BYTES[s.dtype];
-    if (n > 0 && c.shape.length === 1 && c.strides[0][0] === 1) {
-      this.driver.dtodAsync(o.ptr + p.dstOffset * bytes, s.ptr + p.srcOffset * bytes, n * bytes, this.stream);
-      this.count("cuda.memcpy");
-    } else if (n > 0 && s.dtype === "bf16") {
-      // No 16-bit gather kernel: a strided bf16 copy (rare: weights and activations are
-      // contiguous) runs through f32 temporaries; this call is then counted by the inner copy.
-      runViaF32(this, "copy", [src, out, p], (...a) => this.copy(...(a as [DeviceBuffer, DeviceBuffer, CopyParams])));
-      return;
-    } else if (n > 0) {
-      const dt: KernelDType = s.dtype === "f64" ? "f64" : "f32";
-      const desc = this.chk.strided(op, p.shape, p.srcStrides, p.srcStrides);
-      this.launch("elementwise.cu", "copy", dt, this.grid1d(n), BLOCK, [{ ptr: s.ptr }, { ptr: o.ptr }, desc, { i64: n }, { i64: p.srcOffset }, { i64: p.dstOffset }]);
-    }
-    this.count(op);
+    ew.copy(this, src, out, p);
   }
 
-  /** Float conversion (types.ts); kernels in convert.cu, a plain device copy for the same dtype. */
   cast(x: DeviceBuffer, out: DeviceBuffer): void {
-    const n = out.length;
-    const o = this.chk.live("cast", "out", out);
-    const s = this.chk.sized("cast", "x", x, n);
-    for (const [arg, b] of [["x", s], ["out", o]] as const) {
-      invariant(b.dtype !== "i32", () => `cast: ${arg} is i32, expected f32, f64 or bf16`);
-    }
-    const args = [{ ptr: s.ptr }, { ptr: o.ptr }, { i64: n }];
-    const grid = this.grid1d(n);
-    if (n === 0) {
-      // nothing to convert
-    } else if (s.dtype === o.dtype) {
-      this.driver.dtodAsync(o.ptr, s.ptr, n * ELEM_BYTES[s.dtype], this.stream);
-      this.count("cuda.memcpy");
-    } else if (o.dtype === "bf16") {
-      this.launch("convert.cu", "cast_to_bf16", s.dtype as KernelDType, grid, BLOCK, args);
-    } else if (s.dtype === "bf16") {
-      this.launch("convert.cu", "cast_from_bf16", o.dtype as KernelDType, grid, BLOCK, args);
-    } else if (s.dtype === "f32") {
-      this.launch("convert.cu", "cast_from_f32", "f64", grid, BLOCK, args); // f32 -> f64
-    } else {
-      this.launch("convert.cu", "cast_to_f32", "f64", grid, BLOCK, args); // f64 -> f32
-    }
-    this.count("cast");
+    ew.cast(this, x, out);
   }
-
-  // ---------------------------------------------------------------- elementwise
 
   unary(op: UnaryOp, x: DeviceBuffer, out: DeviceBuffer): void {
-    invariant(UNARY_OPS.includes(op), () => `unary: unknown op ${op}`);
-    const n = out.length;
-    const [[O, X], dt] = this.chk.floats(`unary(${op})`, [["out", out, n], ["x", x, n]]);
-    this.launch("elementwise.cu", "unary", dt, this.grid1d(n), BLOCK, [{ ptr: X.ptr }, { ptr: O.ptr }, { i64: n }, { i32: UNARY_OPS.indexOf(op) }]);
-    this.count("unary");
+    ew.unary(this, op, x, out);
   }
 
   unaryBackward(op: UnaryOp, x: DeviceBuffer, y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer): void {
-    invariant(UNARY_OPS.includes(op), () => `unaryBackward: unknown op ${op}`);
-    const n = dx.length;
-    const usesY = op === "exp" || op === "sqrt" || op === "rsqrt" || op === "sigmoid";
-    // Only the operand the derivative reads is checked and passed (as both x and y).
-    const [[DX, DY, IN], dt] = this.chk.floats(`unaryBackward(${op})`, [["dx", dx, n], ["dy", dy, n], usesY ? ["y", y, n] : ["x", x, n]]);
-    this.launch("elementwise.cu", "unary_backward", dt, this.grid1d(n), BLOCK, [
-      { ptr: IN.ptr }, { ptr: IN.ptr }, { ptr: DY.ptr }, { ptr: DX.ptr }, { i64: n }, { i32: UNARY_OPS.indexOf(op) },
-    ]);
-    this.count("unaryBackward");
+    ew.unaryBackward(this, op, x, y, dy, dx);
   }
 
   binary(op: BinaryOp, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: BinaryParams): void {
-    const name = `binary(${op})`;
-    invariant(BINARY_OPS.includes(op), () => `binary: unknown op ${op}`);
-    const rank = p.shape.length;
-    invariant(p.aStrides.length === rank && p.bStrides.length === rank, () => `${name}: aStrides/bStrides have ${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`);
-    p.shape.forEach((d, i) => this.chk.dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }));
-    const n = numel(p.shape);
-    const [[A, B, O], dt] = this.chk.floats(name, [["a", a, stridedExtent(p.shape, p.aStrides)], ["b", b, stridedExtent(p.shape, p.bStrides)], ["out", out, n]]);
-    if (n > 0) {
-      this.launch("elementwise.cu", "binary", dt, this.grid1d(n), BLOCK, [
-        { ptr: A.ptr }, { ptr: B.ptr }, { ptr: O.ptr }, this.chk.strided(name, p.shape, p.aStrides, p.bStrides), { i64: n }, { i32: BINARY_OPS.indexOf(op) },
-      ]);
-    }
-    this.count("binary");
+    ew.binary(this, op, a, b, out, p);
   }
 
   scalar(op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {
-    invariant(SCALAR_OPS.includes(op), () => `scalar: unknown op ${op}`);
-    const n = out.length;
-    const [[O, X], dt] = this.chk.floats(`scalar(${op})`, [["out", out, n], ["x", x, n]]);
-    this.launch("elementwise.cu", "scalar", dt, this.grid1d(n), BLOCK, [
-      { ptr: X.ptr }, { ptr: O.ptr }, { i64: n }, { i32: SCALAR_OPS.indexOf(op) }, dt === "f32" ? { f32: value } : { f64: value },
-    ]);
-    this.count("scalar");
+    ew.scalar(this, op, x, value, out);
   }
 
   swiglu(gate: DeviceBuffer, up: DeviceBuffer, out: DeviceBuffer): void {
-    const n = out.length;
-    const [[O, G, U], dt] = this.chk.floats("swiglu", [["out", out, n], ["gate", gate, n], ["up", up, n]]);
-    this.launch("elementwise.cu", "swiglu", dt, this.grid1d(n), BLOCK, [{ ptr: G.ptr }, { ptr: U.ptr }, { ptr: O.ptr }, { i64: n }]);
-    this.count("swiglu");
+    ew.swiglu(this, gate, up, out);
   }
 
   swigluBackward(gate: DeviceBuffer, up: DeviceBuffer, dy: DeviceBuffer, dGate: DeviceBuffer, dUp: DeviceBuffer): void {
-    const n = dGate.length;
-    const [[DG, DU, G, U, DY], dt] = this.chk.floats("swigluBackward", [["dGate", dGate, n], ["dUp", dUp, n], ["gate", gate, n], ["up", up, n], ["dy", dy, n]]);
-    this.launch("elementwise.cu", "swiglu_backward", dt, this.grid1d(n), BLOCK, [
-      { ptr: G.ptr }, { ptr: U.ptr }, { ptr: DY.ptr }, { ptr: DG.ptr }, { ptr: DU.ptr }, { i64: n },
-    ]);
-    this.count("swigluBackward");
+    ew.swigluBackward(this, gate, up, dy, dGate, dUp);
   }
-
-  // ---------------------------------------------------------------- reduce
 
   reduceSum(x: DeviceBuffer, out: DeviceBuffer, p: ReduceParams): void {
-    this.chk.dims("reduceSum", { outer: p.outer, reduce: p.reduce, inner: p.inner });
-    const [[X, O], dt] = this.chk.floats("reduceSum", [["x", x, p.outer * p.reduce * p.inner], ["out", out, p.outer * p.inner]]);
-    if (p.inner === 1 && p.reduce >= 1024) {
-      // Long rows: a block per row keeps the GPU busy where one thread per output would not.
-      this.launch("elementwise.cu", "reduce_sum_rows", dt, p.outer, BLOCK, [{ ptr: X.ptr }, { ptr: O.ptr }, { i64: p.reduce }]);
-    } else {
-      this.launch("elementwise.cu", "reduce_sum", dt, this.grid1d(p.outer * p.inner), BLOCK, [
-        { ptr: X.ptr }, { ptr: O.ptr }, { i64: p.outer }, { i64: p.reduce }, { i64: p.inner },
-      ]);
-    }
-    this.count("reduceSum");
+    ew.reduceSum(this, x, out, p);
   }
 
-  // ---------------------------------------------------------------- gemm
+  // ---------------------------------------------------------------- gemm (matmul-ops.ts)
 
   matmul(a: DeviceBuffer, b: DeviceBuffer, c: DeviceBuffer, p: MatmulParams): void {
-    const { batch, m, n, k } = p;
-    const { offA, offB, offC, needA, needB, needC } = matmulExtents(p);
-    this.chk.dims("matmul", { batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: offA, offsetB: offB, offsetC: offC });
-    const sizes = [["a", a, needA], ["b", b, needB], ["c", c, needC]] as const;
-    let A: CudaBuffer, B: CudaBuffer, C: CudaBuffer;
-    let type: "f32" | "f64" | "bf16";
-    if (a.dtype === "bf16") {
-      // Mixed precision (dtypes checked by the bf16 wrapper): bf16 A, B; f32 or bf16 C; fp32 accumulation.
-      [A, B, C] = sizes.map(([name, buf, min]) => this.chk.sized("matmul", name, buf, min));
-      type = "bf16";
-    } else {
-      let dt: KernelDType;
-      [[A, B, C], dt] = this.chk.floats("matmul", sizes);
-      type = dt;
-    }
-    // Offsets become address arithmetic; cuBLAS sees each operand from its item 0.
-    const bytes = ELEM_BYTES[A.dtype];
-    const cBytes = ELEM_BYTES[C.dtype];
-    const aPtr = A.ptr + offA * bytes;
-    const bPtr = B.ptr + offB * bytes;
-    if (type === "bf16" && C.dtype === "f32" && batch === 1 && !p.transA && p.transB && m > 0 && m <= this.gemvMaxRows &&
-      k % 8 === 0 && aPtr % 16 === 0 && bPtr % 16 === 0) {
-      // Decode-sized rows: the weight-streaming GEMV (16-byte loads need k % 8 == 0 and aligned rows).
-      const M = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
-      // Warps per column: wide matrices (lm_head, MLP up) have columns enough to fill the SMs
-      // one warp each; narrow ones (k/v projections) split k over up to 8 warps.
-      const split = n >= 8192 ? 1 : n >= 4096 ? 2 : n >= 2048 ? 4 : 8;
-      this.launch("convert.cu", `gemv_bf16_m${M}`, "f32", Math.ceil(n / (GEMV_WARPS / split)), 32 * GEMV_WARPS, [
-        { ptr: aPtr }, { ptr: bPtr }, { ptr: C.ptr + offC * cBytes }, { i64: m }, { i64: n }, { i64: k },
-        { f32: p.alpha ?? 1 }, { f32: p.beta ?? 0 }, { i32: split },
-      ]);
-      this.count("matmul");
-      this.count("cuda.gemv");
-      return;
-    }
-    this.cublas.gemm({
-      type, cType: C.dtype === "f32" ? "f32" : type, batch, m, n, k, transA: p.transA, transB: p.transB,
-      a: A.ptr + offA * bytes, b: B.ptr + offB * bytes, c: C.ptr + offC * cBytes,
-      strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
-      alpha: p.alpha ?? 1, beta: p.beta ?? 0,
-    });
-    this.count("matmul");
-    this.count("cublas.gemm");
+    matmul(this, this.cublas, a, b, c, p);
   }
 
-  // ---------------------------------------------------------------- nn
+  // ---------------------------------------------------------------- nn (nn-ops.ts)
 
   embedding(table: DeviceBuffer, ids: DeviceBuffer, out: DeviceBuffer, p: { n: number; dim: number }): void {
-    this.chk.dims("embedding", p);
-    const I = this.chk.ints("embedding", "ids", ids, p.n);
-    // A bf16 table (into an f32 out, the only bf16 call that reaches here) has its own kernel.
-    const bf16 = table.dtype === "bf16";
-    const [T, O] = bf16 ? [this.chk.live("embedding", "table", table), this.chk.sized("embedding", "out", out, p.n * p.dim)] : this.chk.floats("embedding", [["table", table, 0], ["out", out, p.n * p.dim]])[0];
-    const dt = O.dtype as KernelDType;
-    // The table's row count comes from its length (the contract passes none); the kernel
-    // range-checks ids against it.
-    const V = p.dim === 0 ? 0 : Math.floor(T.length / p.dim);
-    const args = [{ ptr: T.ptr }, { ptr: I.ptr }, { ptr: O.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }];
-    if (bf16) this.launch("convert.cu", "embedding_bf16", dt, p.n, BLOCK, args);
-    else this.launch("nn.cu", "embedding", dt, p.n, BLOCK, args);
-    this.count("embedding");
+    nn.embedding(this, table, ids, out, p);
   }
 
   embeddingBackward(dOut: DeviceBuffer, ids: DeviceBuffer, dTable: DeviceBuffer, p: { n: number; dim: number }): void {
-    this.chk.dims("embeddingBackward", p);
-    const I = this.chk.ints("embeddingBackward", "ids", ids, p.n);
-    const [[DO, DT], dt] = this.chk.floats("embeddingBackward", [["dOut", dOut, p.n * p.dim], ["dTable", dTable, 0]]);
-    const V = p.dim === 0 ? 0 : Math.floor(DT.length / p.dim);
-    this.launch("nn.cu", "embedding_backward", dt, p.n, BLOCK, [{ ptr: DO.ptr }, { ptr: I.ptr }, { ptr: DT.ptr }, { i64: p.dim }, { i64: V }, { ptr: this.err }]);
-    this.count("embeddingBackward");
+    nn.embeddingBackward(this, dOut, ids, dTable, p);
   }
 
   rmsnorm(x: DeviceBuffer, w: DeviceBuffer, out: DeviceBuffer, rstd: DeviceBuffer, p: RmsNormParams): void {
-    const { rows, dim } = p;
-    this.chk.dims("rmsnorm", { rows, dim });
-    const [[X, W, O, R], dt] = this.chk.floats("rmsnorm", [["x", x, rows * dim], ["w", w, dim], ["out", out, rows * dim], ["rstd", rstd, rows]]);
-    this.launch("nn.cu", "rmsnorm", dt, rows, BLOCK, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { ptr: R.ptr }, { i64: dim }, { f64: p.eps }]);
-    this.count("rmsnorm");
+    nn.rmsnorm(this, x, w, out, rstd, p);
   }
 
   rmsnormBackward(x: DeviceBuffer, w: DeviceBuffer, rstd: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, dw: DeviceBuffer, p: RmsNormParams): void {
-    const { rows, dim } = p;
-    this.chk.dims("rmsnormBackward", { rows, dim });
-    const [[X, W, R, DY, DX, DW], dt] = this.chk.floats("rmsnormBackward", [
-      ["x", x, rows * dim], ["w", w, dim], ["rstd", rstd, rows], ["dy", dy, rows * dim], ["dx", dx, rows * dim], ["dw", dw, dim],
-    ]);
-    this.launch("nn.cu", "rmsnorm_backward_dx", dt, rows, BLOCK, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: DX.ptr }, { i64: dim }]);
-    this.rmsnormDw(X, R, DY, DW, rows, dim, dt);
-    this.count("rmsnormBackward");
-  }
-
-  /**
-   * dw of RMSNorm: a sum over all rows per column, split over (32-column tile, chunk of rows)
-   * blocks into double partials, then summed per column in chunk order (nn.cu). About
-   * DW_TARGET_BLOCKS blocks whatever the shape: the q/k norms have 128 columns and 71,680 rows,
-   * the layer norms 1024 columns and 4,480 rows (the Qwen3-0.6B training bench).
-   */
-  private rmsnormDw(X: CudaBuffer, R: CudaBuffer, DY: CudaBuffer, DW: CudaBuffer, rows: number, dim: number, dt: KernelDType): void {
-    if (dim === 0) return;
-    const tiles = Math.ceil(dim / 32);
-    // At least 32 rows per chunk (4 per warp), at most 65535 chunks (grid y limit).
-    const chunksWanted = Math.min(Math.max(1, Math.ceil(DW_TARGET_BLOCKS / tiles)), Math.max(1, Math.ceil(rows / 32)));
-    const rowsPerChunk = Math.max(1, Math.ceil(rows / chunksWanted), Math.ceil(rows / 65535));
-    const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
-    const part = this.alloc("f64", chunks * dim);
-    this.driver.launch(this.fn("nn.cu", "rmsnorm_backward_dw_partial", dt), [tiles, chunks, 1], [BLOCK, 1, 1], 0, this.stream, [
-      { ptr: X.ptr }, { ptr: R.ptr }, { ptr: DY.ptr }, { ptr: part.ptr }, { i64: rows }, { i64: dim }, { i64: rowsPerChunk },
-    ]);
-    this.count("cuda.launch");
-    this.launch("nn.cu", "rmsnorm_backward_dw_sum", dt, Math.ceil(dim / BLOCK), BLOCK, [{ ptr: part.ptr }, { ptr: DW.ptr }, { i64: chunks }, { i64: dim }]);
-    this.free(part);
-  }
-
-  /**
-   * The f64 table theta^(2j/dim), j < dim/2, of one (theta, dim), made on the host once and kept on
-   * the device: the kernel divides positions by it, so angles match the references exactly.
-   */
-  private ropeTable(theta: number, dim: number): number {
-    const key = `${theta}/${dim}`;
-    let t = this.ropeTables.get(key);
-    if (!t) {
-      const half = dim / 2;
-      const denom = Float64Array.from({ length: half }, (_, j) => theta ** ((2 * j) / dim));
-      t = this.alloc("f64", Math.max(1, half));
-      this.write(t, denom);
-      this.ropeTables.set(key, t);
-    }
-    return t.ptr;
+    nn.rmsnormBackward(this, x, w, rstd, dy, dx, dw, p);
   }
 
   rope(x: DeviceBuffer, positions: DeviceBuffer, out: DeviceBuffer, p: RopeParams): void {
-    const { tokens, heads, dim } = p;
-    this.chk.dims("rope", { tokens, heads, dim });
-    invariant(dim % 2 === 0, () => `rope: dim ${dim} is odd; rotate-half needs an even head dim`);
-    const P = this.chk.ints("rope", "positions", positions, tokens);
-    const [[X, O], dt] = this.chk.floats("rope", [["x", x, tokens * heads * dim], ["out", out, tokens * heads * dim]]);
-    const pairs = (tokens * heads * dim) / 2;
-    this.launch("nn.cu", "rope", dt, Math.ceil(pairs / BLOCK), BLOCK, [
-      { ptr: X.ptr }, { ptr: P.ptr }, { ptr: O.ptr }, { i64: tokens }, { i64: heads }, { i64: dim }, { ptr: this.ropeTable(p.theta, dim) }, { f64: p.inverse ? -1 : 1 },
-    ]);
-    this.count("rope");
-  }
-
-  /** A row kernel: one block per row over [rows, cols] float arguments given as name, buffer pairs. */
-  private rowKernel(prim: PrimitiveName, kernel: string, p: RowsParams, args: Array<[string, DeviceBuffer]>): void {
-    this.chk.dims(prim, { rows: p.rows, cols: p.cols });
-    const [bufs, dt] = this.chk.floats(prim, args.map(([name, b]) => [name, b, p.rows * p.cols] as const));
-    this.launch("nn.cu", kernel, dt, p.rows, BLOCK, [...bufs.map((b) => ({ ptr: b.ptr })), { i64: p.cols }]);
-    this.count(prim);
+    nn.rope(this, x, positions, out, p);
   }
 
   softmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
-    this.rowKernel("softmax", "softmax", p, [["x", x], ["out", out]]);
+    nn.softmax(this, x, out, p);
   }
 
   softmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
-    this.rowKernel("softmaxBackward", "softmax_backward", p, [["y", y], ["dy", dy], ["dx", dx]]);
+    nn.softmaxBackward(this, y, dy, dx, p);
   }
 
   logSoftmax(x: DeviceBuffer, out: DeviceBuffer, p: RowsParams): void {
-    this.rowKernel("logSoftmax", "log_softmax", p, [["x", x], ["out", out]]);
+    nn.logSoftmax(this, x, out, p);
   }
 
   logSoftmaxBackward(y: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, p: RowsParams): void {
-    this.rowKernel("logSoftmaxBackward", "log_softmax_backward", p, [["y", y], ["dy", dy], ["dx", dx]]);
+    nn.logSoftmaxBackward(this, y, dy, dx, p);
   }
 
   logprobGather(logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void {
-    const { rows, cols } = p;
-    this.chk.dims("logprobGather", { rows, cols });
-    const TG = this.chk.ints("logprobGather", "targets", targets, rows);
-    const [[L, LP, LSE], dt] = this.chk.floats("logprobGather", [["logits", logits, rows * cols], ["logp", logp, rows], ["lse", lse, rows]]);
-    this.launch("nn.cu", "logprob_gather", dt, rows, BLOCK, [
-      { ptr: L.ptr }, { ptr: TG.ptr }, { ptr: LP.ptr }, { ptr: LSE.ptr }, { i64: cols }, { i32: p.ignoreIndex }, { ptr: this.err },
-    ]);
-    this.count("logprobGather");
+    nn.logprobGather(this, logits, targets, logp, lse, p);
   }
 
   logprobGatherBackward(logits: DeviceBuffer, targets: DeviceBuffer, lse: DeviceBuffer, dLogp: DeviceBuffer, dLogits: DeviceBuffer, p: LogprobParams): void {
-    const { rows, cols } = p;
-    this.chk.dims("logprobGatherBackward", { rows, cols });
-    const TG = this.chk.ints("logprobGatherBackward", "targets", targets, rows);
-    const [[L, LSE, DLP, DL], dt] = this.chk.floats("logprobGatherBackward", [
-      ["logits", logits, rows * cols], ["lse", lse, rows], ["dLogp", dLogp, rows], ["dLogits", dLogits, rows * cols],
-    ]);
-    this.launch("nn.cu", "logprob_gather_backward", dt, rows, BLOCK, [
-      { ptr: L.ptr }, { ptr: TG.ptr }, { ptr: LSE.ptr }, { ptr: DLP.ptr }, { ptr: DL.ptr }, { i64: cols }, { i32: p.ignoreIndex }, { ptr: this.err },
-    ]);
-    this.count("logprobGatherBackward");
+    nn.logprobGatherBackward(this, logits, targets, lse, dLogp, dLogits, p);
   }
+
+  // ---------------------------------------------------------------- attention (attention-ops.ts)
 
   attention(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer, p: AttentionParams): void {
     attentionForward(this, q, k, v, seg, out, lse, p);
