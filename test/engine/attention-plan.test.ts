@@ -15,6 +15,7 @@ import {
 import type { AttentionPlan, PlanLayout } from "../../src/engine/attention-plan.ts";
 import { decodePlanLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
 import { Rng } from "../../src/util/rng.ts";
+import { evalPacked } from "./plan-eval.ts";
 import { InvariantError } from "../../src/util/errors.ts";
 
 type Ranges = Array<[number, number]>;
@@ -189,58 +190,6 @@ function direct(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, H: n
         out[(r * H + h) * D + i] = a / l;
       }
       lse[r * H + h] = m + Math.log(l);
-    }
-  }
-  return { out, lse };
-}
-
-/** The kernels' algorithm on the packed i32 plan, in float64: partials per (item, row, head), then combine. */
-function evalPacked(buf: Int32Array, lay: PlanLayout, q: Float64Array, k: Float64Array, v: Float64Array, H: number, Hkv: number, D: number, scale: number) {
-  const B = lay.rows;
-  const G = H / Hkv;
-  const Pc = lay.capacity.partials;
-  const pm = new Float64Array(Pc * H);
-  const pl = new Float64Array(Pc * H);
-  const pacc = new Float64Array(Pc * H * D);
-  for (let it = 0; it < buf[lay.numItems]; it++) {
-    const mask = buf[lay.mask + it] >>> 0;
-    const slots: number[] = [];
-    for (let r = buf[lay.rangeOff + it]; r < buf[lay.rangeOff + it + 1]; r++) {
-      for (let x = buf[lay.starts + r]; x < buf[lay.ends + r]; x++) slots.push(x);
-    }
-    let rank = 0;
-    for (let row = 0; row < B; row++) {
-      if (!((mask >>> row) & 1)) continue;
-      const ps = buf[lay.pbase + it] + rank++;
-      for (let h = 0; h < H; h++) {
-        const g = Math.floor(h / G);
-        const sc = slots.map((x) => {
-          let d = 0;
-          for (let i = 0; i < D; i++) d += q[(row * H + h) * D + i] * k[(x * Hkv + g) * D + i];
-          return d * scale;
-        });
-        const m = Math.max(...sc);
-        pm[ps * H + h] = m;
-        pl[ps * H + h] = sc.reduce((a, s) => a + Math.exp(s - m), 0);
-        for (let i = 0; i < D; i++) {
-          let a = 0;
-          slots.forEach((x, j) => (a += Math.exp(sc[j] - m) * v[(x * Hkv + g) * D + i]));
-          pacc[(ps * H + h) * D + i] = a;
-        }
-      }
-    }
-  }
-  const out = new Float64Array(B * H * D);
-  const lse = new Float64Array(B * H).fill(-Infinity);
-  for (let row = 0; row < B; row++) {
-    const list = Array.from(buf.subarray(lay.rowSlots + buf[lay.rowOff + row], lay.rowSlots + buf[lay.rowOff + row + 1]));
-    if (!list.length) continue;
-    for (let h = 0; h < H; h++) {
-      const M = Math.max(...list.map((s) => pm[s * H + h]));
-      const w = list.map((s) => Math.exp(pm[s * H + h] - M));
-      const L = list.reduce((a, s, j) => a + w[j] * pl[s * H + h], 0);
-      for (let i = 0; i < D; i++) out[(row * H + h) * D + i] = list.reduce((a, s, j) => a + w[j] * pacc[(s * H + h) * D + i], 0) / L;
-      lse[row * H + h] = M + Math.log(L);
     }
   }
   return { out, lse };

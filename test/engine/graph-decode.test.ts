@@ -3,8 +3,11 @@
  * block (decode-plan.ts) against hand-written expectations, and the GraphDecoder's body run
  * eagerly on the CPU backend (f64) inside the engine against the generic paged forward: two
  * engines decode the same forced 3-branch structure with sampling (temperature 0.8, seeded), and
- * every token and log-prob must agree. The CUDA graph capture itself is tested on the device
- * (test/engine/graph-decode-cuda.test.ts).
+ * every token and log-prob must agree. The same with the paged decode attention op standing in
+ * for segment attention (a float64 evaluation of the packed plan, test/engine/plan-eval.ts, bound
+ * to a CPU backend as `decodeAttention`): the per-step planning, capacity growth (recapture) and
+ * padding rows of the GraphDecoder run in CI. The CUDA graph capture itself is tested on the
+ * device (test/engine/graph-decode-cuda.test.ts).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,6 +15,11 @@ import { Qwen3Model, makeQwen3Config } from "../../src/model/index.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
 import { Engine, ModelRunner, engineVocab, parseForceStructure } from "../../src/engine/index.ts";
 import { bucketFor, inputLayout, isDecodeOnly, packInputs, rangesNeeded, rowRanges } from "../../src/engine/decode-plan.ts";
+import { planLayout } from "../../src/engine/attention-plan.ts";
+import type { PlanCapacity } from "../../src/engine/attention-plan.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
+import type { DeviceBuffer } from "../../src/tensor/index.ts";
+import { evalPacked } from "./plan-eval.ts";
 
 test("decode plan: buckets, ranges merged, the packed input block with padding", () => {
   assert.equal(bucketFor(1), 1);
@@ -84,5 +92,61 @@ test("graph decode body (eager, cpu f64) equals the generic paged forward inside
   }
   console.log(`graph decode vs generic: ${slow.r.ids.length} tokens, ${n} log-probs, max abs diff ${max.toExponential(2)}, mean ${(sum / n).toExponential(2)}; fast steps ${fast.steps}`);
   assert.ok(n > 30);
+  assert.ok(max < 1e-10, `max |logprob diff| ${max}`);
+});
+
+test("graph decode with the paged decode attention op (plan evaluated on the cpu) equals the generic paged forward", () => {
+  const be = new CpuBackend({ threads: 1 });
+  let calls = 0;
+  let maxItems = 0;
+  // The CUDA op's contract (decode-attention.ts), evaluated on the host from the packed plan.
+  Object.assign(be, {
+    decodeAttentionScratchLength: (cap: PlanCapacity, H: number, D: number) => Math.max(1, cap.partials * H * (D + 2)),
+    decodeAttention: (
+      q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, _scratch: DeviceBuffer, out: DeviceBuffer, lse: DeviceBuffer,
+      p: { rows: number; heads: number; kvHeads: number; headDim: number; scale: number; capacity: PlanCapacity },
+    ) => {
+      const lay = planLayout(p.rows, p.capacity);
+      const buf = be.read(plan) as Int32Array;
+      maxItems = Math.max(maxItems, buf[lay.numItems]!);
+      const r = evalPacked(buf, lay, be.read(q) as Float64Array, be.read(k) as Float64Array, be.read(v) as Float64Array, p.heads, p.kvHeads, p.headDim, p.scale);
+      be.write(out, r.out);
+      be.write(lse, r.lse);
+      calls++;
+    },
+  });
+  const tok = byteTokenizer();
+  const model = Qwen3Model.random(
+    makeQwen3Config({ vocabSize: 300, hiddenSize: 24, intermediateSize: 40, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 6, ropeTheta: 10000 }),
+    { seed: 21, dtype: "f64", std: 0.3, backend: be },
+  );
+  const vocab = engineVocab(tok, 300);
+  const prompt = tok.encodeChat([{ role: "user", content: "2+3?" }]);
+  const gen = (fast: boolean) => {
+    const runner = new ModelRunner(model, 160, 4, { graphDecode: fast ? { graphs: false } : false });
+    const engine = new Engine(runner, vocab, { numBlocks: 160, blockSize: 4 });
+    // Three requests (two forced 3- and 2-branch structures, one plain) so buckets hold padding rows.
+    const [a, b] = engine.generateSync([prompt, prompt], { mode: "parallel", temperature: 0.8, seed: 9, maxNewTokens: 300, minForkBudget: 0, forceStructure: parseForceStructure("3x10") });
+    const [c] = engine.generateSync([prompt], { mode: "parallel", temperature: 0.8, seed: 4, maxNewTokens: 40, minForkBudget: 0, forceStructure: parseForceStructure("2x9") });
+    const steps = runner.decoder?.steps ?? 0;
+    engine.dispose();
+    return { rs: [a!, b!, c!], steps };
+  };
+  const slow = gen(false);
+  const c0 = calls;
+  const fast = gen(true);
+  assert.equal(c0, 0, "the generic path does not call the decode attention op");
+  assert.ok(fast.steps > 20 && calls === 2 * fast.steps, `decode attention ran ${calls} times in ${fast.steps} steps`);
+  assert.ok(maxItems > 1, `plans of up to ${maxItems} items`);
+  let max = 0;
+  for (let i = 0; i < 3; i++) {
+    assert.deepEqual(fast.rs[i]!.ids, slow.rs[i]!.ids);
+    slow.rs[i]!.logprobs.forEach((x, j) => {
+      const y = fast.rs[i]!.logprobs[j];
+      assert.equal(x === null, y === null);
+      if (x !== null && y !== null) max = Math.max(max, Math.abs(x - y));
+    });
+  }
+  console.log(`decode attention op (cpu stand-in) vs generic: ${fast.steps} fast steps, ${calls} op calls, plans up to ${maxItems} items, max |logprob diff| ${max.toExponential(2)}`);
   assert.ok(max < 1e-10, `max |logprob diff| ${max}`);
 });
