@@ -212,13 +212,17 @@ export function registerModelCommands(program: Command): void {
     .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,2,3")
     .option("--backend <name>", "compute backend", "cpu")
     .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
-    .action((opts: { model: string; tokens: string; backend: string; dtype: string }) => {
+    .option("--activations <mode>", "bf16: round activations where transformers' bf16 forward does (for parity with a bf16 reference; needs --dtype f32 or bf16)")
+    .action((opts: { model: string; tokens: string; backend: string; dtype: string; activations?: string }) => {
       const dtype = parseComputeDtype(opts.dtype);
+      if (opts.activations !== undefined && opts.activations !== "bf16") {
+        throw new UsageError(`--activations must be bf16, got "${opts.activations}"`, { code: "bad_activations", param: "--activations" });
+      }
       const backend = makeBackend(opts.backend);
       const parsed = readQwen3Config(opts.model);
       warnUnknown(parsed.unknown, path.join(opts.model, "config.json"));
       const ids = parseTokenList(opts.tokens, parsed.config.vocabSize);
-      const m = loadQwen3(opts.model, { backend, dtype, requiresGrad: false });
+      const m = loadQwen3(opts.model, { backend, dtype, requiresGrad: false, activations: opts.activations as "bf16" | undefined });
       // Only the host copy leaves the scope: every activation and the logits are freed at once.
       const host = tidy(() => m.forward(Int32Array.from(ids), causalLayout(ids.length)).toArray());
       const V = parsed.config.vocabSize;
