@@ -22,10 +22,15 @@
  *                    launches it, per launch group (GB/s of its weights) and over the step, at 1,
  *                    4, 8, 16 rows and, at 1 row, over its launch shapes (unroll, warps per block);
  *                    fused_step_parts: the step's norms, q/k norm + RoPE and attention alone
+ *   fused_step_mix   with --gemm-graph, the fused step's kernel sequence rebuilt here (same
+ *                    weights, one row), with PDL off and on: GEMVs alone, + q/k norm + RoPE, +
+ *                    decode attention (= the step): what each kind of kernel adds to a step
  *   decode_graph     is the fused graph step (kernels per step, replayed device ms per step and its
- *                    fraction of the roofline); decode_graph_unfused the graph body without them,
- *                    decode_graph_l2_prefetch the fused step with each GEMV prefetching the next
- *                    one's weights into L2
+ *                    fraction of the roofline); decode_graph_unfused the graph body without them;
+ *                    decode_graph_pdl the fused step with programmatic dependent launch off and on
+ *                    (and its variants: small kernels scheduling their successor before their wait,
+ *                    each GEMV block prefetching its own weight tile into L2 before its wait, each
+ *                    GEMV prefetching the next one's weights into L2), tokens compared
  * --no-collect turns off the backend's collection of dropped buffers (for comparison).
  *
  *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf] [--npr 8x512] [--gc-steps 64] [--gemm-graph] [--no-collect]]
@@ -43,7 +48,8 @@ import { byteTokenizer } from "../src/tokenizer/index.ts";
 import { causalLayout } from "../src/util/layout.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { Cublas, type GemmType } from "../src/tensor/backend/cuda/ffi/cublas.ts";
-import { DEFAULT_PREFETCH_MB } from "../src/tensor/backend/cuda/decode.ts";
+import { DEFAULT_PDL_EARLY, DEFAULT_PREFETCH_MB, DEFAULT_SELF_PREFETCH_KB, type DecodeTuning } from "../src/tensor/backend/cuda/decode.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../src/engine/attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values } = parseArgs({
@@ -166,21 +172,35 @@ if (values.decode) {
   const loadS = (performance.now() - t0) / 1000;
   const c = model.config;
   const prompt = Int32Array.from((JSON.parse(readFileSync(path.join(dir, "ids.json"), "utf8")) as number[]).slice(0, P));
-  /** Greedy decode of n tokens after the prompt; returns the tokens and the decode seconds. */
-  const decode = (n: number): { tokens: number[]; s: number } => {
+  /**
+   * Greedy decode of n tokens after the prompt; returns the tokens, the decode seconds and, per
+   * token, the gap between its logit and the runner-up's (how near a tie each choice was: where a
+   * faster path first picks another token, this says whether summation order could flip it).
+   */
+  const decode = (n: number): { tokens: number[]; s: number; gaps: number[] } => {
     const kv = model.newKVCache(P + n + 1);
     let logits = model.forward(prompt, causalLayout(P), kv);
-    let next = argmax(logits.toArray().subarray((P - 1) * c.vocabSize));
+    let row = logits.toArray().subarray((P - 1) * c.vocabSize);
+    let next = argmax(row);
     const tokens = [next];
+    const rows: ArrayLike<number>[] = [row];
     const start = performance.now();
     for (let i = 1; i < n; i++) {
       logits.dispose();
       logits = model.forward([next], causalLayout(1, kv.length), kv);
-      next = argmax(logits.toArray()); // the read synchronizes: each step is timed to its end
+      row = logits.toArray(); // the read synchronizes: each step is timed to its end
+      next = argmax(row);
       tokens.push(next);
+      rows.push(row);
     }
+    const s = (performance.now() - start) / 1000;
     logits.dispose();
-    return { tokens, s: (performance.now() - start) / 1000 };
+    const gaps = rows.map((x, i) => {
+      let second = -Infinity;
+      for (let j = 0; j < x.length; j++) if (j !== tokens[i] && x[j]! > second) second = x[j]!;
+      return x[tokens[i]!]! - second;
+    });
+    return { tokens, s, gaps };
   };
   decode(4); // warm-up: kernel loads, cuBLAS heuristics
   const launches0 = be.counters()["cuda.launch"] ?? 0;
@@ -221,7 +241,20 @@ if (values.decode) {
    * first step queued (its eager run and its capture: two bodies); replay_ms is one replayed step
    * with fixed inputs (device time).
    */
-  const graphDecode = (n: number, warm: number, fused: boolean) => {
+  const graphDecode = (n: number, warm: number, fused: boolean, variant: { pdl?: boolean; tune?: Partial<DecodeTuning> } = {}) => {
+    const keepPdl = be.pdl;
+    const keepTune = be.decodeTuning;
+    // The variant holds while the graph is captured (the first steps) and replayed.
+    if (variant.pdl !== undefined) be.pdl = variant.pdl && be.pdlSupported;
+    be.decodeTuning = { unroll: 0, warps: 0, ...variant.tune };
+    try {
+      return graphDecodeNow(n, warm, fused);
+    } finally {
+      be.pdl = keepPdl;
+      be.decodeTuning = keepTune;
+    }
+  };
+  const graphDecodeNow = (n: number, warm: number, fused: boolean) => {
     const bs = 16;
     const storage = new PagedKVStorage(model, Math.ceil((P + n + warm + 1) / bs) + 1, bs);
     const dec = new GraphDecoder(model, storage, { fused });
@@ -233,6 +266,7 @@ if (values.decode) {
     let start = 0;
     let l0 = 0;
     let kernels = 0;
+    let pdlKernels = 0;
     for (let i = 1; i < n + warm; i++) {
       if (i === warm) {
         start = performance.now();
@@ -241,8 +275,12 @@ if (values.decode) {
       const p = P + i - 1;
       const item: PlanItem = { seqId: 0, ids: [next], positions: [p], writeSlots: Int32Array.of(p), visible: table(p, bs), sample: null };
       const k0 = be.counters()["cuda.launch"] ?? 0;
+      const p0 = be.counters()["cuda.launch.pdl"] ?? 0;
       next = argmax(dec.run([item]));
-      if (i === 1) kernels = ((be.counters()["cuda.launch"] ?? 0) - k0) / 2;
+      if (i === 1) {
+        kernels = ((be.counters()["cuda.launch"] ?? 0) - k0) / 2;
+        pdlKernels = ((be.counters()["cuda.launch.pdl"] ?? 0) - p0) / 2;
+      }
       tokens.push(next);
     }
     const sec = (performance.now() - start) / 1000;
@@ -251,13 +289,13 @@ if (values.decode) {
     dec.replayOnly(1);
     be.synchronize();
     const t0r = performance.now();
-    for (let i = 0; i < 20; i++) dec.replayOnly(1);
+    for (let i = 0; i < 50; i++) dec.replayOnly(1);
     be.synchronize();
-    const replayMs = (performance.now() - t0r) / 20;
+    const replayMs = (performance.now() - t0r) / 50;
     const info = { fused: dec.fused, captures: dec.captures, replays: dec.replays };
     dec.dispose();
     storage.dispose();
-    return { tokens, s: sec, launches, kernels, replayMs, info };
+    return { tokens, s: sec, launches, kernels, pdlKernels, replayMs, info };
   };
   /** Device ms of one replay of a graph of `body` (run once eagerly first: kernel loads). */
   const graphMs = (body: () => void, reps = 20): number => {
@@ -272,6 +310,71 @@ if (values.decode) {
     gg.destroy();
     return ms;
   };
+  const WARM = 3;
+  const agreeing = (t: number[]) => {
+    let agree = 0;
+    while (agree < r.tokens.length && r.tokens[agree] === t[agree]) agree++;
+    return agree;
+  };
+  // ---- the fused step with programmatic dependent launch off and on, and its variants (PDL
+  // measured first: everything else in this file runs with the backend's default).
+  const same = (a: number[], b: number[]) => {
+    let n = 0;
+    while (n < a.length && a[n] === b[n]) n++;
+    return n;
+  };
+  const pdlVariants: Array<[string, { pdl: boolean; tune?: Partial<DecodeTuning> }]> = [
+    ["off", { pdl: false }],
+    ["on", { pdl: true }],
+    ["on_small_kernels_trigger_before_wait", { pdl: true, tune: { pdlEarly: 1 } }],
+    ["on_next_gemv_l2_prefetch_20mb", { pdl: true, tune: { prefetchMB: 20 } }],
+    ["off_next_gemv_l2_prefetch_20mb", { pdl: false, tune: { prefetchMB: 20 } }],
+    ["on_own_tile_l2_prefetch_64kb", { pdl: true, tune: { selfPrefetchKB: 64 } }],
+    ["on_own_tile_l2_prefetch_all", { pdl: true, tune: { selfPrefetchKB: 1024 } }],
+  ];
+  let pdlOffTokens: number[] | null = null;
+  for (const [name, variant] of pdlVariants) {
+    if (variant.pdl && !be.pdlSupported) {
+      out({ bench: "decode_graph_pdl", variant: name, skipped: `PDL needs sm_90+ and cuLaunchKernelEx (${be.arch})` });
+      continue;
+    }
+    try {
+      const gv = graphDecode(steps, WARM, true, variant);
+      pdlOffTokens ??= gv.tokens;
+      out({
+        bench: "decode_graph_pdl", variant: name, pdl: variant.pdl, tune: variant.tune ?? {}, steps, tokens_per_s: steps / gv.s,
+        replay_ms_per_step: gv.replayMs, replay_fraction_of_roofline: 1000 / gv.replayMs / rooflineTokPerS, kernels_per_step: gv.kernels,
+        pdl_kernels_per_step: gv.pdlKernels, tokens_agreeing_with_generic: agreeing(gv.tokens), tokens_agreeing_with_pdl_off: same(pdlOffTokens, gv.tokens),
+        of: r.tokens.length,
+      });
+    } catch (e) {
+      out({ bench: "decode_graph_pdl", variant: name, error: e instanceof Error ? e.stack ?? e.message : String(e) });
+      // The rest of the run goes on without PDL rather than stopping here.
+      if (variant.pdl && name === "on") be.pdl = false;
+    }
+  }
+  const gu = graphDecode(steps, WARM, false); // the unfused graph body (the previous fast path)
+  const g = graphDecode(steps, WARM, true); // steps timed after WARM untimed ones (eager first step + capture)
+  const gTokPerS = steps / g.s;
+  out({
+    bench: "decode_graph_unfused", steps, s: gu.s, ms_per_token: (1000 * gu.s) / steps, tokens_per_s: steps / gu.s, replay_ms_per_step: gu.replayMs,
+    fraction_of_roofline: steps / gu.s / rooflineTokPerS, kernels_per_step: gu.kernels, tokens_agreeing_with_generic: agreeing(gu.tokens), of: r.tokens.length,
+  });
+  out({
+    bench: "decode_graph", fused: g.info.fused, pdl: be.pdl, pdl_early: DEFAULT_PDL_EARLY, own_tile_prefetch_kb: DEFAULT_SELF_PREFETCH_KB, prefetch_mb: DEFAULT_PREFETCH_MB, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
+    roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: gTokPerS / rooflineTokPerS, speedup_over_generic: gTokPerS / tokPerS,
+    replay_ms_per_step: g.replayMs, replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS, kernels_per_step: g.kernels, pdl_kernels_per_step: g.pdlKernels,
+    host_launches_per_token: g.launches, graph_captures: g.info.captures, graph_replays: g.info.replays,
+    tokens_agreeing_with_generic: agreeing(g.tokens), tokens_agreeing_with_unfused: (() => {
+      let a = 0;
+      while (a < gu.tokens.length && gu.tokens[a] === g.tokens[a]) a++;
+      return a;
+    })(), of: r.tokens.length, first_tokens: g.tokens.slice(0, 16),
+    // At the first token where the fused step chose differently: the generic path's top-2 logit gap
+    // there, against the median gap over all tokens (a near-tie flipped by summation order, or not).
+    generic_top2_gap_at_divergence: agreeing(g.tokens) < r.tokens.length ? r.gaps[agreeing(g.tokens)] : null,
+    generic_top2_gap_median: [...r.gaps].sort((a, b) => a - b)[r.gaps.length >> 1],
+  });
   if (values["gemm-graph"]) {
     // Device time of the step's GEMMs alone (same shapes, bf16 weights, f32 out), as one graph.
     const x16 = be.alloc("bf16", 16 * Math.max(c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim));
@@ -339,12 +442,13 @@ if (values.decode) {
         const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
         per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
         total += hms;
-        out({ bench: "fused_gemv", rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
+        out({ bench: "fused_gemv", pdl: be.pdl, rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
       }
     }
     be.decodeTuning = { unroll: 0, warps: 0 };
     // The other kernels of a fused batch-1 step, each kind alone as a graph: the norms (2 per layer
-    // + final), q/k norm + RoPE + KV write, and attention over P + steps keys (the step's own call).
+    // + final; a separate kernel only beyond 4 rows), q/k norm + RoPE + KV write, and the decode
+    // attention pair (partial + combine) over P + steps keys, as the step calls it.
     {
       const H = c.numAttentionHeads;
       const Hkv = c.numKeyValueHeads;
@@ -354,68 +458,74 @@ if (values.decode) {
       be.fill(q, 0.01);
       const kv = be.alloc("f32", 2 * Hkv * D);
       be.fill(kv, 0.01);
+      const kb = be.view(kv, 0, Hkv * D);
+      const vb = be.view(kv, Hkv * D, Hkv * D);
       const pages = [be.alloc("f32", len * Hkv * D), be.alloc("f32", len * Hkv * D)];
       for (const pg of pages) be.fill(pg, 0.01);
-      const iblk = be.alloc("i32", 5);
-      be.write(iblk, Int32Array.of(len - 1, len - 1, 0, 1, 0));
+      // [position, write slot]: the row writes slot len - 1 and sees keys [0, len).
+      const iblk = be.alloc("i32", 2);
+      be.write(iblk, Int32Array.of(len - 1, len - 1));
       const ints = (o: number) => be.view(iblk, o, 1);
-      // One row seeing keys [0, len - 1): offsets [0, 1], start 0, end len - 1.
-      const seg = { offsets: be.view(iblk, 2, 2), starts: ints(4), ends: ints(0) };
+      const plan = planAttention([[[0, len]]]);
+      const cap = growCapacity(null, planCapacityNeeded(plan));
+      const lay = planLayout(1, cap);
+      const planHost = new Int32Array(lay.length);
+      packPlan(plan, lay, planHost);
+      const planBuf = be.alloc("i32", lay.length);
+      be.write(planBuf, planHost);
+      const scratch = be.alloc("f32", be.decodeAttentionScratchLength(cap, H, D));
       const att = be.alloc("f32", H * D);
       const lse = be.alloc("f32", H);
-      const norm = w(FINAL_NORM);
+      const nw = w(FINAL_NORM);
       const qn = w(layerParamNames(0).qNorm);
       const kn = w(layerParamNames(0).kNorm);
-      const normMs = graphMs(() => {
-        for (let l = 0; l < 2 * L + 1; l++) be.decodeRmsnorm(h32, norm, x16, { rows: 1, dim: C, eps: 1e-6 });
+      const rope = () => be.decodeQkNormRope(q, kb, vb, qn, kn, ints(0), ints(1), pages[0]!, pages[1]!, {
+        rows: 1, heads: H, kvHeads: Hkv, headDim: D, eps: 1e-6, theta: c.ropeTheta,
       });
-      const ropeMs = graphMs(() => {
-        for (let l = 0; l < L; l++) {
-          be.decodeQkNormRope(q, kv, be.view(kv, Hkv * D, Hkv * D), qn, kn, ints(0), ints(1), pages[0]!, pages[1]!, {
-            rows: 1, heads: H, kvHeads: Hkv, headDim: D, eps: 1e-6, theta: c.ropeTheta,
-          });
+      const attend = () => be.decodeAttention(q, pages[0]!, pages[1]!, planBuf, scratch, att, lse, {
+        rows: 1, keys: len, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D), capacity: cap,
+      });
+      const keepPdl = be.pdl;
+      for (const pdl of be.pdlSupported ? [false, true] : [false]) {
+        be.pdl = pdl;
+        const normMs = graphMs(() => {
+          for (let l = 0; l < 2 * L + 1; l++) be.decodeRmsnorm(h32, nw, x16, { rows: 1, dim: C, eps: 1e-6 });
+        });
+        const ropeMs = graphMs(() => {
+          for (let l = 0; l < L; l++) rope();
+        });
+        const attMs = graphMs(() => {
+          for (let l = 0; l < L; l++) attend();
+        });
+        out({ bench: "fused_step_parts", pdl, rows: 1, keys: len, attention_items: cap.items, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, decode_attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, decode_attention: 2 * L } });
+        // The step's kernel sequence (embedding aside), rebuilt: GEMVs alone, + q/k norm + RoPE, +
+        // attention (= the fused step). The differences are what those kernels cost inside the step.
+        const mix: Record<string, number> = {};
+        for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
+          mix[name] = graphMs(() => {
+            for (let l = 0; l < L; l++) {
+              be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
+              if (withRope) rope();
+              if (withAtt) attend();
+              be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
+              be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
+              be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
+            }
+            be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
+          }, 50);
         }
-      });
-      const attMs = graphMs(() => {
-        for (let l = 0; l < L; l++) be.attention(q, pages[0]!, pages[1]!, seg, att, lse, { tokens: 1, keys: len, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D) });
-      });
-      out({ bench: "fused_step_parts", rows: 1, keys: len, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, attention: L } });
-      for (const b of [q, kv, ...pages, iblk, att, lse]) be.free(b);
+        const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
+        out({
+          bench: "fused_step_mix", pdl, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
+          step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
+          added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
+        });
+      }
+      be.pdl = keepPdl;
+      for (const b of [q, kv, ...pages, iblk, planBuf, scratch, att, lse]) be.free(b);
     }
     for (const b of [h32, a32, mlp16]) be.free(b);
   }
-  const WARM = 3;
-  const agreeing = (t: number[]) => {
-    let agree = 0;
-    while (agree < r.tokens.length && r.tokens[agree] === t[agree]) agree++;
-    return agree;
-  };
-  const gu = graphDecode(steps, WARM, false); // the unfused graph body (the previous fast path)
-  // The fused step with each GEMV prefetching 20 MB of the next one's weights into L2 (off by default).
-  be.decodeTuning = { unroll: 0, warps: 0, prefetchMB: 20 };
-  const gp = graphDecode(steps, WARM, true);
-  be.decodeTuning = { unroll: 0, warps: 0 };
-  out({
-    bench: "decode_graph_l2_prefetch", prefetch_mb: 20, steps, tokens_per_s: steps / gp.s, replay_ms_per_step: gp.replayMs,
-    replay_fraction_of_roofline: 1000 / gp.replayMs / rooflineTokPerS, tokens_agreeing_with_generic: agreeing(gp.tokens), of: r.tokens.length,
-  });
-  const g = graphDecode(steps, WARM, true); // steps timed after WARM untimed ones (eager first step + capture)
-  const gTokPerS = steps / g.s;
-  out({
-    bench: "decode_graph_unfused", steps, s: gu.s, ms_per_token: (1000 * gu.s) / steps, tokens_per_s: steps / gu.s, replay_ms_per_step: gu.replayMs,
-    fraction_of_roofline: steps / gu.s / rooflineTokPerS, kernels_per_step: gu.kernels, tokens_agreeing_with_generic: agreeing(gu.tokens), of: r.tokens.length,
-  });
-  out({
-    bench: "decode_graph", fused: g.info.fused, prefetch_mb: DEFAULT_PREFETCH_MB, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
-    roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: gTokPerS / rooflineTokPerS, speedup_over_generic: gTokPerS / tokPerS,
-    replay_ms_per_step: g.replayMs, replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS, kernels_per_step: g.kernels,
-    host_launches_per_token: g.launches, graph_captures: g.info.captures, graph_replays: g.info.replays,
-    tokens_agreeing_with_generic: agreeing(g.tokens), tokens_agreeing_with_unfused: (() => {
-      let a = 0;
-      while (a < gu.tokens.length && gu.tokens[a] === g.tokens[a]) a++;
-      return a;
-    })(), of: r.tokens.length, first_tokens: g.tokens.slice(0, 16),
-  });
   if (values.hf) {
     // ---- (b) transformers generate, same checkpoint, prompt and lengths, in this run
     const script = path.join(path.dirname(new URL(import.meta.url).pathname), "hf_generate.py");

@@ -14,6 +14,8 @@ export interface NprEnv {
   readonly debug: number;
   /** NPR_BACKEND: default backend name ("cpu", later "cuda"). */
   readonly backend: string;
+  /** NPR_PDL=0 (or "off"/"false"/"no"): no programmatic dependent launch on CUDA (default on where the device has it). */
+  readonly pdl: boolean;
 }
 
 function flag(v: string | undefined, dflt: boolean): boolean {
@@ -34,6 +36,7 @@ export function readEnv(env: Record<string, string | undefined> = process.env): 
     threads: intOrNull(env["NPR_THREADS"]),
     debug: intOrNull(env["NPR_DEBUG"]) ?? 0,
     backend: env["NPR_BACKEND"] || "cpu",
+    pdl: flag(env["NPR_PDL"], true),
   });
 }
 

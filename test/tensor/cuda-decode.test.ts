@@ -7,7 +7,10 @@
  * count) against float64 products of the same bf16 values, and with the RMSNorm fused into its
  * x reads (and the separate-kernel fallback for more rows) against a float64 norm; decodeQkNormRope against the CPU
  * backend's rmsnorm + rope + a host scatter (padding slot -1, positions up to 70,000).
- * Skipped without a GPU.
+ * Programmatic dependent launch: a 3-layer decode step built from these ops and the decode
+ * attention (each kernel reading what the previous one wrote) gives the same bits with PDL on and
+ * off, eagerly and replayed from a captured graph, and the PDL launches really happened.
+ * Skipped without a GPU (the PDL part also without sm_90).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -15,6 +18,7 @@ import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/inde
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { bf16BitsToF32Array, toBf16Bits } from "../../src/tensor/dtype.ts";
 import { Rng } from "../../src/util/rng.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../../src/engine/attention-plan.ts";
 
 const why = cudaUnavailable();
 
@@ -292,6 +296,106 @@ if (why) {
       t.diagnostic(`q: ${fmt(dq)}; keys: ${fmt(dk)}; values: ${fmt(dv)}`);
       assert.ok(dq.max < 1e-5 && dk.max < 1e-5, "q/k differ from rmsnorm + rope");
       assert.equal(dv.max, 0, "values are copies");
+    });
+  }
+
+  for (const rows of [1, 6]) {
+    test(`PDL: a ${rows}-row decode step of dependent fused kernels gives the same bits with PDL on and off, eager and in a graph`, (t) => {
+      if (!be.pdlSupported) {
+        t.skip(`PDL needs sm_90+ (device ${be.arch})`);
+        return;
+      }
+      const [C, H, Hkv, D, I, V, L, S] = [256, 4, 2, 32, 384, 520, 3, 64];
+      const eps = 1e-6;
+      const bf = (n: number, s: number) => dev(toBf16Bits(randn(n, s)));
+      const f32 = (n: number, s = 1) => dev(randn(n, s));
+      const layers = Array.from({ length: L }, () => ({
+        q: bf(H * D * C, 0.06), k: bf(Hkv * D * C, 0.06), v: bf(Hkv * D * C, 0.06), o: bf(C * H * D, 0.08),
+        gate: bf(I * C, 0.06), up: bf(I * C, 0.06), down: bf(C * I, 0.05), n1: f32(C), n2: f32(C), qn: f32(D), kn: f32(D),
+      }));
+      const head = bf(V * C, 0.06);
+      const fnorm = f32(C);
+      // Row r is at position 40 + r, writes slot 40 + r and sees slots [0, 41 + r).
+      const pos = dev(Int32Array.from({ length: rows }, (_, r) => 40 + r));
+      const plan = planAttention(Array.from({ length: rows }, (_, r) => [[0, 41 + r] as [number, number]]));
+      const cap = growCapacity(null, planCapacityNeeded(plan));
+      const lay = planLayout(rows, cap);
+      const planHost = new Int32Array(lay.length);
+      packPlan(plan, lay, planHost);
+      const planBuf = dev(planHost);
+      const h0 = randn(rows * C);
+      const keys0 = randn(S * Hkv * D);
+      const vals0 = randn(S * Hkv * D);
+      const h = be.alloc("f32", rows * C);
+      const keys = be.alloc("f32", S * Hkv * D);
+      const vals = be.alloc("f32", S * Hkv * D);
+      const q = be.alloc("f32", rows * H * D);
+      const k = be.alloc("f32", rows * Hkv * D);
+      const v = be.alloc("f32", rows * Hkv * D);
+      const att = be.alloc("f32", rows * H * D);
+      const lse = be.alloc("f32", rows * H);
+      const scratch = be.alloc("f32", be.decodeAttentionScratchLength(cap, H, D));
+      const a16 = be.alloc("bf16", rows * C);
+      const m16 = be.alloc("bf16", rows * I);
+      const logits = be.alloc("f32", rows * V);
+      const body = () => {
+        for (const w of layers) {
+          be.decodeGemv(h, [{ w: w.q, y: q, n: H * D }, { w: w.k, y: k, n: Hkv * D }, { w: w.v, y: v, n: Hkv * D }], { rows, k: C, epilogue: "store", norm: { w: w.n1, eps, scratch: a16 } });
+          be.decodeQkNormRope(q, k, v, w.qn, w.kn, pos, pos, keys, vals, { rows, heads: H, kvHeads: Hkv, headDim: D, eps, theta: 1e4 });
+          be.decodeAttention(q, keys, vals, planBuf, scratch, att, lse, { rows, keys: S, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D), capacity: cap });
+          be.decodeGemv(att, [{ w: w.o, y: h, n: C }], { rows, k: H * D, epilogue: "add" });
+          be.decodeGemv(h, [{ w: w.gate, y: m16, n: I }, { w: w.up, y: m16, n: I }], { rows, k: C, epilogue: "swiglu", norm: { w: w.n2, eps, scratch: a16 } });
+          be.decodeGemv(m16, [{ w: w.down, y: h, n: C }], { rows, k: I, epilogue: "add" });
+        }
+        be.decodeGemv(h, [{ w: head, y: logits, n: V }], { rows, k: C, epilogue: "store", norm: { w: fnorm, eps, scratch: a16 } });
+      };
+      /** Resets the inputs the step overwrites, runs it (eagerly or by `replay`), returns its outputs. */
+      const run = (replay?: () => void) => {
+        be.write(h, h0);
+        be.write(keys, keys0);
+        be.write(vals, vals0);
+        if (replay) replay();
+        else body();
+        return [be.read(logits) as Float32Array, be.read(h) as Float32Array, be.read(keys) as Float32Array];
+      };
+      const keep = be.pdl;
+      try {
+        be.pdl = false;
+        const c0 = be.counters()["cuda.launch.pdl"] ?? 0;
+        const ref = run();
+        assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - c0, 0, "PDL off launches nothing with PDL");
+        const offGraph = be.captureGraph(body);
+        const results: Array<[string, Float32Array[]]> = [["graph, PDL off", run(offGraph.replay)]];
+        be.pdl = true;
+        // Both orders of the small kernels (DecodeTuning.pdlEarly: schedule the next kernel before
+        // or after their wait).
+        for (const early of [0, 1]) {
+          be.decodeTuning = { unroll: 0, warps: 0, pdlEarly: early };
+          const l0 = be.counters()["cuda.launch"] ?? 0;
+          const p0 = be.counters()["cuda.launch.pdl"] ?? 0;
+          results.push([`eager, PDL on, early ${early}`, run()]);
+          // Every kernel of the step is a fused op: all of them launch with PDL.
+          const launched = (be.counters()["cuda.launch"] ?? 0) - l0;
+          assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - p0, launched, "every fused kernel launched with PDL");
+          assert.equal(launched, L * (7 + (rows > 4 ? 2 : 0)) + 1 + (rows > 4 ? 1 : 0));
+          const onGraph = be.captureGraph(body);
+          results.push([`graph, PDL on, early ${early}`, run(onGraph.replay)], [`graph, PDL on, early ${early}, again`, run(onGraph.replay)]);
+          onGraph.destroy();
+        }
+        offGraph.destroy();
+        const mag = ref[0]!.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+        assert.ok(Number.isFinite(mag) && mag > 1e-3, `the step's logits are finite and not trivial (max |logit| ${mag})`);
+        for (const [name, got] of results) {
+          ["logits", "residual", "key pages"].forEach((what, i) => {
+            const d = diff(got[i]!, ref[i]!);
+            t.diagnostic(`rows ${rows}, ${name}, ${what} vs eager PDL off: ${fmt(d)}`);
+            assert.equal(d.max, 0, `${name}: ${what} differ from the serialized step`);
+          });
+        }
+      } finally {
+        be.pdl = keep;
+        be.decodeTuning = { unroll: 0, warps: 0 };
+      }
     });
   }
 }

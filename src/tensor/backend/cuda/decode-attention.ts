@@ -4,12 +4,15 @@
  * all the rows that see it, and long rows are split over many blocks. One partial kernel over
  * (item, kv head) units, then one combine per (row, head). Argument checks, launch geometry, the
  * shared-memory size and the scratch / plan sizes for a capacity live here.
+ * Both kernels are PDL-safe (they wait before touching anything) and launch with programmatic
+ * dependent launch when the backend's `pdl` is on; DecodeTuning.pdlEarly sets their order.
  * Knows the plan's packed layout (offsets only) and the kernels; nothing of block tables or models.
  */
 import { invariant } from "../../../util/errors.ts";
 import type { DeviceBuffer } from "../types.ts";
 import { ELEM_BYTES } from "./buffers.ts";
 import type { CudaBackend } from "./index.ts";
+import { pdlEarlyArg } from "./decode.ts";
 
 /** Threads of the partial kernel (DA_THREADS), its key tile, query pass and slot-list size (.cu). */
 const DA_THREADS = 128;
@@ -99,10 +102,10 @@ export function decodeAttention(
   const grid = Math.min(cap.items * Hkv, MAX_GRID);
   be.launchKernel("decode-attention.cu", `decode_attention_partial_d${hd}`, dt, grid, DA_THREADS, [
     { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, ...sizes,
-    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale },
-  ], smemBytes(D, elem));
+    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }, pdlEarlyArg(be.decodeTuning),
+  ], smemBytes(D, elem), { pdl: true });
   be.launchKernel("decode-attention.cu", "decode_attention_combine", dt, [B, H, 1], COMBINE_THREADS, [
-    { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D },
-  ]);
+    { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D }, pdlEarlyArg(be.decodeTuning),
+  ], 0, { pdl: true });
   be.countCall(op);
 }

@@ -8,6 +8,8 @@
  *                     -> bf16 input of down_proj)
  *   decodeQkNormRope  per-head q/k RMSNorm + RoPE at each row's position + k, v into page slots
  * Each equals the generic ops it replaces up to summation order (fp32 accumulation throughout).
+ * Every kernel here is launched with programmatic dependent launch when the backend's `pdl` is on
+ * (kernels/decode.cu says what each does before and after its griddepcontrol.wait).
  * Functions of a CudaBackend through its extension surface (launchKernel, countCall, checks); the
  * backend's thin methods call them. Knows nothing of models or the engine.
  */
@@ -75,12 +77,44 @@ export interface DecodeTuning {
   noStage?: number;
   /** MB of GemvParams.prefetch fetched into L2 per launch (undefined: DEFAULT_PREFETCH_MB; 0: none). */
   prefetchMB?: number;
+  /**
+   * KB of each GEMV block's own weight tile prefetched into L2 before its PDL wait (undefined:
+   * DEFAULT_SELF_PREFETCH_KB; 0: none; the whole tile is at most 16 k bf16 per matrix).
+   */
+  selfPrefetchKB?: number;
+  /**
+   * PDL order of the small kernels (norm, q/k norm + RoPE, decode attention): 1 schedules the next
+   * kernel before their wait, 0 after it (undefined: DEFAULT_PDL_EARLY). GEMVs always schedule
+   * the next kernel right after their wait.
+   */
+  pdlEarly?: number;
+}
+
+/**
+ * Own-tile L2 prefetch before the PDL wait, off: measured on an H200 (4B shape, batch 1, replayed
+ * step, bench/gpu.ts decode_graph_pdl) 3.87 ms with 64 KB per tile and 4.04 ms with whole tiles,
+ * against 3.53 ms without (the prefetched lines compete with the running GEMV's stream and are
+ * partly evicted before use).
+ */
+export const DEFAULT_SELF_PREFETCH_KB = 0;
+/**
+ * Small kernels schedule their successor after their own wait, as the GEMVs do. Scheduling it
+ * before (so the GEMV after q/k norm + RoPE and attention fills its ring while they run) was
+ * slower on an H200: 3.68 ms per replayed 4B step against 3.53 ms (PDL off: 3.55 ms); the attention
+ * pair then cost 15.4 instead of 13.9 us per layer (bench/gpu.ts fused_step_mix).
+ */
+export const DEFAULT_PDL_EARLY = 0;
+
+/** The `early` argument of the small kernels (see DecodeTuning.pdlEarly). */
+export function pdlEarlyArg(tune: DecodeTuning): { i32: number } {
+  return { i32: (tune.pdlEarly ?? DEFAULT_PDL_EARLY) ? 1 : 0 };
 }
 
 /**
  * L2 prefetch per GEMV launch, off: measured on an H200 (4B shape, batch 1), 20 MB per launch
  * made the replayed step slower (6.27 vs 5.93 ms): the prefetch competes with the launch's own
- * stream for DRAM. Kept as a knob for the overlap it was meant to buy once launches overlap (PDL).
+ * stream for DRAM. With PDL it still loses (fused step 4.07 ms with it, 3.53 without; PDL off
+ * 3.82 vs 3.55). Kept as a knob.
  */
 export const DEFAULT_PREFETCH_MB = 0;
 
@@ -109,7 +143,9 @@ export function decodeRmsnorm(be: CudaBackend, x: DeviceBuffer, w: DeviceBuffer,
   const X = f32Arg(be, op, "x", x, p.rows * p.dim);
   const W = f32Arg(be, op, "w", w, p.dim);
   const O = bf16Arg(be, op, "out", out16, p.rows * p.dim);
-  be.launchKernel("decode.cu", "dec_rmsnorm_bf16", "f32", p.rows, 256, [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { i64: p.dim }, { f64: p.eps }]);
+  be.launchKernel("decode.cu", "dec_rmsnorm_bf16", "f32", p.rows, 256, [
+    { ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { i64: p.dim }, { f64: p.eps }, pdlEarlyArg(be.decodeTuning),
+  ], 0, { pdl: true });
   be.countCall(op);
 }
 
@@ -188,12 +224,15 @@ export function decodeGemv(be: CudaBackend, x: DeviceBuffer, mats: readonly Gemv
   invariant(unroll === 4 || unroll === 8, () => `${op}: ${unroll} ring stages, expected 4 or 8`);
   invariant(smem(unroll) <= SMEM_PER_SM, () => `${op}: ${nw} warps x ${unroll} stages need ${smem(unroll)} bytes of shared memory`);
   const pf = prefetchRegions(be, p.prefetch ?? [], (tune.prefetchMB ?? DEFAULT_PREFETCH_MB) * 2 ** 20);
-  const mat = [mats.length, ...fields.w, ...fields.bias, ...fields.y, ...fields.n, ...fields.ldy, ...fields.start, ...pf.ptrs, ...pf.bytes];
+  const selfPf = Math.floor((tune.selfPrefetchKB ?? DEFAULT_SELF_PREFETCH_KB) * 1024);
+  invariant(selfPf >= 0, () => `${op}: selfPrefetchKB ${tune.selfPrefetchKB} is negative`);
+  // DgMats (decode.cu), field by field.
+  const mat = [mats.length, ...fields.w, ...fields.bias, ...fields.y, ...fields.n, ...fields.ldy, ...fields.start, ...pf.ptrs, ...pf.bytes, selfPf];
   const name = `dec_gemv_${NW ? "xn" : X.dtype === "bf16" ? "x16" : "x32"}_nt${nt}_t${tiles}_u${unroll}`;
   be.launchKernel("decode.cu", name, "f32", blocks, 32 * nw, [
     { ptr: X.ptr }, { i64: k }, { i64s: mat }, { i32: rows }, { i64: k }, { i32: EPILOGUE_CODE[p.epilogue] },
     { ptr: NW?.ptr ?? 0 }, { f64: p.norm?.eps ?? 0 }, { i32: staged ? 1 : 0 },
-  ], smem(unroll));
+  ], smem(unroll), { pdl: true });
   be.countCall(op);
 }
 
@@ -255,6 +294,7 @@ export function decodeQkNormRope(
   be.launchKernel("decode.cu", "dec_qk_norm_rope", "f32", Math.ceil(warps / 4), 128, [
     { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: QW.ptr }, { ptr: KW.ptr }, { ptr: P.ptr }, { ptr: S.ptr },
     { ptr: KP.ptr }, { ptr: VP.ptr }, { i32: rows }, { i32: H }, { i32: Hkv }, { i32: D }, { f64: p.eps }, { ptr: table.ptr },
-  ]);
+    pdlEarlyArg(be.decodeTuning),
+  ], 0, { pdl: true });
   be.countCall(op);
 }

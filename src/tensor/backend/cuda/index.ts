@@ -6,7 +6,8 @@
  * range) surface as InvariantErrors naming the op.
  *
  * Counters: one per primitive call (the conformance suite checks them), plus "cuda.launch" (kernel
- * launches), "cublas.gemm" (cuBLAS calls), "cuda.memset", "cuda.compile" and
+ * launches; "cuda.launch.pdl" those with programmatic dependent launch), "cublas.gemm" (cuBLAS
+ * calls), "cuda.memset", "cuda.compile" and
  * "cuda.compile.cached" (kernel units compiled / loaded from the disk cache), so a test can prove
  * the GPU path ran. Argument checks (dtypes, sizes, use after free) are the CPU backend's, done on
  * the host before anything is queued; segment arrays live on the device and are not read back:
@@ -22,6 +23,7 @@
  * Knows nothing about Tensors or autograd.
  */
 import { invariant, InvariantError } from "../../../util/errors.ts";
+import { ENV } from "../../../util/env.ts";
 import { installBf16 } from "../bf16.ts";
 import { ArgChecks, CudaBuffer, ELEM_BYTES, isCount } from "./buffers.ts";
 import type {
@@ -85,6 +87,8 @@ export interface CudaBackendOptions {
    * each synchronize hands freed memory back and the next step maps it again.
    */
   retainPoolMemory?: boolean;
+  /** Programmatic dependent launch where the device has it (default: on unless NPR_PDL=0; see CudaBackend.pdl). */
+  pdl?: boolean;
 }
 
 /** Why no CUDA backend can be made here, or null when one can (for skips and `backend check`). */
@@ -145,6 +149,28 @@ export class CudaBackend implements Backend {
    * needs sm_80+ and 16-byte aligned buffers.
    */
   attentionKernel: "auto" | "flash" | "reference" = "auto";
+  /**
+   * Programmatic dependent launch for the kernels that allow it (launchKernel's opts.pdl: the
+   * fused decode step's GEMVs, norms, q/k norm + RoPE and decode attention): each may start (and
+   * stream its weights) while the previous kernel drains, inside a captured graph too. Default on
+   * where the device has it (sm_90+, a driver with cuLaunchKernelEx) unless NPR_PDL=0; turning it
+   * on elsewhere throws. Read at launch time: a graph keeps what it was captured with.
+   */
+  get pdl(): boolean {
+    return this.usePdl;
+  }
+
+  set pdl(on: boolean) {
+    invariant(!on || this.pdlSupported, () => `cuda backend: programmatic dependent launch needs sm_90+ and cuLaunchKernelEx (device ${this.arch})`);
+    this.usePdl = on;
+  }
+
+  /** Whether this device and driver can launch with PDL. */
+  get pdlSupported(): boolean {
+    return this.device.major >= 9 && this.driver.hasLaunchEx;
+  }
+
+  private usePdl = false;
 
   constructor(opts: CudaBackendOptions = {}) {
     const d = CudaDriver.load();
@@ -169,6 +195,7 @@ export class CudaBackend implements Backend {
     this.collect = opts.collect ?? true;
     this.chk = new ArgChecks(this);
     this.libraries = { cuda: this.driver.libraryPath, cublas: this.cublas.libraryPath, nvrtc: this.nvrtc.libraryPath };
+    this.usePdl = (opts.pdl ?? ENV.pdl) && this.pdlSupported;
     this.err = this.driver.allocAsync(16, this.stream);
     this.driver.memsetD32Async(this.err, 0, 4, this.stream);
     // Calls with bf16 buffers that these methods run themselves; the rest are upcast around f32.
@@ -230,8 +257,14 @@ export class CudaBackend implements Backend {
    * Queues kernel `name_<dtype>` of `file` with a 1-D or 3-D grid and `smem` bytes of dynamic
    * shared memory (above 48 KiB the function's limit is raised, whenever a launch needs more than
    * it was raised to). An empty grid is no launch.
+   * `opts.pdl`: the kernel is PDL-safe (it executes griddepcontrol.wait before it reads anything an
+   * earlier kernel wrote or writes anything an earlier kernel reads), so it may be launched with
+   * programmatic dependent launch; it is when `this.pdl` is on (counter "cuda.launch.pdl").
    */
-  launchKernel(file: KernelFile, name: string, dtype: KernelDType, grid: number | [number, number, number], block: number, args: KernelArg[], smem = 0): void {
+  launchKernel(
+    file: KernelFile, name: string, dtype: KernelDType, grid: number | [number, number, number], block: number, args: KernelArg[], smem = 0,
+    opts?: { pdl?: boolean },
+  ): void {
     const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
     if (g[0] === 0 || g[1] === 0 || g[2] === 0) return;
     const f = this.fn(file, name, dtype);
@@ -239,8 +272,10 @@ export class CudaBackend implements Backend {
       this.driver.setMaxDynamicShared(f, smem);
       this.smemLimits.set(f, smem);
     }
-    this.driver.launch(f, g, [block, 1, 1], smem, this.stream, args);
+    const pdl = this.pdl && opts?.pdl === true;
+    this.driver.launch(f, g, [block, 1, 1], smem, this.stream, args, pdl);
     this.count("cuda.launch");
+    if (pdl) this.count("cuda.launch.pdl");
   }
 
   /** Device address of the status word kernels record bad ids in (common.cuh report_error). */

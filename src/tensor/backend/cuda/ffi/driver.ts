@@ -7,6 +7,8 @@
  * addresses (CUdeviceptr) are JS numbers (declared uint64_t: same ABI as a pointer on x86-64, and
  * user-space addresses stay below 2^53). Output parameters are declared `void *` and given a
  * typed array, which koffi passes as a pointer to its own memory without a copy.
+ * Launches go through cuLaunchKernel, or cuLaunchKernelEx when a launch allows programmatic
+ * dependent launch (PDL, sm_90+): both read their arguments from one fixed native area.
  * Knows nothing about kernels' meanings, dtypes or the Backend contract.
  */
 import type * as Koffi from "koffi";
@@ -38,6 +40,24 @@ export interface DeviceInfo {
   driverVersion: number;
 }
 
+/**
+ * cuLaunchKernelEx's config (cuda.h CUlaunchConfig, x86-64 layout): grid x/y/z, block x/y/z and
+ * sharedMemBytes as u32 at 0..24, pad, hStream u64 at 32, attrs pointer at 40, numAttrs u32 at 48
+ * (56 bytes). One CUlaunchAttribute follows at ATTR_OFF: id u32, 4 bytes of pad, then the 64-byte
+ * value union (72 bytes).
+ */
+const LAUNCH_CONFIG = { grid: 0, block: 12, shared: 24, stream: 32, attrs: 40, numAttrs: 48 } as const;
+const ATTR_OFF = 64;
+const CONFIG_BYTES = ATTR_OFF + 72;
+/**
+ * CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (cuda.h CUlaunchAttributeID): value.int
+ * programmaticStreamSerializationAllowed = 1 lets the kernel start while the previous kernel of
+ * the stream still runs, once that one's blocks have all executed griddepcontrol.launch_dependents
+ * (or exited); the kernel orders itself with griddepcontrol.wait. Stream capture keeps it as a
+ * programmatic edge of the graph.
+ */
+const ATTR_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+
 /** Bytes of the argument area of one launch; kernels here take far fewer (largest ~400). */
 const ARG_BYTES = 4096;
 const MAX_ARGS = 64;
@@ -64,6 +84,11 @@ export class CudaDriver {
   private readonly ptrAddr: number;
   private readonly out64 = new BigUint64Array(1);
   private readonly out32 = new Int32Array(1);
+  /** cuLaunchKernelEx's config and attribute (see LAUNCH_CONFIG), written per PDL launch. */
+  private readonly config: DataView;
+  private readonly configAddr: number;
+  /** Whether the driver exports cuLaunchKernelEx (CUDA 11.8+): PDL launches need it. */
+  readonly hasLaunchEx: boolean;
 
   /** Loads libcuda and binds every function this file uses; a missing library is `{ why }`. */
   static load(): { driver: CudaDriver; why: null } | { driver: null; why: string } {
@@ -132,6 +157,13 @@ export class CudaDriver {
       this.f["cuEventElapsedTime"] = lib.func("cuEventElapsedTime", "int", ["void *", u64, u64]);
     }
     this.f["cuGetErrorName"] = lib.func("int cuGetErrorName(int error, _Out_ const char **pStr)");
+    // (config*, CUfunction, kernelParams**, extra**): pointers passed as addresses.
+    try {
+      this.f["cuLaunchKernelEx"] = lib.func("cuLaunchKernelEx", "int", [u64, u64, u64, u64]);
+      this.hasLaunchEx = true;
+    } catch {
+      this.hasLaunchEx = false;
+    }
 
     const area = this.koffi.alloc("uint8_t", ARG_BYTES);
     this.argArea = new DataView(this.koffi.view(area, ARG_BYTES));
@@ -139,8 +171,17 @@ export class CudaDriver {
     const ptrs = this.koffi.alloc("uint64_t", MAX_ARGS);
     this.ptrArray = new BigUint64Array(this.koffi.view(ptrs, MAX_ARGS * 8));
     this.ptrAddr = toNumber(this.koffi.address(ptrs));
+    const cfg = this.koffi.alloc("uint8_t", CONFIG_BYTES);
+    this.config = new DataView(this.koffi.view(cfg, CONFIG_BYTES));
+    this.configAddr = toNumber(this.koffi.address(cfg));
+    // The attribute never changes: PROGRAMMATIC_STREAM_SERIALIZATION, allowed; value's other bytes 0.
+    for (let i = 0; i < CONFIG_BYTES; i++) this.config.setUint8(i, 0);
+    this.config.setUint32(ATTR_OFF, ATTR_PROGRAMMATIC_STREAM_SERIALIZATION, true);
+    this.config.setInt32(ATTR_OFF + 8, 1, true);
+    this.config.setBigUint64(LAUNCH_CONFIG.attrs, BigInt(this.configAddr + ATTR_OFF), true);
+    this.config.setUint32(LAUNCH_CONFIG.numAttrs, 1, true);
     // Keep the allocations reachable for the life of the driver (koffi frees them on GC).
-    this.keep = [area, ptrs];
+    this.keep = [area, ptrs, cfg];
   }
 
   private readonly keep: unknown[];
@@ -328,8 +369,15 @@ export class CudaDriver {
    * Launches fn on grid x block with the given arguments. Each argument is written into the
    * stable argument area and the pointer array is pointed at it (cuLaunchKernel's kernelParams
    * reads one pointer per parameter and copies the values before it returns).
+   * `pdl`: launch through cuLaunchKernelEx with programmatic stream serialization allowed (see
+   * ATTR_PROGRAMMATIC_STREAM_SERIALIZATION): only for kernels that execute griddepcontrol.wait
+   * before they touch anything an earlier kernel writes or reads; the caller checks hasLaunchEx
+   * and the device (sm_90+).
    */
-  launch(fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], shared: number, stream: number, args: readonly KernelArg[]): void {
+  launch(
+    fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], shared: number, stream: number,
+    args: readonly KernelArg[], pdl = false,
+  ): void {
     const dv = this.argArea;
     let off = 0;
     for (let i = 0; i < args.length; i++) {
@@ -362,7 +410,18 @@ export class CudaDriver {
       }
     }
     if (off > ARG_BYTES || args.length > MAX_ARGS) throw new Error(`cuLaunchKernel: ${args.length} arguments (${off} bytes) exceed the argument area`);
-    this.call("cuLaunchKernel", fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, stream, this.ptrAddr, 0);
+    if (!pdl) {
+      this.call("cuLaunchKernel", fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, stream, this.ptrAddr, 0);
+      return;
+    }
+    const c = this.config;
+    for (let i = 0; i < 3; i++) {
+      c.setUint32(LAUNCH_CONFIG.grid + 4 * i, grid[i], true);
+      c.setUint32(LAUNCH_CONFIG.block + 4 * i, block[i], true);
+    }
+    c.setUint32(LAUNCH_CONFIG.shared, shared, true);
+    c.setBigUint64(LAUNCH_CONFIG.stream, BigInt(stream), true);
+    this.call("cuLaunchKernelEx", this.configAddr, fn, this.ptrAddr, 0);
   }
 
   /** Raises a kernel's dynamic shared memory limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8). */

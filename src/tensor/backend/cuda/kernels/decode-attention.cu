@@ -23,7 +23,28 @@
 // Row r's partial in item i is pbase[i] + popcount(mask[i] & ((1 << r) - 1)).
 // Head dim: a multiple of 4 (the 4-wide loads), at most 32 * PL of the entry point; k and v
 // 16-byte aligned. Accumulation in T (f32 or f64).
+// PDL (programmatic dependent launch, sm_90+, when the host launches with it): both kernels run
+// pdl_enter first, so nothing here (plan, q, pages, scratch, out) is touched before the previous
+// kernel has completed; `early` schedules the next kernel before that wait (the following GEMV's
+// blocks then stream weights while attention runs), else right after it.
 #include "common.cuh"
+
+// The PDL helpers (same as decode.cu's; no-ops before sm_90 and on a plain launch).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_enter(int early) {
+  if (early) pdl_launch_dependents();
+  pdl_wait();
+  if (!early) pdl_launch_dependents();
+}
 
 #define DA_WARPS 4
 #define DA_THREADS (32 * DA_WARPS)
@@ -237,14 +258,17 @@ __device__ __forceinline__ void da_partial(const T* __restrict__ q, const T* __r
 
 #define DA_PARTIAL(HD)                                                                                                           \
   KERNEL(decode_attention_partial_d##HD)(const T* q, const T* k, const T* v, const int* plan, T* pacc, T* pml, int B, int I, int R, \
-                                         int P, int keys, int H, int Hkv, int D, T scale) {                                         \
+                                         int P, int keys, int H, int Hkv, int D, T scale, int early) {                              \
+    pdl_enter(early);                                                                                                            \
     da_partial<HD / 32>(q, k, v, plan, pacc, pml, B, I, R, P, keys, H, Hkv, D, scale);                                           \
   }
 DA_PARTIAL(64)
 DA_PARTIAL(128)
 DA_PARTIAL(256)
 
-KERNEL(decode_attention_combine)(const int* plan, const T* pacc, const T* pml, T* out, T* lse, int B, int I, int R, int P, int H, int D) {
+KERNEL(decode_attention_combine)(const int* plan, const T* pacc, const T* pml, T* out, T* lse, int B, int I, int R, int P, int H, int D,
+                                 int early) {
+  pdl_enter(early);
   const int row = blockIdx.x, h = blockIdx.y;
   const PlanOff o = plan_off(B, I, R);
   const int a = max(plan[o.rowOff + row], 0), b = min(plan[o.rowOff + row + 1], P);

@@ -21,11 +21,43 @@
 //   warps per block): RMSNorm over D, rotate-half RoPE at the row's position (angles in double
 //   from the host's theta^(2j/D) table, as nn.cu's rope), q back in place, k and v into page slot
 //   slots[b] of keys / values ([slots, Hkv, D]); slot -1 (a padding row) writes nothing.
+// Programmatic dependent launch (PDL, sm_90+; the host launches these kernels with it when the
+//   backend's `pdl` is on): each kernel may start while the previous kernel of the stream still
+//   runs. Before pdl_wait() a kernel touches only the read-only weights (a GEMV fills its cp.async
+//   ring and optionally prefetches its weight tile into L2); everything the step writes (residual,
+//   q/k/v, KV pages, activations) is read or written after it. pdl_wait() returns once the previous
+//   kernel has completed and its writes are visible; as every kernel of the step waits so, the
+//   order is transitive. pdl_launch_dependents() lets the next kernel be scheduled: a GEMV calls it
+//   after its wait (the next kernel's blocks take SMs as this one's last wave drains), the small
+//   kernels too, or before their wait when `early` (the following GEMV's blocks then become
+//   resident and fill their rings while q/k norm + RoPE and attention run; measured slower, see
+//   DEFAULT_PDL_EARLY in ../decode.ts).
 // Every kernel here is f32-only: the f64 instance of this file is compiled but never launched.
 #include "common.cuh"
 
 typedef unsigned short u16;
 typedef unsigned int u32;
+
+/** Waits for the previous kernel of the stream (PDL); a no-op before sm_90 and on a plain launch. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/** Allows the next kernel of the stream to be scheduled once every block got here (or exited). */
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/** The small kernels' PDL order: `early` schedules the next kernel before this one's wait. */
+__device__ __forceinline__ void pdl_enter(int early) {
+  if (early) pdl_launch_dependents();
+  pdl_wait();
+  if (!early) pdl_launch_dependents();
+}
 
 /** f32 -> bf16 bits, nearest even, NaN made quiet: convert.cu's float_to_bf16. */
 __device__ __forceinline__ u16 dg_bf16(float f) {
@@ -37,8 +69,9 @@ __device__ __forceinline__ u16 dg_bf16(float f) {
 /** Two floats as two bf16 (nearest even) in one register, lo in bits 0..15. */
 __device__ __forceinline__ u32 dg_pack(float lo, float hi) { return (u32)dg_bf16(lo) | ((u32)dg_bf16(hi) << 16); }
 
-KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, double eps) {
+KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, double eps, int early) {
   __shared__ double sh[32];
+  pdl_enter(early);
   const float* xr = x + (i64)blockIdx.x * dim;
   double ss = 0;
   for (i64 j = threadIdx.x; j < dim; j += blockDim.x) ss += (double)xr[j] * (double)xr[j];
@@ -67,6 +100,9 @@ struct DgMats {
   // [pf[r], pf[r] + pfBytes[r]), 16-byte aligned sizes, 0 bytes = none.
   i64 pf[3];
   i64 pfBytes[3];
+  // Bytes of each block's own weight tile (16 rows x k, per matrix of the tile) prefetched into L2
+  // before pdl_wait (0 = none): with PDL the whole tile streams while the previous kernel drains.
+  i64 selfPf;
 };
 
 /**
@@ -97,6 +133,29 @@ __device__ __forceinline__ void dg_prefetch(const i64* pf, const i64* bytes) {
     if (n <= 0) continue;
     // One instruction moves at most 2^32 - 16 bytes; shares are far smaller.
     asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"((const char*)pf[r] + a), "r"((unsigned)n), "l"(pol) : "memory");
+  }
+#endif
+}
+
+/**
+ * The first M.selfPf bytes of this block's weight tile(s) into L2 (evict first: read once, soon):
+ * rows [row0, row0 + 16) of each matrix of the tile are contiguous (w is [n, k]). Issued before
+ * pdl_wait, so with PDL the tile flows from DRAM while the previous kernel finishes; the ring then
+ * finds it in L2.
+ */
+template <int TILES>
+__device__ __forceinline__ void dg_prefetch_tiles(const DgMats& M, int m, i64 row0, i64 k) {
+#if __CUDA_ARCH__ >= 900
+  const unsigned long long pol = dg_policy_first();
+  const i64 n = M.n[m];
+  const i64 rows = n - row0 < 16 ? n - row0 : 16;
+  i64 bytes = rows * k * 2;  // k % 8 == 0: a multiple of 16, as the bulk prefetch needs
+  if (bytes > M.selfPf) bytes = M.selfPf & ~(i64)15;
+  if (bytes <= 0) return;
+#pragma unroll
+  for (int i = 0; i < TILES; i++) {
+    const u16* w = (const u16*)M.w[TILES == 1 ? m : i] + row0 * k;
+    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(w), "r"((unsigned)bytes), "l"(pol) : "memory");
   }
 #endif
 }
@@ -223,7 +282,13 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     issue(i);
     dg_commit();
   }
-  if (threadIdx.x == 0) dg_prefetch(M.pf, M.pfBytes);
+  if (threadIdx.x == 0) {
+    if (M.selfPf > 0) dg_prefetch_tiles<TILES>(M, m, row0, k);
+    dg_prefetch(M.pf, M.pfBytes);
+  }
+  // Everything above read only weights; x, the residual and y belong to earlier kernels.
+  pdl_wait();
+  pdl_launch_dependents();
   if (XM == DG_XNORM) {
     // rstd of every row, the whole block over each row (x [rows, k] f32 is a few KB the previous
     // kernel just wrote, in L2), while the first stages are in flight. Partials per warp, then
@@ -353,7 +418,8 @@ DG_GEMV_NT(xn, DG_XNORM, 2)
 #endif
 
 KERNEL(dec_qk_norm_rope)(float* q, const float* k, const float* v, const float* qw, const float* kw, const int* pos, const int* slots,
-                         float* keys, float* values, int rows, int H, int Hkv, int D, double eps, const double* denom) {
+                         float* keys, float* values, int rows, int H, int Hkv, int D, double eps, const double* denom, int early) {
+  pdl_enter(early);
   const int lane = threadIdx.x & 31;
   const i64 gw = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (gw >= (i64)rows * (H + Hkv)) return;
