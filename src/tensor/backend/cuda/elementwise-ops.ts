@@ -2,17 +2,18 @@
  * The CUDA backend's memory and elementwise primitives: fill (memsets, or a kernel for f64), copy
  * (one device copy when contiguous, the strided gather kernel otherwise), cast between f32, f64
  * and bf16 (convert.cu), unary / binary / scalar ops and their backwards, SwiGLU and reduceSum
- * (elementwise.cu), with the CPU backend's argument checks. CudaBackend's methods delegate here.
+ * (elementwise.cu), and the fused AdamW update, with the CPU backend's argument checks. CudaBackend's methods delegate here.
  * Knows the Backend contract and the kernels' launch shapes; nothing of models.
  */
 import { invariant } from "../../../util/errors.ts";
 import { f32ToBf16Bits } from "../../dtype.ts";
 import { runViaF32 } from "../bf16.ts";
 import { collapseDims, numel, stridedExtent } from "../cpu/elementwise.ts";
-import type { BinaryOp, BinaryParams, CopyParams, DeviceBuffer, ReduceParams, ScalarOp, UnaryOp } from "../types.ts";
+import type { AdamWParams, BinaryOp, BinaryParams, CopyParams, DeviceBuffer, ReduceParams, ScalarOp, UnaryOp } from "../types.ts";
 import { BINARY_OPS, SCALAR_OPS, UNARY_OPS } from "../types.ts";
 import { ELEM_BYTES } from "./buffers.ts";
 import type { KernelDType } from "./compile.ts";
+import type { KernelArg } from "./ffi/driver.ts";
 import type { CudaBackend } from "./index.ts";
 
 /** Threads per block of the 1-D kernels (elementwise.cu, convert.cu). */
@@ -179,4 +180,20 @@ export function reduceSum(be: CudaBackend, x: DeviceBuffer, out: DeviceBuffer, p
     ]);
   }
   be.countCall("reduceSum");
+}
+
+// ---------------------------------------------------------------- optim
+
+export function adamw(be: CudaBackend, param: DeviceBuffer, grad: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, p: AdamWParams): void {
+  be.checks.dims("adamw", { n: p.n });
+  invariant(Number.isInteger(p.step) && p.step >= 1, () => `adamw: step ${p.step} must be a 1-based integer`);
+  const [[P, G, M, V], dt] = be.checks.floats("adamw", [["param", param, p.n], ["grad", grad, p.n], ["m", m, p.n], ["v", v, p.n]]);
+  // Hyper-parameters go in the buffers' dtype; the bias corrections 1 - beta^step are made in
+  // double on the host once per call rather than per element.
+  const s = (x: number): KernelArg => (dt === "f32" ? { f32: x } : { f64: x });
+  be.launchKernel("elementwise.cu", "adamw", dt, grid1d(p.n), BLOCK, [
+    { ptr: P.ptr }, { ptr: G.ptr }, { ptr: M.ptr }, { ptr: V.ptr }, { i64: p.n },
+    s(p.lr), s(p.beta1), s(p.beta2), s(p.eps), s(p.weightDecay), s(1 - Math.pow(p.beta1, p.step)), s(1 - Math.pow(p.beta2, p.step)),
+  ]);
+  be.countCall("adamw");
 }

@@ -62,10 +62,6 @@ import { attentionBackward, attentionForward } from "./attention-ops.ts";
 import * as nn from "./nn-ops.ts";
 import * as ew from "./elementwise-ops.ts";
 
-/** Threads per block of the 1-D and row kernels (see the kernel files' headers). */
-const BLOCK = 256;
-/** Grid-stride kernels cap their grid here; more blocks would only loop less. */
-const MAX_BLOCKS = 65535 * 4;
 /** Codes written by report_error in nn.cu, by op. */
 const ERROR_OPS: Record<number, string> = {
   1: "embedding: an id is outside the table's rows",
@@ -229,19 +225,10 @@ export class CudaBackend implements Backend {
     return f;
   }
 
-  /**
-   * Queues one kernel on the stream. An empty grid (zero rows or elements) is no launch at all:
-   * CUDA rejects a zero grid dimension, and the op has nothing to do.
-   */
-  private launch(file: KernelFile, name: string, dtype: KernelDType, grid: number, block: number, args: KernelArg[]): void {
-    if (grid === 0) return;
-    this.driver.launch(this.fn(file, name, dtype), [grid, 1, 1], [block, 1, 1], 0, this.stream, args);
-    this.count("cuda.launch");
-  }
-
   // ---------------------------------------------------------------- extension surface
-  // Host modules beside this file (decode.ts, decode-attention.ts, sampling.ts) add fused ops that
-  // are not part of the Backend contract; they launch through these and count like the ops here.
+  // The op modules beside this file (the contract's: *-ops.ts; the engine's fused ops: decode.ts,
+  // decode-attention.ts, sampling.ts) launch through these and count like the ops here. An empty
+  // grid (zero rows or elements) is no launch at all: CUDA rejects a zero grid dimension.
 
   /** Argument checks bound to this backend's buffers (dtypes, sizes, use after free). */
   get checks(): ArgChecks {
@@ -286,11 +273,6 @@ export class CudaBackend implements Backend {
   /** The stream every op of this backend is queued on (extension ops that copy use it too). */
   get streamHandle(): number {
     return this.stream;
-  }
-
-  /** Blocks for a grid-stride kernel over n elements. */
-  private grid1d(n: number): number {
-    return Math.min(Math.ceil(n / BLOCK), MAX_BLOCKS);
   }
 
   /** Throws (once) what a kernel recorded in the status word, then clears it. Synchronizes. */
@@ -395,11 +377,7 @@ export class CudaBackend implements Backend {
    * replays with new ones. Not a Backend primitive.
    */
   scatterRows(src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: { rows: number; rowSize: number }): void {
-    this.chk.dims("scatterRows", p);
-    const S = this.chk.ints("scatterRows", "slots", slots, p.rows);
-    const [[X, P], dt] = this.chk.floats("scatterRows", [["src", src, p.rows * p.rowSize], ["pages", pages, 0]]);
-    this.launch("nn.cu", "scatter_rows", dt, this.grid1d(p.rows * p.rowSize), BLOCK, [{ ptr: X.ptr }, { ptr: S.ptr }, { ptr: P.ptr }, { i64: p.rows }, { i64: p.rowSize }]);
-    this.count("scatterRows");
+    nn.scatterRows(this, src, slots, pages, p);
   }
 
   write(buf: DeviceBuffer, src: HostArray, dstOffset = 0): void {
@@ -546,17 +524,7 @@ export class CudaBackend implements Backend {
   // ---------------------------------------------------------------- optim
 
   adamw(param: DeviceBuffer, grad: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, p: AdamWParams): void {
-    this.chk.dims("adamw", { n: p.n });
-    invariant(Number.isInteger(p.step) && p.step >= 1, () => `adamw: step ${p.step} must be a 1-based integer`);
-    const [[P, G, M, V], dt] = this.chk.floats("adamw", [["param", param, p.n], ["grad", grad, p.n], ["m", m, p.n], ["v", v, p.n]]);
-    // Hyper-parameters go in the buffers' dtype; the bias corrections 1 - beta^step are made in
-    // double on the host once per call rather than per element.
-    const s = (x: number): KernelArg => (dt === "f32" ? { f32: x } : { f64: x });
-    this.launch("elementwise.cu", "adamw", dt, this.grid1d(p.n), BLOCK, [
-      { ptr: P.ptr }, { ptr: G.ptr }, { ptr: M.ptr }, { ptr: V.ptr }, { i64: p.n },
-      s(p.lr), s(p.beta1), s(p.beta2), s(p.eps), s(p.weightDecay), s(1 - Math.pow(p.beta1, p.step)), s(1 - Math.pow(p.beta2, p.step)),
-    ]);
-    this.count("adamw");
+    ew.adamw(this, param, grad, m, v, p);
   }
 
   // ---------------------------------------------------------------- fused decode ops (decode.ts)

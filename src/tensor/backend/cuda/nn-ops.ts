@@ -10,6 +10,7 @@ import { invariant } from "../../../util/errors.ts";
 import type { DeviceBuffer, LogprobParams, PrimitiveName, RmsNormParams, RopeParams, RowsParams } from "../types.ts";
 import type { CudaBuffer } from "./buffers.ts";
 import type { KernelDType } from "./compile.ts";
+import { grid1d } from "./elementwise-ops.ts";
 import type { CudaBackend } from "./index.ts";
 
 /** Threads per block of the row kernels (nn.cu). */
@@ -162,4 +163,13 @@ export function logprobGatherBackward(be: CudaBackend, logits: DeviceBuffer, tar
     { ptr: L.ptr }, { ptr: TG.ptr }, { ptr: LSE.ptr }, { ptr: DLP.ptr }, { ptr: DL.ptr }, { i64: cols }, { i32: p.ignoreIndex }, { ptr: be.errorWord },
   ]);
   be.countCall("logprobGatherBackward");
+}
+
+/** The decode graphs' paged KV write (CudaBackend.scatterRows says what it does). */
+export function scatterRows(be: CudaBackend, src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: { rows: number; rowSize: number }): void {
+  be.checks.dims("scatterRows", p);
+  const S = be.checks.ints("scatterRows", "slots", slots, p.rows);
+  const [[X, P], dt] = be.checks.floats("scatterRows", [["src", src, p.rows * p.rowSize], ["pages", pages, 0]]);
+  be.launchKernel("nn.cu", "scatter_rows", dt, grid1d(p.rows * p.rowSize), BLOCK, [{ ptr: X.ptr }, { ptr: S.ptr }, { ptr: P.ptr }, { i64: p.rows }, { i64: p.rowSize }]);
+  be.countCall("scatterRows");
 }
