@@ -4,9 +4,12 @@
  * (`be.attention` over the whole page array, each row's slot ranges as segments), on the Qwen3-4B
  * shape (H 32, Hkv 8, D 128, f32 pages) for 36 layers: each variant is one CUDA graph of 36 calls,
  * each layer with its own K/V pages (fragmented blocks of 16 slots, so nothing stays in L2), timed
- * with events over replays. Layouts: 1 row x {512, 4096, 16384} keys; 8 rows sharing a 600-key
- * prefix + 512 own keys each; 16 rows sharing 600 + 256 own. Also checks the outputs agree and
- * times the host planning (plan + pack) per step. One JSON line per measurement, then a table.
+ * with events over replays. Layouts: 1 row x {100, 512, 4096, 16384} keys (100: the batch-1
+ * decode step); 8 rows sharing a 600-key prefix + 512 own keys each; 16 rows sharing 600 + 256
+ * own. Variants per chunk: the partial + separate combine kernels with one key-tile buffer (the
+ * previous op), the one-kernel op with one and with two tile buffers. Also checks the outputs
+ * agree and times the host planning (plan + pack) per step. One JSON line per measurement, then a
+ * table (us / layer = step time / layers).
  *
  *   node bench/decode-attention.ts [--reps 20] [--layers 36]
  */
@@ -75,6 +78,7 @@ function timeGraph(g: { replay: () => void }): number {
 }
 
 const scenarios: Array<[string, number, number, number]> = [
+  ["1 row x 100", 100, 1, 0],
   ["1 row x 512", 512, 1, 0],
   ["1 row x 4096", 4096, 1, 0],
   ["1 row x 16384", 16384, 1, 0],
@@ -139,10 +143,15 @@ for (const [name, prefix, n, own] of scenarios) {
   const msOld = timeGraph(gOld);
   gOld.destroy();
   const ref = be.read(o1, 0, B * H * D);
-  out({ bench: "decode_attention", layout: name, kernel: "segment (today)", ms: msOld, keys_seen: seen, keys_distinct: distinct, gbps_min_bytes: bytes / msOld / 1e6 });
-  table.push(`| ${name} | segment attention (today) | - | - | ${msOld.toFixed(3)} | ${(bytes / msOld / 1e6).toFixed(0)} | |`);
+  out({ bench: "decode_attention", layout: name, kernel: "segment", ms: msOld, keys_seen: seen, keys_distinct: distinct, gbps_min_bytes: bytes / msOld / 1e6 });
+  table.push(`| ${name} | segment attention | - | - | ${msOld.toFixed(3)} | ${((msOld / LAYERS) * 1000).toFixed(1)} | ${(bytes / msOld / 1e6).toFixed(0)} | |`);
 
-  for (const chunk of [undefined, 64, 128, 256]) {
+  const variants: Array<[string, { fused: boolean; stages: 1 | 2 }]> = [
+    ["partial + combine, 1 buffer", { fused: false, stages: 1 }],
+    ["one kernel, 1 buffer", { fused: true, stages: 1 }],
+    ["one kernel, 2 buffers", { fused: true, stages: 2 }],
+  ];
+  for (const chunk of [undefined, 32, 64, 128, 256]) for (const [vname, tuning] of variants) {
     const t0 = performance.now();
     let plan = planAttention(rows, { chunk });
     for (let i = 0; i < 9; i++) plan = planAttention(rows, { chunk });
@@ -154,7 +163,7 @@ for (const [name, prefix, n, own] of scenarios) {
     const planBuf = be.alloc("i32", lay.length);
     be.write(planBuf, planHost);
     const scratch = be.alloc("f32", decodeAttentionScratchLength(cap, H, D));
-    const dp = { rows: B, keys: slots, heads: H, kvHeads: HKV, headDim: D, scale, capacity: cap };
+    const dp = { rows: B, keys: slots, heads: H, kvHeads: HKV, headDim: D, scale, capacity: cap, tuning };
     const fresh = () => {
       for (let l = 0; l < LAYERS; l++) be.decodeAttention(q, ks[l], vs[l], planBuf, scratch, o2, lse, dp);
     };
@@ -166,16 +175,16 @@ for (const [name, prefix, n, own] of scenarios) {
     const ms = timeGraph(g);
     g.destroy();
     out({
-      bench: "decode_attention", layout: name, kernel: "shared-prefix split-K", chunk: plan.chunk, items: plan.items.length, ms,
-      speedup: msOld / ms, gbps_min_bytes: bytes / ms / 1e6, max_abs_diff_vs_today: diff, plan_us: planUs,
+      bench: "decode_attention", layout: name, kernel: `decodeAttention: ${vname}`, chunk: plan.chunk, items: plan.items.length, ms,
+      us_per_layer: (ms / LAYERS) * 1000, speedup: msOld / ms, gbps_min_bytes: bytes / ms / 1e6, max_abs_diff_vs_segment: diff, plan_us: planUs,
     });
-    table.push(`| ${name} | decodeAttention | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${(bytes / ms / 1e6).toFixed(0)} | ${(msOld / ms).toFixed(2)}x (plan ${planUs.toFixed(0)} us, diff ${diff.toExponential(1)}) |`);
+    table.push(`| ${name} | decodeAttention: ${vname} | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${((ms / LAYERS) * 1000).toFixed(1)} | ${(bytes / ms / 1e6).toFixed(0)} | ${(msOld / ms).toFixed(2)}x (plan ${planUs.toFixed(0)} us, diff ${diff.toExponential(1)}) |`);
     be.free(planBuf);
     be.free(scratch);
   }
   for (const b of [...ks, ...vs, q, o1, o2, lse, seg.offsets, seg.starts, seg.ends]) be.free(b);
 }
 console.log(`\n${LAYERS} layers, H ${H}, Hkv ${HKV}, D ${D}, f32 pages, ${REPS} replays; GB/s = distinct K+V bytes / time\n`);
-console.log("| layout | kernel | chunk | items | ms / step (all layers) | GB/s (min bytes) | speed-up vs today |");
-console.log("|---|---|---|---|---|---|---|");
+console.log("| layout | kernel | chunk | items | ms / step (all layers) | us / layer | GB/s (min bytes) | speed-up vs segment |");
+console.log("|---|---|---|---|---|---|---|---|");
 for (const l of table) console.log(l);

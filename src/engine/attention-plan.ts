@@ -14,6 +14,12 @@ export const MAX_PLAN_ROWS = 32;
 export const MAX_CHUNK = 512;
 /** An item holds at most this many slot ranges (fragmented block tables split into more items). */
 export const MAX_RANGES_PER_ITEM = 16;
+/**
+ * Completion counters per row at the end of a packed plan (DA_CNT in decode-attention.cu): the
+ * kernel's block that finishes a row's last partial for kv group g (counter g % 8) merges that
+ * row. packPlan writes them 0 and every launch leaves them 0.
+ */
+export const PLAN_COUNTERS_PER_ROW = 8;
 
 /** One unit of work: these keys, against every row of `mask` (and, on the device, every kv head). */
 export interface WorkItem {
@@ -53,16 +59,22 @@ export interface PlanOptions {
   chunk?: number;
 }
 
+/** Distinct keys up to which a step is cut into 32-key items (autoChunk). */
+const SMALL_STEP_KEYS = 192;
+
 /**
  * Keys per item for a step that reads `distinctKeys` keys while its rows see `seenKeys` in all:
  * enough items to fill the device (about 48 per kv head, so a 4,096-key row becomes ~43 x Hkv
  * blocks) without making items so small that their fixed cost (query load, partial write, combine)
  * dominates; shared keys carry more queries per key, so the chunk shrinks by the sharing factor
- * seen / distinct. Multiple of 32 (the kernel's key tile), within [64, 256]. Measured on an H200
- * (bench/decode-attention.ts): the best of {64, 128, 256} for 1 row x {512, 4096, 16384} keys and
- * 8 / 16 siblings over a 600-key prefix.
+ * seen / distinct. Multiple of 32 (the kernel's key tile), within [64, 256] (32 for a small
+ * step). Measured on an H200 (bench/decode-attention.ts): the best of {64, 128, 256} for 1 row x
+ * {512, 4096, 16384} keys and 8 / 16 siblings over a 600-key prefix. A step of at most SMALL_STEP_KEYS distinct keys is pure
+ * latency: one-tile items of 32 keys (1 row x 100 keys: 10.5 us per layer vs 12.3 at 64, 15.9 at
+ * 128; at 512 keys 32 loses: 15.4 vs 14.8).
  */
 export function autoChunk(distinctKeys: number, seenKeys = distinctKeys): number {
+  if (distinctKeys <= SMALL_STEP_KEYS) return 32;
   const share = Math.max(1, seenKeys / Math.max(1, distinctKeys));
   const c = Math.ceil(distinctKeys / 48 / share / 32) * 32;
   return Math.min(256, Math.max(64, c));
@@ -183,7 +195,7 @@ export function growCapacity(cur: PlanCapacity | null, need: PlanCapacity): Plan
 
 /**
  * Offsets (i32 elements) of the packed plan for B rows and capacity cap; the kernels compute the
- * same offsets from (B, items, ranges) (decode-attention.cu header):
+ * same offsets from (B, items, ranges, partials) (decode-attention.cu header):
  *   [0]                 numItems (the kernels read it; blocks past it exit)
  *   mask[items]         row mask per item
  *   pbase[items]        first partial slot per item
@@ -191,6 +203,7 @@ export function growCapacity(cur: PlanCapacity | null, need: PlanCapacity): Plan
  *   starts[ranges], ends[ranges]
  *   rowOff[B + 1]       CSR of each row's partial slots into rowSlots
  *   rowSlots[partials]
+ *   counters[B * PLAN_COUNTERS_PER_ROW]  written 0; the kernel's own (it counts in and resets)
  */
 export interface PlanLayout {
   rows: number;
@@ -203,6 +216,7 @@ export interface PlanLayout {
   ends: number;
   rowOff: number;
   rowSlots: number;
+  counters: number;
   /** Total i32 elements. */
   length: number;
 }
@@ -217,10 +231,14 @@ export function planLayout(rows: number, cap: PlanCapacity): PlanLayout {
   const ends = starts + R;
   const rowOff = ends + R;
   const rowSlots = rowOff + rows + 1;
-  return { rows, capacity: { ...cap }, numItems: 0, mask, pbase, rangeOff, starts, ends, rowOff, rowSlots, length: rowSlots + cap.partials };
+  const counters = rowSlots + cap.partials;
+  return {
+    rows, capacity: { ...cap }, numItems: 0, mask, pbase, rangeOff, starts, ends, rowOff, rowSlots, counters,
+    length: counters + rows * PLAN_COUNTERS_PER_ROW,
+  };
 }
 
-/** Writes `plan` into `out` (length >= lay.length) at layout `lay` (same rows, capacity that fits). */
+/** Writes `plan` into `out` (length >= lay.length) at layout `lay` (same rows, capacity that fits), counters 0. */
 export function packPlan(plan: AttentionPlan, lay: PlanLayout, out: Int32Array): void {
   invariant(plan.rows === lay.rows, () => `packPlan: plan of ${plan.rows} rows, layout of ${lay.rows}`);
   invariant(capacityFits(lay.capacity, planCapacityNeeded(plan)), () =>
@@ -245,4 +263,5 @@ export function packPlan(plan: AttentionPlan, lay: PlanLayout, out: Int32Array):
     for (const slot of plan.rowSlots[row]) out[lay.rowSlots + p++] = slot;
     out[lay.rowOff + row + 1] = p;
   }
+  out.fill(0, lay.counters, lay.counters + lay.rows * PLAN_COUNTERS_PER_ROW);
 }

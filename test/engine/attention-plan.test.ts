@@ -10,7 +10,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  MAX_CHUNK, MAX_RANGES_PER_ITEM, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout,
+  MAX_CHUNK, MAX_RANGES_PER_ITEM, PLAN_COUNTERS_PER_ROW, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout,
 } from "../../src/engine/attention-plan.ts";
 import type { AttentionPlan, PlanLayout } from "../../src/engine/attention-plan.ts";
 import { decodePlanLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
@@ -228,6 +228,9 @@ test("the packed plan evaluated in float64 (partials + combine) equals direct so
       const lay = planLayout(B, cap);
       const buf = new Int32Array(lay.length).fill(-7); // garbage past the plan must not matter
       packPlan(plan, lay, buf);
+      // The kernel's completion counters (the plan's tail) start at 0 whatever the buffer held.
+      assert.equal(lay.length - lay.counters, B * PLAN_COUNTERS_PER_ROW);
+      assert.ok(buf.subarray(lay.counters).every((x) => x === 0), `${c.name}: counters packed as 0`);
       const got = evalPacked(buf, lay, q, k, v, H, Hkv, D, scale);
       for (let i = 0; i < ref.out.length; i++) {
         const d = Math.abs(got.out[i] - ref.out[i]);
@@ -267,7 +270,8 @@ test("capacity: needed, fits, growth, packing refuses a plan that does not fit",
 });
 
 test("autoChunk and the split of one long row", () => {
-  assert.equal(autoChunk(100), 64);
+  assert.equal(autoChunk(100), 32, "a small step: one-tile items");
+  assert.equal(autoChunk(500), 64);
   assert.equal(autoChunk(100_000), 256);
   assert.equal(autoChunk(4600) % 32, 0);
   assert.equal(autoChunk(4752, 8896), 64, "8 siblings over a 600-key prefix: shared keys make smaller items");

@@ -2,15 +2,20 @@
  * A float64 evaluation of a packed decode attention plan (src/engine/attention-plan.ts), written
  * from the kernels' algorithm (decode-attention.cu): per item, every row of its mask and every
  * query head against the item's keys (max, sum of exp, weighted values), then per row the combine
- * of its partials. The planner test checks it against direct softmax attention; the graph decode
- * test uses it as a CPU stand-in for the CUDA op, so the engine's per-step planning, capacity
- * growth and padding rows run in CI. Test helper only.
+ * of its partials in the row's slot order (the plan's completion counters must be 0, as the kernel
+ * needs them). The planner test checks it against direct softmax attention; the graph decode test
+ * uses it as a CPU stand-in for the CUDA op, so the engine's per-step planning, capacity growth
+ * and padding rows run in CI. Test helper only.
  */
 import type { PlanLayout } from "../../src/engine/attention-plan.ts";
 
 /** The kernels' algorithm on the packed i32 plan, in float64: partials per (item, row, head), then combine. */
 export function evalPacked(buf: Int32Array, lay: PlanLayout, q: Float64Array, k: Float64Array, v: Float64Array, H: number, Hkv: number, D: number, scale: number) {
   const B = lay.rows;
+  // The kernel counts blocks in on the plan's tail and needs it 0 at launch (packPlan writes it so).
+  for (let i = lay.counters; i < lay.length; i++) {
+    if (buf[i] !== 0) throw new Error(`evalPacked: completion counter ${i - lay.counters} is ${buf[i]}, the kernel needs 0 (packPlan writes 0)`);
+  }
   const G = H / Hkv;
   const Pc = lay.capacity.partials;
   const pm = new Float64Array(Pc * H);

@@ -3,8 +3,12 @@
  * engine/attention-plan.ts) against the CPU backend's segment attention on the same pages and
  * slot ranges: f32 and f64, fresh random inputs, siblings over a fragmented shared prefix with
  * copy-on-write tails, one long row, padding rows, GQA ratios 1, 3 and 4, head dims 64, 96, 128
- * (the Qwen3-4B shape H 32, Hkv 8, D 128) and 256; then one captured graph replayed with new plan
- * contents within its capacity (the item count is read on the device). Skipped without a GPU.
+ * (the Qwen3-4B shape H 32, Hkv 8, D 128) and 256. Each case also runs again (bit-identical: the
+ * merge order is fixed whichever block finishes a row last; the plan's completion counters are back
+ * at 0) and with the separate combine kernel and one key-tile buffer (same partials, the merge
+ * summed in another order: within a small tolerance). Then one
+ * captured graph replayed with new plan contents within its capacity (the item count is read on
+ * the device) and replayed again without a new upload. Skipped without a GPU.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -113,13 +117,33 @@ if (why) {
       const gOut = be.alloc(dtype, B * H * D);
       const gLse = be.alloc(dtype, B * H);
       const scratch = be.alloc(dtype, decodeAttentionScratchLength(cap, H, D));
+      const gPlan = put(be, host, "i32");
       const before = be.counters()["decodeAttention"] ?? 0;
-      be.decodeAttention(gq, gk, gv, put(be, host, "i32"), scratch, gOut, gLse, {
-        rows: B, keys: slots, heads: H, kvHeads: Hkv, headDim: D, scale, capacity: cap,
-    });
-    assert.equal(be.counters()["decodeAttention"], before + 1, "the CUDA op ran");
-    const got = be.read(gOut, 0, B * H * D);
-    const gotLse = be.read(gLse, 0, B * H);
+      const run = (tuning?: { fused?: boolean; stages?: 1 | 2 }) => {
+        be.write(gOut, dtype === "f32" ? new Float32Array(B * H * D).fill(Number.NaN) : new Float64Array(B * H * D).fill(Number.NaN));
+        be.decodeAttention(gq, gk, gv, gPlan, scratch, gOut, gLse, {
+          rows: B, keys: slots, heads: H, kvHeads: Hkv, headDim: D, scale, capacity: cap, tuning,
+        });
+        return { out: be.read(gOut, 0, B * H * D), lse: be.read(gLse, 0, B * H) };
+      };
+      // The one-kernel path (the default for one row only) on every layout.
+      const { out: got, lse: gotLse } = run({ fused: true });
+      assert.equal(be.counters()["decodeAttention"], before + 1, "the CUDA op ran");
+      // Same inputs again (bit for bit), then the two-kernel path with one tile buffer.
+      const again = run({ fused: true });
+      const counters = be.read(gPlan, lay.counters, lay.length - lay.counters);
+      assert.ok(counters.every((x) => x === 0), "the completion counters are back at 0");
+      const separate = run({ fused: false, stages: 1 });
+      const bitDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+        let n = 0;
+        for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
+        return n;
+      };
+      const repeat = bitDiff(got, again.out) + bitDiff(gotLse, again.lse);
+      const vsSeparate = bitDiff(got, separate.out) + bitDiff(gotLse, separate.lse);
+      let sepMax = 0;
+      for (let i = 0; i < got.length; i++) sepMax = Math.max(sepMax, Math.abs(got[i] - separate.out[i]));
+      for (const b of [gOut, gLse, scratch, gPlan]) be.free(b);
     let max = 0;
     let sum = 0;
     for (let i = 0; i < ref.length; i++) {
@@ -133,7 +157,7 @@ if (why) {
       if (refLse[i] === -Infinity) assert.equal(gotLse[i], -Infinity, `lse[${i}] of a row without keys`);
       else lseMax = Math.max(lseMax, Math.abs(gotLse[i] - refLse[i]));
     }
-    return { max, mean: sum / ref.length, lseMax, items: plan.items.length, chunk: plan.chunk };
+    return { max, mean: sum / ref.length, lseMax, items: plan.items.length, chunk: plan.chunk, repeat, vsSeparate, sepMax };
     });
   }
 
@@ -156,8 +180,11 @@ if (why) {
         ];
         for (const [lname, rows, slots] of layouts) {
           for (const r of compare(dtype, rows, slots, s, seed++, [undefined, 32, 200])) {
-            console.log(`${dtype} ${name} ${lname} chunk ${r.chunk} (${r.items} items): out max ${r.max.toExponential(2)} mean ${r.mean.toExponential(2)}, lse max ${r.lseMax.toExponential(2)}`);
+            console.log(`${dtype} ${name} ${lname} chunk ${r.chunk} (${r.items} items): out max ${r.max.toExponential(2)} mean ${r.mean.toExponential(2)}, lse max ${r.lseMax.toExponential(2)}; values differing: repeat ${r.repeat}, vs separate combine ${r.vsSeparate} (max ${r.sepMax.toExponential(2)})`);
             assert.ok(r.max < tol && r.lseMax < tol * 10, `${dtype} ${name} ${lname}: max ${r.max}, lse ${r.lseMax}`);
+            assert.equal(r.repeat, 0, `${dtype} ${name} ${lname}: a second run is bit-identical`);
+            // Same partials; the two merges sum them in different orders.
+            assert.ok(r.sepMax <= tol / 10, `${dtype} ${name} ${lname}: fused merge vs separate combine kernel ${r.sepMax}`);
           }
         }
       }
@@ -198,9 +225,16 @@ if (why) {
       be.write(out, new Float32Array(B * H * D).fill(Number.NaN));
       graph.replay();
       const replayed = be.read(out, 0, B * H * D);
+      // Again without a new upload: the replay left the plan's counters at 0.
+      be.write(out, new Float32Array(B * H * D).fill(Number.NaN));
+      graph.replay();
+      const replayed2 = be.read(out, 0, B * H * D);
       let max = 0;
-      for (let i = 0; i < eager.length; i++) max = Math.max(max, Math.abs(replayed[i] - eager[i]));
-      console.log(`graph replay vs eager (${pl.items.length} items): max abs diff ${max}`);
+      for (let i = 0; i < eager.length; i++) {
+        max = Math.max(max, Math.abs(replayed[i] - eager[i]), Math.abs(replayed2[i] - eager[i]));
+        if (Number.isNaN(replayed[i]) || Number.isNaN(replayed2[i])) max = Number.NaN;
+      }
+      console.log(`graph replay (twice) vs eager (${pl.items.length} items): max abs diff ${max}`);
       assert.equal(max, 0);
     }
     graph.destroy();

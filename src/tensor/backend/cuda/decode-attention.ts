@@ -1,10 +1,11 @@
 /**
  * Host side of kernels/decode-attention.cu: paged decode attention over a packed work plan
  * (src/engine/attention-plan.ts makes and packs it) in which every key is read once per step for
- * all the rows that see it, and long rows are split over many blocks. One partial kernel over
- * (item, kv head) units, then one combine per (row, head). Argument checks, launch geometry, the
- * shared-memory size and the scratch / plan sizes for a capacity live here.
- * Both kernels are PDL-safe (they wait before touching anything) and launch with programmatic
+ * all the rows that see it, and long rows are split over many blocks. One kernel over (item, kv
+ * head) units whose last block per (row, kv group) merges the row's partials (a separate combine
+ * kernel per (row, head) remains as an option, for comparison). Argument checks, launch geometry,
+ * the shared-memory size and the scratch / plan sizes for a capacity live here.
+ * The kernels are PDL-safe (they wait before touching anything) and launch with programmatic
  * dependent launch when the backend's `pdl` is on; DecodeTuning.pdlEarly sets their order.
  * Knows the plan's packed layout (offsets only) and the kernels; nothing of block tables or models.
  */
@@ -24,6 +25,16 @@ export const DA_MAX_CHUNK = 512;
 /** Rows a plan may hold (one bit each of an i32 mask). */
 export const DA_MAX_ROWS = 32;
 const DA_MAX_D = 256;
+/** Completion counters per row at the plan's end (DA_CNT; attention-plan.ts PLAN_COUNTERS_PER_ROW). */
+const DA_CNT = 8;
+/**
+ * Largest shared memory for which tuning.stages 2 (double-buffered key tiles) is allowed: two
+ * blocks still fit an H100/H200 SM (228 KiB); f32 with D <= 128 qualifies (89 KiB at D 128). Not
+ * the default: measured on an H200 (bench/decode-attention.ts, 4B shape, auto chunk, one kernel,
+ * us per layer, 1 vs 2 buffers): 1 row x 100 keys 12.5 / 12.3, x 512 14.8 / 14.4, x 4,096 38.0 /
+ * 44.9 (2 blocks per SM instead of 3: 344 blocks become two waves), x 16,384 97.1 / 90.0.
+ */
+const TWO_STAGE_SMEM = 112 * 1024;
 /** Threads of the combine kernel (loops over the head dim). */
 const COMBINE_THREADS = 128;
 /**
@@ -51,11 +62,25 @@ export interface DecodeAttentionParams {
   scale: number;
   /** What the plan buffer was laid out for (fixed while a graph that uses it is captured). */
   capacity: DecodeAttentionCapacity;
+  /**
+   * Benchmarks and tests only. `fused`: the partial kernel's last block per (row, kv group) merges
+   * the row; false queues the separate combine kernel instead. Default: fused for one row only.
+   * Measured on an H200 (bench/decode-attention.ts, 4B shape, auto chunk, us per layer, separate
+   * vs fused): 1 row x 100 keys 12.3 / 12.5, x 512 15.6 / 14.8, x 4,096 45.5 / 38.0, x 16,384
+   * 107.8 / 97.1; but 8 siblings (600 shared + 512 own) 62.6 / 104.8 and 16 siblings 90.9 / 180.8:
+   * a block that completes many rows at once merges them one after another at the launch's tail,
+   * where the separate kernel spreads B x H merges over the device. `stages`: key-tile buffers
+   * (1, the default, or 2: TWO_STAGE_SMEM).
+   */
+  tuning?: { fused?: boolean; stages?: 1 | 2 };
 }
 
-/** i32 elements of a packed plan for `rows` rows at `cap` (attention-plan.ts planLayout().length). */
+/**
+ * i32 elements of a packed plan for `rows` rows at `cap` (attention-plan.ts planLayout().length):
+ * the plan, then DA_CNT completion counters per row that the kernel counts in and leaves at 0.
+ */
 export function decodePlanLength(rows: number, cap: DecodeAttentionCapacity): number {
-  return 2 + 3 * cap.items + 2 * cap.ranges + rows + 1 + cap.partials;
+  return 2 + 3 * cap.items + 2 * cap.ranges + rows + 1 + cap.partials + rows * DA_CNT;
 }
 
 /** Float elements of the scratch: partial accumulators [P, H, D] then (max, sum) [P, H, 2]. */
@@ -63,18 +88,21 @@ export function decodeAttentionScratchLength(cap: DecodeAttentionCapacity, heads
   return Math.max(1, cap.partials * heads * (headDim + 2));
 }
 
-/** Dynamic shared memory of the partial kernel (layout in the .cu file). */
-function smemBytes(D: number, elem: number): number {
+/** Dynamic shared memory of the partial kernel with `stages` key-tile buffers (layout in the .cu file). */
+function smemBytes(D: number, elem: number, stages: number): number {
   const DP = D + 4;
-  return (2 * DA_KT * DP + DA_QMAX * DP + DA_WARPS * DA_QW_MAX * DA_KT) * elem + (DA_MAX_CHUNK + 32) * 4;
+  return (2 * stages * DA_KT * DP + DA_QMAX * DP + DA_WARPS * DA_QW_MAX * DA_KT) * elem + (DA_MAX_CHUNK + 64) * 4;
 }
 
 /**
  * out [B, H * D] and lse [B, H] of decode rows against paged keys: q [B, H, D] (f32 or f64, like
  * k, v [S, Hkv, D], out, lse and scratch); plan i32 [decodePlanLength(B, capacity)] as packPlan
- * wrote it; scratch [decodeAttentionScratchLength(capacity, H, D)]. Queues two kernels and touches
- * no host memory, so it can be captured in a graph and replayed with new plan contents (within the
- * capacity). A row without partials (padding) gets zeros and lse -inf.
+ * wrote it (its counters at 0, as packPlan leaves them; every launch leaves them 0 again, so a
+ * graph replays with or without a new upload); scratch [decodeAttentionScratchLength(capacity,
+ * H, D)]. Queues one kernel (fused) or two and touches no host memory, so it can be
+ * captured in a graph and replayed with new plan contents (within the capacity). A row without
+ * partials (padding) gets zeros and lse -inf. Deterministic: each row's partials are merged in
+ * the plan's order whichever block finishes last.
  */
 export function decodeAttention(
   be: CudaBackend,
@@ -100,12 +128,19 @@ export function decodeAttention(
   const sizes = [{ i32: B }, { i32: cap.items }, { i32: cap.ranges }, { i32: cap.partials }] as const;
   const hd = D <= 64 ? 64 : D <= 128 ? 128 : 256;
   const grid = Math.min(cap.items * Hkv, MAX_GRID);
+  const fused = p.tuning?.fused ?? B === 1;
+  const stages = p.tuning?.stages ?? 1;
+  invariant(stages === 1 || (stages === 2 && smemBytes(D, elem, 2) <= TWO_STAGE_SMEM), () =>
+    `${op}: tuning.stages = ${stages}: 1, or 2 where two tile buffers fit ${TWO_STAGE_SMEM} bytes of shared memory (f32, head dim <= 128)`);
   be.launchKernel("decode-attention.cu", `decode_attention_partial_d${hd}`, dt, grid, DA_THREADS, [
-    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, ...sizes,
-    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }, pdlEarlyArg(be.decodeTuning),
-  ], smemBytes(D, elem), { pdl: true });
-  be.launchKernel("decode-attention.cu", "decode_attention_combine", dt, [B, H, 1], COMBINE_THREADS, [
-    { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D }, pdlEarlyArg(be.decodeTuning),
-  ], 0, { pdl: true });
+    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes,
+    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }, { i32: stages }, { i32: fused ? 1 : 0 },
+    pdlEarlyArg(be.decodeTuning),
+  ], smemBytes(D, elem, stages), { pdl: true });
+  if (!fused) {
+    be.launchKernel("decode-attention.cu", "decode_attention_combine", dt, [B, H, 1], COMBINE_THREADS, [
+      { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D }, pdlEarlyArg(be.decodeTuning),
+    ], 0, { pdl: true });
+  }
   be.countCall(op);
 }
