@@ -20,11 +20,13 @@
  *                    backend's decode GEMV against cuBLAS at 1, 4, 8 and 16 rows
  *   fused_gemv       with --gemm-graph, the fused decode GEMV (cuda/decode.ts) as the fused step
  *                    launches it, per launch group (GB/s of its weights) and over the step, at 1,
- *                    4, 8, 16 rows and, at 1 row, over its launch shapes (unroll, warps per block);
+ *                    4, 8, 16 rows and over its launch shapes (unroll, warps per block, k-slices
+ *                    per tile: all at 1 row, the splits at 4, 8 and 16);
  *                    fused_step_parts: the step's norms, q/k norm + RoPE and attention alone
  *   fused_step_mix   with --gemm-graph, the fused step's kernel sequence rebuilt here (same
- *                    weights, one row), with PDL off and on: GEMVs alone, + q/k norm + RoPE, +
- *                    decode attention (= the step): what each kind of kernel adds to a step
+ *                    weights, one row), with PDL off and on and the GEMV k-split off and automatic:
+ *                    GEMVs alone, + q/k norm + RoPE, + decode attention (= the step): what each
+ *                    kind of kernel adds to a step
  *   decode_graph     is the fused graph step (kernels per step, replayed device ms per step and its
  *                    fraction of the roofline); decode_graph_unfused the graph body without them;
  *                    decode_graph_pdl the fused step with programmatic dependent launch off and on
@@ -48,7 +50,7 @@ import { byteTokenizer } from "../src/tokenizer/index.ts";
 import { causalLayout } from "../src/util/layout.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { Cublas, type GemmType } from "../src/tensor/backend/cuda/ffi/cublas.ts";
-import { DEFAULT_PDL_EARLY, DEFAULT_PREFETCH_MB, DEFAULT_SELF_PREFETCH_KB, type DecodeTuning } from "../src/tensor/backend/cuda/decode.ts";
+import { DEFAULT_PDL_EARLY, DEFAULT_PREFETCH_MB, DEFAULT_SELF_PREFETCH_KB, DEFAULT_SPLIT, type DecodeTuning } from "../src/tensor/backend/cuda/decode.ts";
 import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../src/engine/attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
@@ -425,11 +427,23 @@ if (values.decode) {
       { name: "down_add", bytes: 2 * C * I, launch: (l, rows) => be.decodeGemv(x16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows, k: I, epilogue: "add" }) },
     ];
     const headBytes = 2 * c.vocabSize * C;
-    // [ring stages, warps per block, x not staged in shared memory]; 0 = the automatic choice.
-    const tunings: Array<[number, number, number]> = [[0, 0, 0], [0, 0, 1], [8, 0, 0], [4, 4, 0], [4, 16, 0]];
+    // Launch shapes (DecodeTuning; 0 or absent = the automatic choice, but split: absent = the
+    // default, 0 = automatic): the default, x not staged, ring depth and warps, then k-slices per
+    // tile (1 = none) with 8 and 4 warps. Rows 1 sweeps them all, 4, 8 (NPR's branches) and 16 the
+    // splits.
+    const T = (t: Partial<DecodeTuning>): DecodeTuning => ({ unroll: 0, warps: 0, ...t });
+    const base = [T({}), T({ noStage: 1 }), T({ unroll: 8 }), T({ unroll: 4, warps: 4 }), T({ unroll: 4, warps: 16 })];
+    const splits = [0, 1, 2, 3, 4].map((split) => T({ split }));
+    const sweep: Record<number, DecodeTuning[]> = {
+      1: [...base, ...splits, T({ split: 2, warps: 4 }), T({ split: 3, warps: 4 }), T({ split: 6 })],
+      4: [T({}), ...splits.slice(0, 4)],
+      8: [T({}), ...splits],
+      16: [T({}), ...splits.slice(0, 4)],
+    };
     for (const rows of [1, 4, 8, 16]) {
-      for (const [unroll, warps, noStage] of rows === 1 ? tunings : tunings.slice(0, 2)) {
-        be.decodeTuning = { unroll, warps, noStage };
+      for (const tune of sweep[rows]!) {
+        be.decodeTuning = tune;
+        const { unroll, warps, noStage } = tune;
         const per: Record<string, { ms: number; gb_s: number }> = {};
         let total = 0;
         for (const gr of groups) {
@@ -442,7 +456,7 @@ if (values.decode) {
         const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
         per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
         total += hms;
-        out({ bench: "fused_gemv", pdl: be.pdl, rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
+        out({ bench: "fused_gemv", pdl: be.pdl, rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, split: tune.split === undefined ? `default (${DEFAULT_SPLIT})` : tune.split || "auto", ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
       }
     }
     be.decodeTuning = { unroll: 0, warps: 0 };
@@ -500,26 +514,31 @@ if (values.decode) {
         out({ bench: "fused_step_parts", pdl, rows: 1, keys: len, attention_items: cap.items, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, decode_attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, decode_attention: 2 * L } });
         // The step's kernel sequence (embedding aside), rebuilt: GEMVs alone, + q/k norm + RoPE, +
         // attention (= the fused step). The differences are what those kernels cost inside the step.
-        const mix: Record<string, number> = {};
-        for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
-          mix[name] = graphMs(() => {
-            for (let l = 0; l < L; l++) {
-              be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
-              if (withRope) rope();
-              if (withAtt) attend();
-              be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
-              be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
-              be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
-            }
-            be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
-          }, 50);
+        // Per GEMV k-split choice: none, the automatic one, 3 slices for every launch.
+        for (const [splitName, splitTune] of [["off", { split: 1 }], ["auto", { split: 0 }], ["3", { split: 3 }]] as const) {
+          be.decodeTuning = { unroll: 0, warps: 0, ...splitTune };
+          const mix: Record<string, number> = {};
+          for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
+            mix[name] = graphMs(() => {
+              for (let l = 0; l < L; l++) {
+                be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
+                if (withRope) rope();
+                if (withAtt) attend();
+                be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
+                be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
+                be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
+              }
+              be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
+            }, 50);
+          }
+          const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
+          out({
+            bench: "fused_step_mix", pdl, split: splitName, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
+            step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
+            added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
+          });
         }
-        const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
-        out({
-          bench: "fused_step_mix", pdl, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
-          step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
-          added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
-        });
+        be.decodeTuning = { unroll: 0, warps: 0 };
       }
       be.pdl = keepPdl;
       for (const b of [q, kv, ...pages, iblk, planBuf, scratch, att, lse]) be.free(b);

@@ -83,6 +83,14 @@ export interface DecodeTuning {
    */
   selfPrefetchKB?: number;
   /**
+   * k-slices per 16-row output tile (undefined: DEFAULT_SPLIT; 0: automatic, see splitFor; 1: no
+   * split; n: n slices, at most one per 32-wide k-step and SPLIT_MAX_UNITS blocks in all). With 8
+   * ring stages there is no split.
+   */
+  split?: number;
+  /** Blocks the automatic split may fill (undefined: the estimate of resident blocks, see splitFor). */
+  splitUnits?: number;
+  /**
    * PDL order of the small kernels (norm, q/k norm + RoPE, decode attention): 1 schedules the next
    * kernel before their wait, 0 after it (undefined: DEFAULT_PDL_EARLY). GEMVs always schedule
    * the next kernel right after their wait.
@@ -117,6 +125,93 @@ export function pdlEarlyArg(tune: DecodeTuning): { i32: number } {
  * 3.82 vs 3.55). Kept as a knob.
  */
 export const DEFAULT_PREFETCH_MB = 0;
+
+/**
+ * Split k when a launch's tiles fill less than one wave: as many k-slices per tile (up to
+ * SPLIT_AUTO_MAX) as keep every block resident at once (tiles x slices <= SMs x blocks per SM).
+ * Why: with one block per 16-row tile, o_proj and down_proj of the 4B shape are 160 blocks on 132
+ * SMs, too few bytes in flight (each block holds nw x (stages - 1) KB of copies). Measured on an
+ * H200 with the first version (every instance slowed, see DEFAULT_SPLIT; bench/gpu.ts
+ * --gemm-graph, fused_gemv, one row): down_proj 2.28 -> 2.46 TB/s with 3 slices (480 blocks, one
+ * wave), 2.04 with 4 (640 blocks: two waves, the second a tail); 8 rows 4.08 -> 3.85 ms per step's
+ * GEMVs, 16 rows (2 slices) 4.67 -> 4.46; the step's GEMVs with PDL at one row 3.60 -> 3.21 ms.
+ * Splitting q/k/v (384 tiles) or gate/up (608) lost (their per-block norm prologue is repeated;
+ * 1.55 vs 2.08 TB/s for q/k/v in 3 slices), as did a second wave; the capacity rule avoids both.
+ */
+export const SPLIT_SMS = 132;
+/**
+ * The split is off unless asked for (DecodeTuning.split = 0 or n): the gains above were measured
+ * on a first version whose every GEMV instance, split or not, had lost 20-28% (the split
+ * arithmetic's registers). The split now has instances of its own and the unsplit ones are the
+ * code measured before (2.59 ms for the 4B step's GEMVs at one row); whether the split instances
+ * beat them is to be measured (bench/gpu.ts --gemm-graph, fused_gemv split rows) before this
+ * becomes 0.
+ */
+export const DEFAULT_SPLIT: number = 1;
+/** Most k-slices per tile the automatic split picks. */
+const SPLIT_AUTO_MAX = 4;
+/** Fewest 32-wide k-steps per slice the automatic split leaves (shorter slices: fixed costs win). */
+const SPLIT_MIN_STEPS = 16;
+/** Most (tile, slice) blocks of a split launch: the partial-sum scratch holds this many. */
+export const SPLIT_MAX_UNITS = 8192;
+
+/**
+ * Registers per thread of the split GEMV instances (_s) by [n-tiles][weight tiles], the most over
+ * the x modes (nvcc 13.0 for sm_90), for the resident-block estimate. The driver binding has no
+ * cuOccupancyMaxActiveBlocksPerMultiprocessor yet; a wrong figure only costs speed.
+ */
+const GEMV_REGS = [[56, 70], [66, 96]];
+
+/**
+ * Blocks of one GEMV instance resident per SM of an sm_90 part: the least of the register file
+ * (64 K, allocated per warp in 256s of regs rounded to 8 per thread), shared memory (228 KB, 1 KB
+ * reserved per block) and threads (2,048).
+ */
+export function gemvBlocksPerSm(nt: number, tiles: number, warps: number, smemBytes: number): number {
+  const regs = Math.ceil(GEMV_REGS[nt - 1][tiles - 1] / 8) * 8;
+  const byRegs = Math.floor(65536 / (Math.ceil((regs * 32) / 256) * 256 * warps));
+  const bySmem = Math.floor((228 * 1024) / (smemBytes + 1024));
+  return Math.max(1, Math.min(byRegs, bySmem, Math.floor(2048 / (32 * warps))));
+}
+
+/**
+ * k-slices per tile for a launch of `tiles` 16-row tiles over `steps` 32-wide k-steps: forced by
+ * DecodeTuning.split, else the most slices s (up to SPLIT_AUTO_MAX, each at least SPLIT_MIN_STEPS
+ * steps) with tiles x s <= `resident(s)` (the blocks that fit on the device at once with s slices,
+ * or DecodeTuning.splitUnits). Never beyond one slice per step or SPLIT_MAX_UNITS blocks.
+ */
+export function splitFor(tiles: number, steps: number, tune: DecodeTuning, resident: (s: number) => number): number {
+  let want = tune.split ?? DEFAULT_SPLIT;
+  if (!want) {
+    want = 1;
+    for (let s = Math.min(SPLIT_AUTO_MAX, Math.floor(steps / SPLIT_MIN_STEPS)); s > 1; s--) {
+      if (tiles * s <= (tune.splitUnits ?? resident(s))) {
+        want = s;
+        break;
+      }
+    }
+  }
+  return Math.max(1, Math.min(want, steps, Math.floor(SPLIT_MAX_UNITS / tiles)));
+}
+
+/**
+ * The split GEMV's scratch, per backend: partial sums f32 [SPLIT_MAX_UNITS][2 tiles][16 rows][16
+ * weight rows] and one arrival counter per tile (i32 [SPLIT_MAX_UNITS], zeroed once; each launch
+ * leaves them at 0). Shared by every launch: each uses it only after its PDL wait, when the previous
+ * kernel of the stream has completed. Allocated by the first split launch, which must not be
+ * inside a graph capture (the engine and the benchmarks run a body eagerly before capturing it).
+ */
+const splitScratch = new WeakMap<CudaBackend, { part: CudaBuffer; counts: CudaBuffer }>();
+
+function splitScratchOf(be: CudaBackend): { part: CudaBuffer; counts: CudaBuffer } {
+  let s = splitScratch.get(be);
+  if (!s) {
+    s = { part: be.alloc("f32", SPLIT_MAX_UNITS * 2 * 256), counts: be.alloc("i32", SPLIT_MAX_UNITS) };
+    be.driver.memsetD32Async(s.counts.ptr, 0, SPLIT_MAX_UNITS, be.streamHandle);
+    splitScratch.set(be, s);
+  }
+  return s;
+}
 
 const EPILOGUE_CODE: Record<GemvEpilogue, number> = { store: 0, add: 1, swiglu: 2 };
 
@@ -211,28 +306,45 @@ export function decodeGemv(be: CudaBackend, x: DeviceBuffer, mats: readonly Gemv
   const tiles = swiglu ? 2 : 1;
   const nt = rows <= 8 ? 1 : 2;
   const steps = Math.ceil(k / 32);
-  const nw = tune.warps || warpsFor(steps);
-  invariant([4, 8, 16].includes(nw), () => `${op}: ${nw} warps per block, expected 4, 8 or 16`);
-  // x staged in shared memory (read once per block) for a few rows: the loop then waits on no
-  // global load. Measured (H200, 4B matrices, all GEMVs of a step): 2.80 vs 3.60 ms at 1 row, 3.82
-  // vs 4.00 at 4; at 8 rows staging lost (3.99 vs 3.62 ms: the larger blocks fit fewer per SM).
-  const xsBytes = rows * (k + 8) * 2;
-  const staged = !tune.noStage && rows <= STAGE_X_ROWS && xsBytes <= STAGE_X_BYTES;
-  // Ring stages: 4 unless tuned (see warpsFor).
-  const smem = (stages: number) => nw * stages * tiles * 1024 + (staged ? xsBytes : 0);
+  invariant(tune.split === undefined || (Number.isInteger(tune.split) && tune.split >= 0), () => `${op}: split ${tune.split}, expected 0 (automatic) or a slice count`);
   const unroll = tune.unroll || 4;
   invariant(unroll === 4 || unroll === 8, () => `${op}: ${unroll} ring stages, expected 4 or 8`);
-  invariant(smem(unroll) <= SMEM_PER_SM, () => `${op}: ${nw} warps x ${unroll} stages need ${smem(unroll)} bytes of shared memory`);
+  // The block shape for `split` k-slices per tile: warps, x staging, dynamic shared memory.
+  const shape = (split: number) => {
+    const sliceSteps = Math.ceil(steps / split);
+    const nw = tune.warps || warpsFor(sliceSteps);
+    // x staged in shared memory (read once per block) for a few rows: the loop then waits on no
+    // global load. Measured (H200, 4B matrices, all GEMVs of a step): 2.80 vs 3.60 ms at 1 row,
+    // 3.82 vs 4.00 at 4; at 8 rows staging lost (3.99 vs 3.62 ms: the larger blocks fit fewer per
+    // SM). A split block stages only its slice.
+    const xsBytes = rows * (Math.min(sliceSteps * 32, k) + 8) * 2;
+    const staged = !tune.noStage && rows <= STAGE_X_ROWS && xsBytes <= STAGE_X_BYTES;
+    // Ring stages: 4 unless tuned (see warpsFor).
+    return { nw, staged, smem: nw * unroll * tiles * 1024 + (staged ? xsBytes : 0) };
+  };
+  // k-slices per tile; the blocks are (tile, slice) and the warps interleave over one slice.
+  // The split instances have 4 ring stages only; the kernel's slice bounds are 32-bit products.
+  const split = unroll !== 4 ? 1 : splitFor(blocks, steps, tune, (s) => {
+    const sh = shape(s);
+    return SPLIT_SMS * gemvBlocksPerSm(nt, tiles, sh.nw, sh.smem);
+  });
+  invariant(split === 1 || steps * split < 2 ** 31, () => `${op}: k = ${k} in ${split} slices overflows the kernel's slice arithmetic`);
+  const { nw, staged, smem } = shape(split);
+  invariant([4, 8, 16].includes(nw), () => `${op}: ${nw} warps per block, expected 4, 8 or 16`);
+  invariant(smem <= SMEM_PER_SM, () => `${op}: ${nw} warps x ${unroll} stages need ${smem} bytes of shared memory`);
   const pf = prefetchRegions(be, p.prefetch ?? [], (tune.prefetchMB ?? DEFAULT_PREFETCH_MB) * 2 ** 20);
   const selfPf = Math.floor((tune.selfPrefetchKB ?? DEFAULT_SELF_PREFETCH_KB) * 1024);
   invariant(selfPf >= 0, () => `${op}: selfPrefetchKB ${tune.selfPrefetchKB} is negative`);
   // DgMats (decode.cu), field by field.
   const mat = [mats.length, ...fields.w, ...fields.bias, ...fields.y, ...fields.n, ...fields.ldy, ...fields.start, ...pf.ptrs, ...pf.bytes, selfPf];
-  const name = `dec_gemv_${NW ? "xn" : X.dtype === "bf16" ? "x16" : "x32"}_nt${nt}_t${tiles}_u${unroll}`;
-  be.launchKernel("decode.cu", name, "f32", blocks, 32 * nw, [
+  const name = `dec_gemv_${NW ? "xn" : X.dtype === "bf16" ? "x16" : "x32"}_nt${nt}_t${tiles}_u${unroll}${split > 1 ? "_s" : ""}`;
+  const scratch = split > 1 ? splitScratchOf(be) : null;
+  be.launchKernel("decode.cu", name, "f32", blocks * split, 32 * nw, [
     { ptr: X.ptr }, { i64: k }, { i64s: mat }, { i32: rows }, { i64: k }, { i32: EPILOGUE_CODE[p.epilogue] },
-    { ptr: NW?.ptr ?? 0 }, { f64: p.norm?.eps ?? 0 }, { i32: staged ? 1 : 0 },
-  ], smem(unroll), { pdl: true });
+    { ptr: NW?.ptr ?? 0 }, { f64: p.norm?.eps ?? 0 }, { i32: staged ? 1 : 0 }, { i32: split }, { ptr: scratch?.part.ptr ?? 0 },
+    { ptr: scratch?.counts.ptr ?? 0 },
+  ], smem, { pdl: true });
+  if (split > 1) be.countCall("decodeGemv.split");
   be.countCall(op);
 }
 

@@ -7,11 +7,13 @@
 //   with fp32 accumulation, on tensor cores (mma.sync m16n8k16, bf16 in, f32 out) with the
 //   operands swapped: 16 weight rows are the M side, the (at most 8 per n-tile) batch rows the N
 //   side, so the weights are read once for all rows. One block per 16-row tile of one matrix
-//   (TILES = 2: the same 16 rows of two matrices, gate and up); its nw warps split k into
+//   (TILES = 2: the same 16 rows of two matrices, gate and up) and k-slice (`split` slices per
+//   tile when the tiles are too few to keep DRAM busy); its nw warps split the slice into
 //   interleaved 32-wide steps, each warp streaming its weights through a cp.async ring of U
-//   stages; the warps' partial sums meet in shared memory and are added in warp order
-//   (deterministic). Several matrices (q, k, v) share a launch: `DgMats.start` gives each its
-//   first block. x is bf16 [rows, ldx], or f32 (rounded to bf16 as it is read, which equals a
+//   stages; the warps' partial sums meet in shared memory and are added in warp order; a split
+//   tile's slices meet in a global scratch, summed in slice order by the last block to arrive
+//   (an atomic counter per tile), which runs the epilogue (deterministic: same bits every run).
+//   Several matrices (q, k, v) share a launch: `DgMats.start` gives each its first tile. x is bf16 [rows, ldx], or f32 (rounded to bf16 as it is read, which equals a
 //   cast before the GEMM), or the f32 residual RMSNormed as it is read (each block first computes
 //   every row's rstd: dec_rmsnorm_bf16 fused away for few rows); small x is staged in shared
 //   memory once per block. Epilogues: 0 store f32 (+ bias), 1 add into f32 (+ bias; the
@@ -86,7 +88,7 @@ KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, doub
 /**
  * The matrices of one GEMV launch, by value (all int64: the host packs it as one i64 array).
  * Matrix m: weight w[m] bf16 [n[m], k]; bias[m] f32 [n[m]] or 0; output y[m] with row b at
- * y[m] + b * ldy[m] (f32, or bf16 for SwiGLU); its blocks are [start[m], start[m + 1]).
+ * y[m] + b * ldy[m] (f32, or bf16 for SwiGLU); its 16-row tiles are [start[m], start[m + 1]) (split blocks each).
  */
 struct DgMats {
   i64 count;
@@ -227,17 +229,30 @@ __device__ __forceinline__ float dg_sigmoid(float x) {
  * Dynamic shared memory: nw * S * TILES * 1 KiB of rings (reused for the cross-warp sums at the
  * end), then, when `staged`, x as bf16 [rows, k + 8].
  */
-template <int NT, int TILES, int S, int XM>
+template <int NT, int TILES, int S, int XM, bool SPLIT>
 __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M, int rows, i64 k, int epi, const float* normw, double eps,
-                                        int staged) {
+                                        int staged, int splitArg, float* part, unsigned* counts) {
   extern __shared__ uint4 dg_smem[];
   __shared__ double rsh[16];
   __shared__ double rsp[16][16];
+  __shared__ int lastSlice;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
+  // Block = (tile, k-slice), the slices of a tile adjacent (they finish close together, so the
+  // tile's last one, which reduces, waits little). Slice sl covers 32-wide k-steps [sb, se).
+  // Without SPLIT (its own instances) split is the constant 1 and all of this folds away: the
+  // split arithmetic cost the unsplit kernel registers and 20-28% of its speed on an H200. 32-bit
+  // divisions (the host bounds steps x split below 2^31): 64-bit ones are long subroutines that
+  // would delay the block's first weight copies.
+  const int split = SPLIT ? splitArg : 1;
+  const int tile = (int)blockIdx.x / split;
+  const int sl = (int)blockIdx.x - tile * split;
+  const i64 steps = (k + 31) >> 5;
+  const i64 sb = SPLIT ? (i64)((int)steps * sl / split) : 0;
+  const i64 se = SPLIT ? (i64)((int)steps * (sl + 1) / split) : steps;
   int m = 0;
-  while (m + 1 < M.count && (i64)blockIdx.x >= M.start[m + 1]) m++;
-  const i64 row0 = ((i64)blockIdx.x - M.start[m]) * 16;
+  while (m + 1 < M.count && tile >= M.start[m + 1]) m++;
+  const i64 row0 = (tile - M.start[m]) * 16;
   const i64 n = M.n[m];
   // Weight rows of this lane: tile i's rows g and g + 8 (TILES = 2: matrices 0 and 1).
   const u16* wr[TILES][2];
@@ -262,14 +277,15 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[i][nt][e] = 0.f;
-  // This warp's steps are warp, warp + nw, ...: cnt of them. Ring: [warp][stage][tile][h][lane].
-  const i64 steps = (k + 31) >> 5;
-  const i64 cnt = steps > warp ? (steps - warp + nw - 1) / nw : 0;
+  // This warp's steps are sb + warp, sb + warp + nw, ... < se: cnt of them. Ring:
+  // [warp][stage][tile][h][lane].
+  const i64 own = se - sb;
+  const i64 cnt = own > warp ? (own - warp + nw - 1) / nw : 0;
   uint4* ring = dg_smem + (i64)warp * S * TILES * 2 * 32;
   const unsigned long long policy = dg_policy_first();
   auto issue = [&](i64 i) {
     uint4* st = ring + (i % S) * (TILES * 2 * 32);
-    const i64 kk = (warp + i * nw) * 32 + 8 * t;
+    const i64 kk = (sb + warp + i * nw) * 32 + 8 * t;
     const bool ok = i < cnt && kk < k;  // k % 8 == 0: a chunk of 8 is all in or all out
     const i64 kc = ok ? kk : 0;
 #pragma unroll
@@ -311,16 +327,19 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     }
     __syncthreads();
   }
-  // staged: x as bf16 [rows, k + 8] in shared memory after the rings, written once per block, so
-  // the loop's critical path (wait, shared loads, mma) has no global load in it. The host stages
-  // when rows * k is small (few rows); the 8-element pad spreads rows over the banks.
-  const i64 xld = k + 8;
+  // staged: this slice's x, [k0, k1), as bf16 [rows, xld] in shared memory after the rings,
+  // written once per block, so the loop's critical path (wait, shared loads, mma) has no global
+  // load in it. The host stages when rows * k is small (few rows) and sizes the area for the
+  // longest slice (xcols); the 8-element pad spreads rows over the banks.
+  const i64 k0 = sb * 32, k1 = se * 32 < k ? se * 32 : k;
+  const i64 xcols = SPLIT && (i64)(((int)steps + split - 1) / split) * 32 < k ? (i64)(((int)steps + split - 1) / split) * 32 : k;
+  const i64 xld = xcols + 8;
   u16* xs = (u16*)(dg_smem + (i64)nw * S * TILES * 2 * 32);
   if (staged) {
-    const i64 k8 = k >> 3;
+    const i64 k8 = (k1 - k0) >> 3;
     for (i64 idx = threadIdx.x; idx < (i64)rows * k8; idx += blockDim.x) {
       const i64 b = idx / k8, c = (idx - b * k8) * 8;
-      *(uint4*)(xs + b * xld + c) = dg_ld_x<XM>(x, b, ldx, c, normw, XM == DG_XNORM ? rsh[b] : 1.0);
+      *(uint4*)(xs + b * xld + c) = dg_ld_x<XM>(x, b, ldx, k0 + c, normw, XM == DG_XNORM ? rsh[b] : 1.0);
     }
     __syncthreads();
   }
@@ -336,12 +355,12 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     for (int i2 = 0; i2 < TILES; i2++)
 #pragma unroll
       for (int h = 0; h < 2; h++) wv[i2][h] = st[(i2 * 2 + h) * 32 + lane];
-    const i64 kk = (warp + i * nw) * 32 + 8 * t;
+    const i64 kk = (sb + warp + i * nw) * 32 + 8 * t;
     const bool ok = kk < k;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
       if (!(ok && xok[nt])) xv[nt] = zero;
-      else if (staged) xv[nt] = *(const uint4*)(xs + (nt * 8 + g) * xld + kk);
+      else if (staged) xv[nt] = *(const uint4*)(xs + (nt * 8 + g) * xld + (kk - k0));
       else xv[nt] = dg_ld_x<XM>(x, nt * 8 + g, ldx, kk, normw, rs[nt]);
     }
     // Refill the stage read one iteration ago (its registers are consumed), then multiply.
@@ -373,7 +392,21 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
       DG_RED(warp, i, g + 8, c + 1) = acc[i][nt][3];
     }
   __syncthreads();
-  // One output (batch row b, weight row r) per thread; consecutive threads, consecutive rows.
+  // The epilogue of output (batch row b, weight row j) from its finished sums v[TILES].
+  auto finish = [&](int b, i64 j, const float* v) {
+    if (TILES == 2) {
+      // epi 2: SwiGLU of gate (tile 0) and up (tile 1), as elementwise.cu's swiglu, then bf16.
+      const float gt = v[0];
+      ((u16*)M.y[0])[b * M.ldy[0] + j] = dg_bf16(gt * dg_sigmoid(gt) * v[TILES - 1]);
+    } else {
+      float y = v[0];
+      if (M.bias[m]) y += ((const float*)M.bias[m])[j];
+      float* p = (float*)M.y[m] + b * M.ldy[m] + j;
+      *p = epi == 1 ? *p + y : y;
+    }
+  };
+  // One output (batch row b, weight row r) per thread; consecutive threads, consecutive rows. Its
+  // slice's sum: the warps' partials in warp order.
   for (int o = threadIdx.x; o < 16 * rows; o += blockDim.x) {
     const int b = o >> 4, r = o & 15;
     const i64 j = row0 + r;
@@ -385,29 +418,58 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
       for (int w = 0; w < nw; w++) s += DG_RED(w, i, r, b);
       v[i] = s;
     }
+    if (!SPLIT) finish(b, j, v);
+    else
+#pragma unroll
+      for (int i = 0; i < TILES; i++) part[((i64)blockIdx.x * TILES + i) * 256 + o] = v[i];
+  }
 #undef DG_RED
-    if (TILES == 2) {
-      // epi 2: SwiGLU of gate (tile 0) and up (tile 1), as elementwise.cu's swiglu, then bf16.
-      const float gt = v[0];
-      ((u16*)M.y[0])[b * M.ldy[0] + j] = dg_bf16(gt * dg_sigmoid(gt) * v[TILES - 1]);
-    } else {
-      float y = v[0];
-      if (M.bias[m]) y += ((const float*)M.bias[m])[j];
-      float* p = (float*)M.y[m] + b * M.ldy[m] + j;
-      *p = epi == 1 ? *p + y : y;
+  if (!SPLIT) return;
+  // Split k: the tile's slices meet through `part` ([block][tile][b][r] f32, block = tile * split
+  // + slice). The last slice to arrive (counts[tile], an atomic counter every launch leaves at 0)
+  // sums all of them in slice order and runs the epilogue: the same bits whichever block is last.
+  // The fences order this block's partials before its arrival, and the others' before its reads.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned seen = atomicAdd(counts + tile, 1u);
+    lastSlice = seen == (unsigned)split - 1;
+    // Reset for the next launch: every slice of the tile has arrived, and the next kernel of the
+    // stream reads counts only after this grid completed (pdl_wait).
+    if (lastSlice) counts[tile] = 0;
+  }
+  __syncthreads();
+  if (!lastSlice) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < 16 * rows; o += blockDim.x) {
+    const int b = o >> 4, r = o & 15;
+    const i64 j = row0 + r;
+    if (j >= n) continue;
+    float v[TILES];
+#pragma unroll
+    for (int i = 0; i < TILES; i++) {
+      float s = 0.f;
+      // __ldcg: from L2, where the other blocks' writes are (not a stale L1 line).
+      for (int q = 0; q < split; q++) s += __ldcg(part + (((i64)tile * split + q) * TILES + i) * 256 + o);
+      v[i] = s;
     }
+    finish(b, j, v);
   }
 }
 
 // Instances: x mode (x16 bf16, x32 f32, xn f32 RMSNormed with normw), NT n-tiles of 8 batch rows,
 // TILES weight tiles per block, a ring of U stages (U - 1 steps in flight; 4 or 8, for tuning:
-// DecodeTuning.unroll in ../decode.ts).
-#define DG_GEMV(XN, XM, NT, TILES, U)                                                                     \
-  KERNEL(dec_gemv_##XN##_nt##NT##_t##TILES##_u##U)(const void* x, i64 ldx, DgMats mats, int rows, i64 k, int epi, \
-                                                   const float* normw, double eps, int staged) {         \
-    dg_gemv<NT, TILES, U, XM>(x, ldx, mats, rows, k, epi, normw, eps, staged);                           \
+// DecodeTuning.unroll in ../decode.ts); suffix _s: split k (split slices per tile meeting in part,
+// with counts; 4 stages only), the others ignore split, part and counts.
+#define DG_GEMV(XN, XM, NT, TILES, U, SP, SFX)                                                                  \
+  KERNEL(dec_gemv_##XN##_nt##NT##_t##TILES##_u##U##SFX)(const void* x, i64 ldx, DgMats mats, int rows, i64 k, int epi, \
+                                                        const float* normw, double eps, int staged, int split,   \
+                                                        float* part, unsigned* counts) {                         \
+    dg_gemv<NT, TILES, U, XM, SP>(x, ldx, mats, rows, k, epi, normw, eps, staged, split, part, counts);          \
   }
-#define DG_GEMV_NT(XN, XM, NT) DG_GEMV(XN, XM, NT, 1, 4) DG_GEMV(XN, XM, NT, 1, 8) DG_GEMV(XN, XM, NT, 2, 4) DG_GEMV(XN, XM, NT, 2, 8)
+#define DG_GEMV_NT(XN, XM, NT)                                                                                \
+  DG_GEMV(XN, XM, NT, 1, 4, false, ) DG_GEMV(XN, XM, NT, 1, 8, false, ) DG_GEMV(XN, XM, NT, 2, 4, false, ) \
+  DG_GEMV(XN, XM, NT, 2, 8, false, ) DG_GEMV(XN, XM, NT, 1, 4, true, _s) DG_GEMV(XN, XM, NT, 2, 4, true, _s)
 DG_GEMV_NT(x16, DG_X16, 1)
 DG_GEMV_NT(x16, DG_X16, 2)
 DG_GEMV_NT(x32, DG_X32, 1)
