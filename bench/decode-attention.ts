@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { decodeAttentionScratchLength } from "../src/tensor/backend/cuda/decode-attention.ts";
 import type { DeviceBuffer } from "../src/tensor/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../src/engine/attention-plan.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../src/engine/attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values: args } = parseArgs({ options: { reps: { type: "string", default: "20" }, layers: { type: "string", default: "36" } } });
@@ -26,17 +26,6 @@ const LAYERS = Number(args.layers);
 const [H, HKV, D, P] = [32, 8, 128, 16];
 
 type Ranges = Array<[number, number]>;
-
-function toRanges(slots: number[]): Ranges {
-  const s = [...slots].sort((a, b) => a - b);
-  const out: Ranges = [];
-  for (const x of s) {
-    const last = out[out.length - 1];
-    if (last && last[1] === x) last[1]++;
-    else out.push([x, x + 1]);
-  }
-  return out;
-}
 
 /** n rows over a shared prefix (full blocks shared, the partial tail copied per row), each + own keys; fragmented blocks. */
 function layout(rng: Rng, prefix: number, n: number, own: number): { rows: Ranges[]; slots: number } {
@@ -53,7 +42,7 @@ function layout(rng: Rng, prefix: number, n: number, own: number): { rows: Range
     return out;
   };
   const full = take(prefix - tail);
-  const rows = Array.from({ length: n }, () => toRanges([...full, ...take(tail + own)]));
+  const rows = Array.from({ length: n }, () => slotRanges([...full, ...take(tail + own)]));
   return { rows, slots: numBlocks * P };
 }
 

@@ -47,6 +47,18 @@ export interface AttentionPlan {
   chunk: number;
 }
 
+/** Sorted, merged slot ranges [start, end) of a set of slots (duplicates allowed): a row's visible keys in the planner's input form. */
+export function slotRanges(slots: Iterable<number>): Array<[number, number]> {
+  const s = [...new Set(slots)].sort((a, b) => a - b);
+  const out: Array<[number, number]> = [];
+  for (const x of s) {
+    const last = out[out.length - 1];
+    if (last && last[1] === x) last[1]++;
+    else out.push([x, x + 1]);
+  }
+  return out;
+}
+
 /** Capacities of a packed plan buffer (fixed per captured graph). */
 export interface PlanCapacity {
   items: number;

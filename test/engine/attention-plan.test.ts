@@ -10,7 +10,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  MAX_CHUNK, MAX_RANGES_PER_ITEM, PLAN_COUNTERS_PER_ROW, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout,
+  MAX_CHUNK, MAX_RANGES_PER_ITEM, PLAN_COUNTERS_PER_ROW, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges,
 } from "../../src/engine/attention-plan.ts";
 import type { AttentionPlan, PlanLayout } from "../../src/engine/attention-plan.ts";
 import { decodePlanLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
@@ -19,18 +19,6 @@ import { evalPacked } from "./plan-eval.ts";
 import { InvariantError } from "../../src/util/errors.ts";
 
 type Ranges = Array<[number, number]>;
-
-/** Sorted, merged ranges of a set of slots. */
-function toRanges(slots: Iterable<number>): Ranges {
-  const s = [...new Set(slots)].sort((a, b) => a - b);
-  const out: Ranges = [];
-  for (const x of s) {
-    const last = out[out.length - 1];
-    if (last && last[1] === x) last[1]++;
-    else out.push([x, x + 1]);
-  }
-  return out;
-}
 
 /** A pool of shuffled block ids (fragmented block tables). */
 function blockPool(rng: Rng, n: number): () => number {
@@ -82,12 +70,12 @@ function cases(seed: number): Case[] {
     const next = blockPool(rng, 400);
     const prefix = take(next, P, 600 + rng.int(P));
     const rows = siblings(rng, next, P, prefix, 8, () => 1 + rng.int(300));
-    out.push({ name: "8 siblings, shared fragmented prefix, cow tails", rows: rows.map(toRanges), slots: 400 * P });
+    out.push({ name: "8 siblings, shared fragmented prefix, cow tails", rows: rows.map(slotRanges), slots: 400 * P });
   }
   {
     const next = blockPool(rng, 200);
     const rows = [take(next, P, 1 + rng.int(2500))];
-    out.push({ name: "one long row", rows: rows.map(toRanges), slots: 200 * P });
+    out.push({ name: "one long row", rows: rows.map(slotRanges), slots: 200 * P });
   }
   {
     // Nested: a root, two forks of 3, one of whose branches forks again into 2; plus padding rows.
@@ -97,23 +85,23 @@ function cases(seed: number): Case[] {
     const b = siblings(rng, next, P, a[0], 2, () => 1 + rng.int(50));
     const rows: number[][] = [...a.slice(1), ...b, [], []];
     rng.shuffle(rows);
-    out.push({ name: "nested forks + padding rows", rows: rows.map(toRanges), slots: 600 * P });
+    out.push({ name: "nested forks + padding rows", rows: rows.map(slotRanges), slots: 600 * P });
   }
   {
     const next = blockPool(rng, 600);
     const rows = Array.from({ length: 16 }, () => take(next, P, 1 + rng.int(400)));
-    out.push({ name: "16 independent rows", rows: rows.map(toRanges), slots: 600 * P });
+    out.push({ name: "16 independent rows", rows: rows.map(slotRanges), slots: 600 * P });
   }
   {
     // 32 rows (mask bit 31 = the i32 sign bit) over a common prefix.
     const next = blockPool(rng, 400);
     const prefix = take(next, P, 40 + rng.int(40));
     const rows = siblings(rng, next, P, prefix, 32, () => 1 + rng.int(20));
-    out.push({ name: "32 siblings", rows: rows.map(toRanges), slots: 400 * P });
+    out.push({ name: "32 siblings", rows: rows.map(slotRanges), slots: 400 * P });
   }
   {
     // Random slot sets: arbitrary overlaps between rows, many 1-slot ranges.
-    const rows: Ranges[] = Array.from({ length: 5 }, () => toRanges(Array.from({ length: 1 + rng.int(300) }, () => rng.int(700))));
+    const rows: Ranges[] = Array.from({ length: 5 }, () => slotRanges(Array.from({ length: 1 + rng.int(300) }, () => rng.int(700))));
     rows.push([]);
     out.push({ name: "random overlapping slot sets", rows, slots: 700 });
   }

@@ -15,22 +15,11 @@ import assert from "node:assert/strict";
 import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/index.ts";
 import { decodeAttentionScratchLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../../src/engine/attention-plan.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../../src/engine/attention-plan.ts";
 import type { PlanCapacity } from "../../src/engine/attention-plan.ts";
 import { Rng } from "../../src/util/rng.ts";
 
 type Ranges = Array<[number, number]>;
-
-function toRanges(slots: number[]): Ranges {
-  const s = [...new Set(slots)].sort((a, b) => a - b);
-  const out: Ranges = [];
-  for (const x of s) {
-    const last = out[out.length - 1];
-    if (last && last[1] === x) last[1]++;
-    else out.push([x, x + 1]);
-  }
-  return out;
-}
 
 /** Rows of a step: `n` siblings over a shared prefix (fragmented blocks of 16, cow tails), then padding. */
 function siblingRows(rng: Rng, numBlocks: number, prefix: number, n: number, own: number, padding: number): Ranges[] {
@@ -47,7 +36,7 @@ function siblingRows(rng: Rng, numBlocks: number, prefix: number, n: number, own
   };
   const base = take(prefix);
   const full = Math.floor(prefix / P) * P;
-  const rows = Array.from({ length: n }, () => toRanges([...base.slice(0, full), ...take(prefix - full + 1 + rng.int(own))]));
+  const rows = Array.from({ length: n }, () => slotRanges([...base.slice(0, full), ...take(prefix - full + 1 + rng.int(own))]));
   for (let i = 0; i < padding; i++) rows.push([]);
   return rows;
 }

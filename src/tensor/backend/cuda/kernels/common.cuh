@@ -103,3 +103,27 @@ __device__ __forceinline__ void report_error(int* err, int code, i64 index, int 
     err[2] = value;
   }
 }
+
+// Programmatic dependent launch (sm_90+; no-ops before it and on a plain launch): a kernel
+// launched with PDL may start while its predecessor drains; pdl_wait() blocks until the
+// predecessor has finished and its writes are visible, pdl_launch_dependents() lets the next
+// kernel be scheduled once every block got here (or exited). Before the wait a kernel may only
+// read data no earlier kernel of the step writes (weights).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/** The small kernels' PDL order: `early` schedules the next kernel before this one's wait. */
+__device__ __forceinline__ void pdl_enter(int early) {
+  if (early) pdl_launch_dependents();
+  pdl_wait();
+  if (!early) pdl_launch_dependents();
+}

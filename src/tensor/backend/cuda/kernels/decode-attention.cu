@@ -39,22 +39,7 @@
 // blocks then stream weights while attention runs), else right after it.
 #include "common.cuh"
 
-// The PDL helpers (same as decode.cu's; no-ops before sm_90 and on a plain launch).
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_enter(int early) {
-  if (early) pdl_launch_dependents();
-  pdl_wait();
-  if (!early) pdl_launch_dependents();
-}
+// PDL helpers (pdl_wait, pdl_launch_dependents, pdl_enter): common.cuh.
 
 #define DA_WARPS 4
 #define DA_THREADS (32 * DA_WARPS)

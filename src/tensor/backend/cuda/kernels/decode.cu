@@ -40,26 +40,7 @@
 typedef unsigned short u16;
 typedef unsigned int u32;
 
-/** Waits for the previous kernel of the stream (PDL); a no-op before sm_90 and on a plain launch. */
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-/** Allows the next kernel of the stream to be scheduled once every block got here (or exited). */
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-/** The small kernels' PDL order: `early` schedules the next kernel before this one's wait. */
-__device__ __forceinline__ void pdl_enter(int early) {
-  if (early) pdl_launch_dependents();
-  pdl_wait();
-  if (!early) pdl_launch_dependents();
-}
+// PDL helpers (pdl_wait, pdl_launch_dependents, pdl_enter): common.cuh.
 
 /** f32 -> bf16 bits, nearest even, NaN made quiet: convert.cu's float_to_bf16. */
 __device__ __forceinline__ u16 dg_bf16(float f) {
