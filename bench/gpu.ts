@@ -27,12 +27,10 @@
  *                    weights, one row), with PDL off and on and the GEMV k-split off and automatic:
  *                    GEMVs alone, + q/k norm + RoPE, + decode attention (= the step): what each
  *                    kind of kernel adds to a step
- *   decode_graph     is the fused graph step (kernels per step, replayed device ms per step and its
- *                    fraction of the roofline); decode_graph_unfused the graph body without them;
- *                    decode_graph_pdl the fused step with programmatic dependent launch off and on
- *                    (and its variants: small kernels scheduling their successor before their wait,
- *                    each GEMV block prefetching its own weight tile into L2 before its wait, each
- *                    GEMV prefetching the next one's weights into L2), tokens compared
+ *   decode_graph     the fused graph step (kernels and replayed ms per step, fraction of the
+ *                    roofline); decode_graph_unfused the graph body without the fused ops;
+ *                    decode_graph_pdl the fused step with PDL off and on and its variants (early
+ *                    successor scheduling, L2 prefetch of own tiles or the next weights)
  * --no-collect turns off the backend's collection of dropped buffers (for comparison).
  *
  *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf] [--npr 8x512] [--gc-steps 64] [--gemm-graph] [--no-collect]]
