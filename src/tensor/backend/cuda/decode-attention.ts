@@ -1,9 +1,10 @@
 /**
  * Host side of kernels/decode-attention.cu: paged decode attention over a packed work plan
  * (src/engine/attention-plan.ts makes and packs it) in which every key is read once per step for
- * all the rows that see it, and long rows are split over many blocks. One kernel over (item, kv
- * head) units whose last block per (row, kv group) merges the row's partials (a separate combine
- * kernel per (row, head) remains as an option, for comparison). Argument checks, launch geometry,
+ * all the rows that see it, and long rows are split over many blocks. A partial kernel over
+ * (item, kv head) units, then the row's partials merged: for a single row by the last block of
+ * the partial kernel itself (one launch), for several rows by a combine kernel per (row, head)
+ * (merging many rows in the last blocks measured slower). Argument checks, launch geometry,
  * the shared-memory size and the scratch / plan sizes for a capacity live here.
  * The kernels are PDL-safe (they wait before touching anything) and launch with programmatic
  * dependent launch when the backend's `pdl` is on; DecodeTuning.pdlEarly sets their order.
