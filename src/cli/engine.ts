@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
-import { Engine, engineVocab, parseForceStructure, randomStructure, rescoreTrajectory, runFuzz } from "../engine/index.ts";
+import { Engine, engineVocab, parseForceStructure, randomStructure, rescoreTrajectory, runFuzz, verifyTolerances } from "../engine/index.ts";
 import type { EngineVocab, ForcedBlock } from "../engine/index.ts";
 import { loadQwen3 } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
@@ -72,6 +72,7 @@ export function registerEngineCommands(program: Command): void {
       const results = e.generateSync(prompts, structures.map((fs, i) => ({
         temperature: 0, mode, maxNewTokens: 100_000, minForkBudget: 0, forceStructure: fs, seed: i,
       })));
+      const tol = verifyTolerances(model);
       let tokensMismatch = 0;
       let positionsMismatch = 0;
       let nearTies = 0;
@@ -95,8 +96,9 @@ export function registerEngineCommands(program: Command): void {
         incomplete,
         tokens: results.reduce((a, r) => a + r.ids.length, 0),
         blocks: results.reduce((a, r) => a + r.stats.blocks, 0),
+        tolerances: tol,
       }) + "\n");
-      if (tokensMismatch > 0 || positionsMismatch > 0 || incomplete > 0 || maxDiff > 1e-4) process.exitCode = 1;
+      if (tokensMismatch > 0 || positionsMismatch > 0 || incomplete > 0 || maxDiff > tol.logprob) process.exitCode = 1;
     });
 
   engine

@@ -44,5 +44,5 @@ export type {
   StepResult,
   PlanItem,
 } from "./types.ts";
-export { rescoreTrajectory, type RescoreReport } from "./verify.ts";
+export { TIE_TOLERANCE, rescoreTrajectory, verifyTolerances, type RescoreReport } from "./verify.ts";
 export { runFuzz, type FuzzReport } from "./fuzz.ts";
