@@ -90,13 +90,16 @@ export function rangesNeeded(items: readonly Pick<PlanItem, "visible" | "writeSl
 
 /**
  * Packs a decode-only plan into `out` (length >= layout.length) for bucket layout.batch >=
- * items.length; rows past the items are padding that writes no slot and sees no key.
+ * items.length; rows past the items are padding that writes no slot and sees no key. `ranges`:
+ * the items' rowRanges when the caller has them already (the graph decoder computes them once per
+ * step for the capacity check, the inputs and the attention plan).
  */
 export function packInputs(
   items: readonly Pick<PlanItem, "ids" | "positions" | "visible" | "writeSlots">[],
   blockSize: number,
   lay: InputLayout,
   out: Int32Array,
+  ranges?: ReadonlyArray<ReadonlyArray<readonly [number, number]>>,
 ): void {
   const B = lay.batch;
   invariant(items.length <= B, () => `packInputs: ${items.length} items for a bucket of ${B}`);
@@ -110,7 +113,7 @@ export function packInputs(
       out[lay.ids + i] = it.ids[0]!;
       out[lay.positions + i] = it.positions[0]!;
       out[lay.writeSlots + i] = it.writeSlots[0]!;
-      for (const [s, e] of rowRanges(it, blockSize)) {
+      for (const [s, e] of ranges?.[i] ?? rowRanges(it, blockSize)) {
         invariant(r < lay.capacity, () => `packInputs: more than ${lay.capacity} ranges (grow the capacity first)`);
         out[lay.starts + r] = s;
         out[lay.ends + r] = e;

@@ -28,8 +28,8 @@ import type { PagedKVStorage, Qwen3Model } from "../model/index.ts";
 import type { Backend, DeviceBuffer, DType, HostArray } from "../tensor/index.ts";
 import { invariant } from "../util/errors.ts";
 import { capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "./attention-plan.ts";
-import type { PlanCapacity } from "./attention-plan.ts";
-import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rangesNeeded, rowRanges } from "./decode-plan.ts";
+import type { PlanCapacity, PlanLayout } from "./attention-plan.ts";
+import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rowRanges } from "./decode-plan.ts";
 import type { InputLayout } from "./decode-plan.ts";
 import type { PlanItem } from "./types.ts";
 
@@ -113,7 +113,7 @@ interface Bucket {
   /** Write slots of the current step, on the host (the CPU's scatter reads them). */
   slotsHost: Int32Array;
   /** The decode attention plan (device, host copy), its capacity and the op's scratch; null without the op. */
-  attn: { plan: DeviceBuffer; host: Int32Array; cap: PlanCapacity; scratch: DeviceBuffer } | null;
+  attn: { plan: DeviceBuffer; host: Int32Array; cap: PlanCapacity; lay: PlanLayout; scratch: DeviceBuffer } | null;
 }
 
 export interface GraphDecoderOptions {
@@ -194,7 +194,9 @@ export class GraphDecoder {
     const B = bucketFor(items.length, this.buckets)!;
     const bs = this.storage.blockSize;
     let b = this.byBatch.get(B);
-    const need = rangesNeeded(items, bs);
+    // Each row's visible slot ranges, once: the capacity check, the inputs and the attention plan read them.
+    const ranges = items.map((it) => rowRanges(it, bs));
+    const need = ranges.reduce((n, r) => n + r.length, 0);
     let capacity = B * RANGES_PER_ROW;
     if (b && need > b.lay.capacity) {
       // More ranges than the captured input block holds: a bigger block, and a new graph.
@@ -206,10 +208,10 @@ export class GraphDecoder {
       b = this.makeBucket(B, Math.max(need, capacity));
       this.byBatch.set(B, b);
     }
-    packInputs(items, bs, b.lay, b.host);
+    packInputs(items, bs, b.lay, b.host, ranges);
     b.slotsHost.set(b.host.subarray(b.lay.writeSlots, b.lay.writeSlots + B));
     this.writeInputs(b);
-    if (this.da) this.writePlan(b, items);
+    if (this.da) this.writePlan(b, ranges);
     const bucket = b;
     if (bucket.graph) {
       bucket.graph.replay();
@@ -231,9 +233,8 @@ export class GraphDecoder {
    * Plans this step's decode attention and writes the plan; a plan beyond the bucket's capacity
    * reallocates the plan and scratch buffers and drops the graph (the next step recaptures).
    */
-  private writePlan(b: Bucket, items: readonly PlanItem[]): void {
-    const bs = this.storage.blockSize;
-    const rows = Array.from({ length: b.batch }, (_, i) => (i < items.length ? rowRanges(items[i]!, bs) : []));
+  private writePlan(b: Bucket, ranges: ReadonlyArray<Array<[number, number]>>): void {
+    const rows = Array.from({ length: b.batch }, (_, i) => ranges[i] ?? []);
     const plan = planAttention(rows);
     const need = planCapacityNeeded(plan);
     if (!b.attn || !capacityFits(b.attn.cap, need)) {
@@ -247,11 +248,11 @@ export class GraphDecoder {
       const c = this.model.config;
       const lay = planLayout(b.batch, cap);
       b.attn = {
-        plan: this.be.alloc("i32", lay.length), host: new Int32Array(lay.length), cap,
+        plan: this.be.alloc("i32", lay.length), host: new Int32Array(lay.length), cap, lay,
         scratch: this.be.alloc(this.model.dtype, this.da!.decodeAttentionScratchLength(cap, c.numAttentionHeads, c.headDim)),
       };
     }
-    packPlan(plan, planLayout(b.batch, b.attn.cap), b.attn.host);
+    packPlan(plan, b.attn.lay, b.attn.host);
     this.be.write(b.attn.plan, b.attn.host);
   }
 
