@@ -16,7 +16,7 @@ import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/inde
 import { sampleProfile } from "../../src/tensor/backend/cuda/sampling.ts";
 import { deviceSamplerFor, packSampleRows } from "../../src/engine/sampling/device-sampler.ts";
 import {
-  DEFAULT_SAMPLING, applyConstraint, applyRepetitionPenalty, applyTopK, applyTopPMinP, sampleToken,
+  DEFAULT_SAMPLING, applyConstraint, applyRepetitionPenalty, applyTopK, applyTopPMinP, sampleToken, softmax,
 } from "../../src/engine/sampling/sampler.ts";
 import type { Constraint, SampleInput, SamplingParams } from "../../src/engine/sampling/sampler.ts";
 import { Rng } from "../../src/util/rng.ts";
@@ -62,16 +62,6 @@ function makeInput(rng: Rng, V: number): { params: SamplingParams; constraint: C
   const scope = Array.from({ length: rng.int(Math.min(3 * V, 600)) }, () => rng.int(V));
   const penalty = rng.next() < 0.5 ? 1 : pick([1.02, 1.3, 0.8, 3]);
   return { params, constraint, scope, penalty, seed: rng.int(2 ** 31) };
-}
-
-function softmax(x: Float64Array): Float64Array {
-  let max = -Infinity;
-  for (const v of x) if (v > max) max = v;
-  const out = new Float64Array(x.length);
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += out[i] = Math.exp(x[i]! - max);
-  for (let i = 0; i < x.length; i++) out[i]! /= sum;
-  return out;
 }
 
 /** u's distance to the nearest cumulative boundary of the host's final distribution. */

@@ -128,7 +128,8 @@ export function applyTopPMinP(x: Float64Array, topP: number, minP: number): void
   }
 }
 
-function softmax(x: Float64Array): Float64Array {
+/** softmax of float64 scores (the processors' and the draw's distribution; -Infinity gives 0). */
+export function softmax(x: Float64Array): Float64Array {
   let max = -Infinity;
   for (const v of x) if (v > max) max = v;
   const out = new Float64Array(x.length);
