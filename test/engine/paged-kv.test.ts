@@ -14,6 +14,7 @@ import { KVManager } from "../../src/kv/index.ts";
 import type { BlockTable, SlotCopy } from "../../src/kv/index.ts";
 import { buildNprLayout } from "../../src/format/npr-layout.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
+import { diffStats } from "../util/check-close.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
@@ -107,14 +108,8 @@ test("paged forward over fork/join equals the masked forward of the serialized t
   assert.equal(kv.pool.numFree, 63, "every block back in the pool");
   assert.ok(copiesSeen > 0, "a copy-on-write happened");
 
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < got.length; i++) {
-    const d = Math.abs(got[i]! - want[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  console.log(`paged vs masked forward (f64, ${serialized.length} tokens, ${copiesSeen} CoW copies): max abs diff ${max.toExponential(3)}, mean ${(sum / got.length).toExponential(3)}`);
+  const { max, mean } = diffStats(got, want);
+  console.log(`paged vs masked forward (f64, ${serialized.length} tokens, ${copiesSeen} CoW copies): max abs diff ${max.toExponential(3)}, mean ${mean.toExponential(3)}`);
   assert.ok(max < 1e-10, `max abs diff ${max}`);
   pages.dispose();
 });

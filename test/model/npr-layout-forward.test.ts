@@ -13,6 +13,7 @@ import { byteTokenizer } from "../../src/tokenizer/index.ts";
 import { CountdownTask } from "../../src/tasks/index.ts";
 import { causalLayout, segmentLayout } from "../../src/util/layout.ts";
 import type { Layout } from "../../src/util/layout.ts";
+import { diffStats } from "../util/check-close.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
@@ -39,17 +40,6 @@ for (let i = gIdx + 1; strs[i] === "<step>"; ) {
 }
 const tIdx = steps[steps.length - 1]![1];
 
-function diff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  return { max, mean: sum / a.length };
-}
-
 const V = 320;
 const rowsOf = (flat: ArrayLike<number>, from: number, to: number) => Array.prototype.slice.call(flat, from * V, to * V) as number[];
 
@@ -67,15 +57,15 @@ test("one masked forward equals separate forwards of prefix + each branch at the
     const sepPos = idx.map((i) => pos[i]!);
     const lay = segmentLayout(sepPos, sepPos.map((_, i) => [[0, i + 1] as [number, number]]));
     const sep = model.forward(idx.map((i) => ids[i]!), lay).toArray();
-    const d = diff(rowsOf(sep, gIdx + 1, idx.length), rowsOf(full, s, e));
-    const dPrefix = diff(rowsOf(sep, 0, gIdx + 1), rowsOf(full, 0, gIdx + 1));
+    const d = diffStats(rowsOf(sep, gIdx + 1, idx.length), rowsOf(full, s, e));
+    const dPrefix = diffStats(rowsOf(sep, 0, gIdx + 1), rowsOf(full, 0, gIdx + 1));
     console.log(`branch ${s}..${e} (${e - s} tokens): max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}; prefix max ${dPrefix.max.toExponential(2)}`);
     worst = Math.max(worst, d.max, dPrefix.max);
   }
   assert.ok(worst < 1e-9, `max diff ${worst}`);
   // The check can fail: a causal (unmasked) forward differs on the second branch.
   const causal = model.forward(ids, segmentLayout(pos, Array.from(pos, (_, i) => [[0, i + 1] as [number, number]]))).toArray();
-  const leak = diff(rowsOf(causal, steps[1]![0], steps[1]![1]), rowsOf(full, steps[1]![0], steps[1]![1]));
+  const leak = diffStats(rowsOf(causal, steps[1]![0], steps[1]![1]), rowsOf(full, steps[1]![0], steps[1]![1]));
   console.log(`causal mask instead (sibling leak): max abs diff ${leak.max.toExponential(2)}`);
   assert.ok(leak.max > 1e-3);
 });
@@ -104,7 +94,7 @@ test("the engine's cached fork/join gives the same logits as the one masked forw
   const longest = Math.max(...steps.map(([s, e]) => e - s));
   const rest = ids.length - tIdx;
   parts.push(Array.from(model.forward(ids.slice(tIdx), causalLayout(rest, kv.length, pos[gIdx]! + 1 + longest), kv).toArray()));
-  const d = diff(parts.flat(), full);
+  const d = diffStats(parts.flat(), full);
   console.log(`cached fork/join over ${ids.length} tokens, ${steps.length} branches: max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`);
   assert.ok(d.max < 1e-9);
 });

@@ -16,6 +16,7 @@ import { NPR_TAGS, tagInitText } from "../../src/format/npr-tags.ts";
 import { NprTokenizer, byteTokenizerFiles } from "../../src/tokenizer/index.ts";
 import { addTagsToCheckpoint } from "../../src/cli/tokenizer.ts";
 import { causalLayout } from "../../src/util/layout.ts";
+import { diffStats } from "../util/check-close.ts";
 
 /** The byte tokenizer without the 8 tags (259 ids), as a base model's tokenizer would be. */
 function untaggedByteTokenizer(): NprTokenizer {
@@ -96,14 +97,8 @@ test("add-tags checkpoint round trip: tokenizer + resized weights load back iden
     const want = resizeVocab(model, { tokenizerSize: 267, init: NPR_TAGS.map((t) => ({ id: tok.tagId(t), sourceIds: [...Buffer.from(tagInitText(t))] })) });
     const a = back.forward(ids, causalLayout(ids.length)).toArray();
     const b = want.forward(ids, causalLayout(ids.length)).toArray();
-    let max = 0;
-    let sum = 0;
-    for (let i = 0; i < a.length; i++) {
-      const d = Math.abs(a[i]! - b[i]!);
-      max = Math.max(max, d);
-      sum += d;
-    }
-    console.log(`reloaded tag-extended checkpoint: logits max abs diff ${max.toExponential(2)}, mean ${(sum / a.length).toExponential(2)}`);
+    const { max, mean } = diffStats(a, b);
+    console.log(`reloaded tag-extended checkpoint: logits max abs diff ${max.toExponential(2)}, mean ${mean.toExponential(2)}`);
     assert.ok(max < 1e-4);
   } finally {
     rmSync(dir, { recursive: true, force: true });

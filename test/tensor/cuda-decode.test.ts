@@ -20,20 +20,9 @@ import { bf16BitsToF32Array, toBf16Bits } from "../../src/tensor/dtype.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { DEFAULT_SPLIT, SPLIT_MAX_UNITS, gemvBlocksPerSm, splitFor } from "../../src/tensor/backend/cuda/decode.ts";
 import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../../src/engine/attention-plan.ts";
+import { diffStats } from "../util/check-close.ts";
 
 const why = cudaUnavailable();
-
-/** Max and mean |a - b| over paired arrays. */
-function diff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  return { max, mean: sum / Math.max(1, a.length) };
-}
 
 const fmt = (d: { max: number; mean: number }) => `max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`;
 
@@ -117,8 +106,8 @@ if (why) {
     const co = cpu.alloc("f32", rows * dim);
     cpu.rmsnorm(cx, cw, co, cpu.alloc("f32", rows), { rows, dim, eps });
     const generic = bf16BitsToF32Array(toBf16Bits(cpu.read(co) as Float32Array));
-    const d = diff(got, ref);
-    const g = diff(got, generic);
+    const d = diffStats(got, ref);
+    const g = diffStats(got, generic);
     let rel = 0;
     for (let i = 0; i < ref.length; i++) rel = Math.max(rel, Math.abs(got[i]! - ref[i]!) / (Math.abs(ref[i]!) + 1e-30));
     t.diagnostic(`vs float64: ${fmt(d)}, max rel ${rel.toExponential(2)}; vs cpu rmsnorm + cast: ${fmt(g)}`);
@@ -193,7 +182,7 @@ if (why) {
         // The gap of the strided output (columns n..ldy) is untouched.
         if (m === 0) for (let b = 0; b < rows; b++) for (let j = n; j < ld; j++) assert.equal(got[b * ld + j], y0[b * ld + j]);
       });
-      const d = diff(all, refs);
+      const d = diffStats(all, refs);
       t.diagnostic(`rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, stages ${unroll || "auto"}, warps ${warps || "auto"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`);
       assert.ok(worst < 1e-5, `error ${worst} of the terms' magnitude exceeds fp32 accumulation`);
     }
@@ -240,7 +229,7 @@ if (why) {
           : 1e-5 * gr.mag[i]! + 1e-6;
         worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / allowed);
       }
-      const d = diff(got, ref);
+      const d = diffStats(got, ref);
       t.diagnostic(`rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
       assert.ok(worst <= 1, `normed GEMV error ${worst} times the allowed`);
     }
@@ -268,7 +257,7 @@ if (why) {
         const acc = 1e-5 * (gr.mag[i]! * 1.1 * Math.abs(ur.y[i]!) + ur.mag[i]! * Math.abs(silu(gr.y[i]!)));
         worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / (2 ** -8 * Math.abs(ref[i]!) + acc + 1e-6));
       }
-      const d = diff(got, ref);
+      const d = diffStats(got, ref);
       t.diagnostic(`rows ${rows}, k ${k}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
       assert.ok(worst <= 1, `swiglu error ${worst} times the allowed`);
     }
@@ -349,7 +338,7 @@ if (why) {
           }
         });
       }
-      const d = diff(got, want);
+      const d = diffStats(got, want);
       t.diagnostic(`rows ${rows}, k ${k}, split ${split || "auto"}, warps ${warps || "auto"}, ${epilogue}, x ${xKind}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}; bits equal twice`);
       assert.ok(worst <= 1, `split GEMV error ${worst} times the allowed`);
     }
@@ -434,9 +423,9 @@ if (why) {
         keysRef.set(kRef.subarray(r * row, (r + 1) * row), slots[r]! * row);
         valsRef.set(v.subarray(r * row, (r + 1) * row), slots[r]! * row);
       }
-      const dq = diff(be.read(Q) as Float32Array, qRef);
-      const dk = diff(be.read(KP) as Float32Array, keysRef);
-      const dv = diff(be.read(VP) as Float32Array, valsRef);
+      const dq = diffStats(be.read(Q) as Float32Array, qRef);
+      const dk = diffStats(be.read(KP) as Float32Array, keysRef);
+      const dv = diffStats(be.read(VP) as Float32Array, valsRef);
       t.diagnostic(`q: ${fmt(dq)}; keys: ${fmt(dk)}; values: ${fmt(dv)}`);
       assert.ok(dq.max < 1e-5 && dk.max < 1e-5, "q/k differ from rmsnorm + rope");
       assert.equal(dv.max, 0, "values are copies");
@@ -539,7 +528,7 @@ if (why) {
         assert.ok(Number.isFinite(mag) && mag > 1e-3, `the step's logits are finite and not trivial (max |logit| ${mag})`);
         for (const [name, got] of results) {
           ["logits", "residual", "key pages"].forEach((what, i) => {
-            const d = diff(got[i]!, ref[i]!);
+            const d = diffStats(got[i]!, ref[i]!);
             t.diagnostic(`rows ${rows}, ${name}, ${what} vs eager PDL off: ${fmt(d)}`);
             assert.equal(d.max, 0, `${name}: ${what} differ from the serialized step`);
           });

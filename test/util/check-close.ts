@@ -3,6 +3,7 @@
  * llm.c's check_tensor. An element passes when |actual - expected| <= atol + rtol * |expected|
  * (equal infinities pass, NaN never does). A failure throws an AssertionError that names the
  * comparison and gives the max and mean absolute difference and the first failing element.
+ * diffStats: the max and mean |a - b| alone, for tests that print them beside their own bound.
  * Test helper only; it knows nothing about backends or tensors.
  */
 import { AssertionError } from "node:assert";
@@ -78,4 +79,16 @@ export function checkClose(
     });
   }
   return stats;
+}
+
+/** Max and mean |a - b| over paired arrays (mean 0 for empty ones). */
+export function diffStats(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / Math.max(1, a.length) };
 }
