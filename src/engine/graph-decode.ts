@@ -143,8 +143,18 @@ export class GraphDecoder {
   private readonly fx: FusedDecodeBackend | null;
   private readonly byBatch = new Map<number, Bucket>();
 
+  /**
+   * Whether this path computes what the model's forward computes: the plain and mixed-precision
+   * forwards, yes; a model that rounds its activations (activations "bf16") or casts f32 masters
+   * per GEMM (computeDtype) no (those modes live in the generic forward only).
+   */
+  static supports(model: Qwen3Model): boolean {
+    return model.activations === null && model.gemmDtype === model.weightDtype;
+  }
+
   constructor(model: Qwen3Model, storage: PagedKVStorage, opts: GraphDecoderOptions = {}) {
     invariant(storage.backend === model.backend && storage.dtype === model.dtype, "GraphDecoder: storage made for another model");
+    invariant(GraphDecoder.supports(model), "GraphDecoder: the graph decode path does not implement activations \"bf16\" or computeDtype");
     this.model = model;
     this.storage = storage;
     this.be = model.backend;

@@ -13,7 +13,6 @@
 import { PagedKVStorage, pagedForward } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
 import { GraphDecoder } from "./graph-decode.ts";
 import type { GraphDecoderOptions } from "./graph-decode.ts";
 import { deviceSamplerFor } from "./sampling/device-sampler.ts";
@@ -55,12 +54,8 @@ export class ModelRunner implements StepRunner {
   ) {
     this.model = model;
     this.storage = new PagedKVStorage(model, numBlocks, blockSize);
-    // The graph path computes as the plain and mixed-precision forwards do; a model that rounds
-    // its activations (activations "bf16") or casts f32 masters per GEMM (computeDtype) keeps the
-    // generic forward, which honours those modes.
-    const plain = model.activations === null && model.gemmDtype === model.weightDtype;
-    const g = opts.graphDecode ?? (model.backend.name === "cuda" && plain);
-    invariant(g === false || plain, "ModelRunner: the graph decode path does not implement activations \"bf16\" or computeDtype");
+    // The graph path only where it computes what the model's forward does (GraphDecoder.supports).
+    const g = opts.graphDecode ?? (model.backend.name === "cuda" && GraphDecoder.supports(model));
     this.decoder = g === false ? null : new GraphDecoder(model, this.storage, g === true ? {} : g);
     this.sampler = opts.deviceSampling === false ? null : deviceSamplerFor(model.backend);
   }
