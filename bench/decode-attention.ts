@@ -1,15 +1,16 @@
 /**
  * Device time of the shared-prefix, split-K decode attention (cuda/decode-attention.ts + the
- * engine/attention-plan.ts planner) against the segment attention the decode graphs use today
- * (`be.attention` over the whole page array, each row's slot ranges as segments), on the Qwen3-4B
+ * tensor/backend/decode-attention-plan.ts planner) against the segment attention the decode
+ * graphs used before (`be.attention` over the whole page array, each row's slot ranges as
+ * segments), on the Qwen3-4B
  * shape (H 32, Hkv 8, D 128, f32 pages) for 36 layers: each variant is one CUDA graph of 36 calls,
  * each layer with its own K/V pages (fragmented blocks of 16 slots, so nothing stays in L2), timed
  * with events over replays. Layouts: 1 row x {100, 512, 4096, 16384} keys (100: the batch-1
  * decode step); 8 rows sharing a 600-key prefix + 512 own keys each; 16 rows sharing 600 + 256
- * own. Variants per chunk: the partial + separate combine kernels with one key-tile buffer (the
- * previous op), the one-kernel op with one and with two tile buffers. Also checks the outputs
- * agree and times the host planning (plan + pack) per step. One JSON line per measurement, then a
- * table (us / layer = step time / layers).
+ * own. Per chunk (auto, 32, 64, 128, 256): the op as the engine runs it (one kernel for a single
+ * row, partial + combine for several). Also checks the outputs agree and times the host planning
+ * (plan + pack) per step. One JSON line per measurement, then a table (us / layer = step time /
+ * layers). The merge and tile-buffer variants side by side: dev/cuda/decode_attention.ts.
  *
  *   node bench/decode-attention.ts [--reps 20] [--layers 36]
  */
@@ -17,7 +18,7 @@ import { parseArgs } from "node:util";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { decodeAttentionScratchLength } from "../src/tensor/backend/cuda/decode-attention.ts";
 import type { DeviceBuffer } from "../src/tensor/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../src/engine/attention-plan.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../src/tensor/backend/decode-attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values: args } = parseArgs({ options: { reps: { type: "string", default: "20" }, layers: { type: "string", default: "36" } } });
@@ -135,12 +136,8 @@ for (const [name, prefix, n, own] of scenarios) {
   out({ bench: "decode_attention", layout: name, kernel: "segment", ms: msOld, keys_seen: seen, keys_distinct: distinct, gbps_min_bytes: bytes / msOld / 1e6 });
   table.push(`| ${name} | segment attention | - | - | ${msOld.toFixed(3)} | ${((msOld / LAYERS) * 1000).toFixed(1)} | ${(bytes / msOld / 1e6).toFixed(0)} | |`);
 
-  const variants: Array<[string, { fused: boolean; stages: 1 | 2 }]> = [
-    ["partial + combine, 1 buffer", { fused: false, stages: 1 }],
-    ["one kernel, 1 buffer", { fused: true, stages: 1 }],
-    ["one kernel, 2 buffers", { fused: true, stages: 2 }],
-  ];
-  for (const chunk of [undefined, 32, 64, 128, 256]) for (const [vname, tuning] of variants) {
+  const vname = B === 1 ? "one kernel" : "partial + combine";
+  for (const chunk of [undefined, 32, 64, 128, 256]) {
     const t0 = performance.now();
     let plan = planAttention(rows, { chunk });
     for (let i = 0; i < 9; i++) plan = planAttention(rows, { chunk });
@@ -152,7 +149,7 @@ for (const [name, prefix, n, own] of scenarios) {
     const planBuf = be.alloc("i32", lay.length);
     be.write(planBuf, planHost);
     const scratch = be.alloc("f32", decodeAttentionScratchLength(cap, H, D));
-    const dp = { rows: B, keys: slots, heads: H, kvHeads: HKV, headDim: D, scale, capacity: cap, tuning };
+    const dp = { rows: B, keys: slots, heads: H, kvHeads: HKV, headDim: D, scale, capacity: cap };
     const fresh = () => {
       for (let l = 0; l < LAYERS; l++) be.decodeAttention(q, ks[l], vs[l], planBuf, scratch, o2, lse, dp);
     };

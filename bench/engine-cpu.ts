@@ -10,6 +10,7 @@
  */
 import os from "node:os";
 import { Qwen3Model, makeQwen3Config } from "../src/model/index.ts";
+import { CpuBackend } from "../src/tensor/backend/cpu/index.ts";
 import { byteTokenizer } from "../src/tokenizer/index.ts";
 import { Engine, ModelRunner, engineVocab, forcedMaxPlans, parseForceStructure } from "../src/engine/index.ts";
 import type { GenerateParams } from "../src/engine/index.ts";
@@ -20,7 +21,7 @@ const Bs = (process.argv[4] ?? "1,2,4,8").split(",").map(Number);
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
   makeQwen3Config({ vocabSize: 320, hiddenSize: 128, intermediateSize: 384, numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, ropeTheta: 10000, tieWordEmbeddings: true }),
-  { seed: 0 },
+  { seed: 0, backend: new CpuBackend() },
 );
 const vocab = engineVocab(tok, 320);
 const prompt = tok.encodeChat([{ role: "user", content: "Benchmark prompt: add the numbers 1 to 10." }]);

@@ -20,7 +20,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { Qwen3Model } from "../src/model/index.ts";
 import { makeQwen3Config } from "../src/model/config.ts";
-import { Tensor, attention, crossEntropy, noGrad, setDefaultBackend, tidy } from "../src/tensor/index.ts";
+import { Tensor, attention, crossEntropy, noGrad, tidy } from "../src/tensor/index.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { segmentLayout } from "../src/util/layout.ts";
 import type { Layout } from "../src/util/layout.ts";
@@ -78,7 +78,6 @@ function nprShapeLayout(seqs: number): { layout: Layout; visible: Array<Array<[n
 }
 
 const be = new CudaBackend({ retainPoolMemory: !values["pool-release"] });
-setDefaultBackend(be);
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify({ device: be.device.name, ...o }));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ITERS = Number(values.iters);
@@ -90,7 +89,7 @@ const V = 151936;
 const rng = new Rng(17);
 const ids = Array.from({ length: T }, () => rng.int(V));
 const targetIds = Array.from({ length: T }, () => rng.int(V));
-const targets = Tensor.fromArray(targetIds, [T], { dtype: "i32" });
+const targets = Tensor.fromArray(targetIds, [T], { dtype: "i32", backend: be });
 let keys = 0;
 for (const r of visible) for (const [s, e] of r) keys += e - s;
 out({ part: "d_layout", tokens: T, seqs: Number(values.seqs), mean_visible_keys: Math.round(keys / T) });
@@ -184,10 +183,10 @@ if (!values["skip-attn"]) {
   // One layer's attention (f32 buffers, the layout above), forward and forward + backward, x layers,
   // with bf16 inner products allowed as the bf16-compute model does (the flash kernels under "auto").
   const H = 16, Hkv = 8, D = 128;
-  const q = Tensor.randn([T, H, D], rng, { requiresGrad: true });
-  const k = Tensor.randn([T, Hkv, D], rng, { requiresGrad: true });
-  const v = Tensor.randn([T, Hkv, D], rng, { requiresGrad: true });
-  const dOut = Tensor.randn([T, H, D], rng);
+  const q = Tensor.randn([T, H, D], rng, { backend: be, requiresGrad: true });
+  const k = Tensor.randn([T, Hkv, D], rng, { backend: be, requiresGrad: true });
+  const v = Tensor.randn([T, Hkv, D], rng, { backend: be, requiresGrad: true });
+  const dOut = Tensor.randn([T, H, D], rng, { backend: be });
   const attF = await timeIt(() => noGrad(() => attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: true })));
   const attFB = await timeIt(() => {
     attention(q, k, v, layout, 1 / Math.sqrt(D), { bf16Inner: true }).backward(dOut);

@@ -20,17 +20,16 @@
  *                    backend's decode GEMV against cuBLAS at 1, 4, 8 and 16 rows
  *   fused_gemv       with --gemm-graph, the fused decode GEMV (cuda/decode.ts) as the fused step
  *                    launches it, per launch group (GB/s of its weights) and over the step, at 1,
- *                    4, 8, 16 rows and over its launch shapes (unroll, warps per block, k-slices
- *                    per tile: all at 1 row, the splits at 4, 8 and 16);
- *                    fused_step_parts: the step's norms, q/k norm + RoPE and attention alone
+ *                    4, 8, 16 rows; fused_step_parts: the step's norms, q/k norm + RoPE and
+ *                    attention alone
  *   fused_step_mix   with --gemm-graph, the fused step's kernel sequence rebuilt here (same
- *                    weights, one row), with PDL off and on and the GEMV k-split off and automatic:
- *                    GEMVs alone, + q/k norm + RoPE, + decode attention (= the step): what each
- *                    kind of kernel adds to a step
+ *                    weights, one row), with PDL off and on: GEMVs alone, + q/k norm + RoPE, +
+ *                    decode attention (= the step): what each kind of kernel adds to a step
  *   decode_graph     the fused graph step (kernels and replayed ms per step, fraction of the
  *                    roofline); decode_graph_unfused the graph body without the fused ops;
- *                    decode_graph_pdl the fused step with PDL off and on and its variants (early
- *                    successor scheduling, L2 prefetch of own tiles or the next weights)
+ *                    decode_graph_pdl the fused step with PDL off and on
+ * The kernel variants that were measured and dropped (GEMV launch shapes and k-split, L2
+ * prefetch, early PDL scheduling, attention merge variants) are timed by dev/cuda/ (dev/LOG.md).
  * --no-collect turns off the backend's collection of dropped buffers (for comparison).
  *
  *   node bench/gpu.ts [--n 8192] [--iters 20] [--decode DIR [--prompt 32] [--steps 128] [--hf] [--npr 8x512] [--gc-steps 64] [--gemm-graph] [--no-collect]]
@@ -48,8 +47,7 @@ import { byteTokenizer } from "../src/tokenizer/index.ts";
 import { causalLayout } from "../src/util/layout.ts";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { Cublas, type GemmType } from "../src/tensor/backend/cuda/ffi/cublas.ts";
-import { DEFAULT_PDL_EARLY, DEFAULT_PREFETCH_MB, DEFAULT_SELF_PREFETCH_KB, DEFAULT_SPLIT, type DecodeTuning } from "../src/tensor/backend/cuda/decode.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../src/engine/attention-plan.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../src/tensor/backend/decode-attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values } = parseArgs({
@@ -241,17 +239,14 @@ if (values.decode) {
    * first step queued (its eager run and its capture: two bodies); replay_ms is one replayed step
    * with fixed inputs (device time).
    */
-  const graphDecode = (n: number, warm: number, fused: boolean, variant: { pdl?: boolean; tune?: Partial<DecodeTuning> } = {}) => {
+  const graphDecode = (n: number, warm: number, fused: boolean, variant: { pdl?: boolean } = {}) => {
     const keepPdl = be.pdl;
-    const keepTune = be.decodeTuning;
     // The variant holds while the graph is captured (the first steps) and replayed.
     if (variant.pdl !== undefined) be.pdl = variant.pdl && be.pdlSupported;
-    be.decodeTuning = { unroll: 0, warps: 0, ...variant.tune };
     try {
       return graphDecodeNow(n, warm, fused);
     } finally {
       be.pdl = keepPdl;
-      be.decodeTuning = keepTune;
     }
   };
   const graphDecodeNow = (n: number, warm: number, fused: boolean) => {
@@ -316,21 +311,16 @@ if (values.decode) {
     while (agree < r.tokens.length && r.tokens[agree] === t[agree]) agree++;
     return agree;
   };
-  // ---- the fused step with programmatic dependent launch off and on, and its variants (PDL
-  // measured first: everything else in this file runs with the backend's default).
+  // ---- the fused step with programmatic dependent launch off and on (measured first: everything
+  // else in this file runs with the backend's default).
   const same = (a: number[], b: number[]) => {
     let n = 0;
     while (n < a.length && a[n] === b[n]) n++;
     return n;
   };
-  const pdlVariants: Array<[string, { pdl: boolean; tune?: Partial<DecodeTuning> }]> = [
+  const pdlVariants: Array<[string, { pdl: boolean }]> = [
     ["off", { pdl: false }],
     ["on", { pdl: true }],
-    ["on_small_kernels_trigger_before_wait", { pdl: true, tune: { pdlEarly: 1 } }],
-    ["on_next_gemv_l2_prefetch_20mb", { pdl: true, tune: { prefetchMB: 20 } }],
-    ["off_next_gemv_l2_prefetch_20mb", { pdl: false, tune: { prefetchMB: 20 } }],
-    ["on_own_tile_l2_prefetch_64kb", { pdl: true, tune: { selfPrefetchKB: 64 } }],
-    ["on_own_tile_l2_prefetch_all", { pdl: true, tune: { selfPrefetchKB: 1024 } }],
   ];
   let pdlOffTokens: number[] | null = null;
   for (const [name, variant] of pdlVariants) {
@@ -342,7 +332,7 @@ if (values.decode) {
       const gv = graphDecode(steps, WARM, true, variant);
       pdlOffTokens ??= gv.tokens;
       out({
-        bench: "decode_graph_pdl", variant: name, pdl: variant.pdl, tune: variant.tune ?? {}, steps, tokens_per_s: steps / gv.s,
+        bench: "decode_graph_pdl", variant: name, pdl: variant.pdl, steps, tokens_per_s: steps / gv.s,
         replay_ms_per_step: gv.replayMs, replay_fraction_of_roofline: 1000 / gv.replayMs / rooflineTokPerS, kernels_per_step: gv.kernels,
         pdl_kernels_per_step: gv.pdlKernels, tokens_agreeing_with_generic: agreeing(gv.tokens), tokens_agreeing_with_pdl_off: same(pdlOffTokens, gv.tokens),
         of: r.tokens.length,
@@ -361,7 +351,7 @@ if (values.decode) {
     fraction_of_roofline: steps / gu.s / rooflineTokPerS, kernels_per_step: gu.kernels, tokens_agreeing_with_generic: agreeing(gu.tokens), of: r.tokens.length,
   });
   out({
-    bench: "decode_graph", fused: g.info.fused, pdl: be.pdl, pdl_early: DEFAULT_PDL_EARLY, own_tile_prefetch_kb: DEFAULT_SELF_PREFETCH_KB, prefetch_mb: DEFAULT_PREFETCH_MB, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
+    bench: "decode_graph", fused: g.info.fused, pdl: be.pdl, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
     roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: gTokPerS / rooflineTokPerS, speedup_over_generic: gTokPerS / tokPerS,
     replay_ms_per_step: g.replayMs, replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS, kernels_per_step: g.kernels, pdl_kernels_per_step: g.pdlKernels,
     host_launches_per_token: g.launches, graph_captures: g.info.captures, graph_replays: g.info.replays,
@@ -425,39 +415,21 @@ if (values.decode) {
       { name: "down_add", bytes: 2 * C * I, launch: (l, rows) => be.decodeGemv(x16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows, k: I, epilogue: "add" }) },
     ];
     const headBytes = 2 * c.vocabSize * C;
-    // Launch shapes (DecodeTuning; 0 or absent = the automatic choice, but split: absent = the
-    // default, 0 = automatic): the default, x not staged, ring depth and warps, then k-slices per
-    // tile (1 = none) with 8 and 4 warps. Rows 1 sweeps them all, 4, 8 (NPR's branches) and 16 the
-    // splits.
-    const T = (t: Partial<DecodeTuning>): DecodeTuning => ({ unroll: 0, warps: 0, ...t });
-    const base = [T({}), T({ noStage: 1 }), T({ unroll: 8 }), T({ unroll: 4, warps: 4 }), T({ unroll: 4, warps: 16 })];
-    const splits = [0, 1, 2, 3, 4].map((split) => T({ split }));
-    const sweep: Record<number, DecodeTuning[]> = {
-      1: [...base, ...splits, T({ split: 2, warps: 4 }), T({ split: 3, warps: 4 }), T({ split: 6 })],
-      4: [T({}), ...splits.slice(0, 4)],
-      8: [T({}), ...splits],
-      16: [T({}), ...splits.slice(0, 4)],
-    };
     for (const rows of [1, 4, 8, 16]) {
-      for (const tune of sweep[rows]!) {
-        be.decodeTuning = tune;
-        const { unroll, warps, noStage } = tune;
-        const per: Record<string, { ms: number; gb_s: number }> = {};
-        let total = 0;
-        for (const gr of groups) {
-          const ms = graphMs(() => {
-            for (let l = 0; l < L; l++) gr.launch(l, rows);
-          });
-          per[gr.name] = { ms: ms / L, gb_s: gr.bytes / (ms / L) / 1e6 };
-          total += ms;
-        }
-        const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
-        per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
-        total += hms;
-        out({ bench: "fused_gemv", pdl: be.pdl, rows, unroll: unroll || "auto", warps: warps || "auto", x_staged: !noStage, split: tune.split === undefined ? `default (${DEFAULT_SPLIT})` : tune.split || "auto", ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
+      const per: Record<string, { ms: number; gb_s: number }> = {};
+      let total = 0;
+      for (const gr of groups) {
+        const ms = graphMs(() => {
+          for (let l = 0; l < L; l++) gr.launch(l, rows);
+        });
+        per[gr.name] = { ms: ms / L, gb_s: gr.bytes / (ms / L) / 1e6 };
+        total += ms;
       }
+      const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
+      per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
+      total += hms;
+      out({ bench: "fused_gemv", pdl: be.pdl, rows, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
     }
-    be.decodeTuning = { unroll: 0, warps: 0 };
     // The other kernels of a fused batch-1 step, each kind alone as a graph: the norms (2 per layer
     // + final; a separate kernel only beyond 4 rows), q/k norm + RoPE + KV write, and the decode
     // attention pair (partial + combine) over P + steps keys, as the step calls it.
@@ -512,31 +484,26 @@ if (values.decode) {
         out({ bench: "fused_step_parts", pdl, rows: 1, keys: len, attention_items: cap.items, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, decode_attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, decode_attention: 2 * L } });
         // The step's kernel sequence (embedding aside), rebuilt: GEMVs alone, + q/k norm + RoPE, +
         // attention (= the fused step). The differences are what those kernels cost inside the step.
-        // Per GEMV k-split choice: none, the automatic one, 3 slices for every launch.
-        for (const [splitName, splitTune] of [["off", { split: 1 }], ["auto", { split: 0 }], ["3", { split: 3 }]] as const) {
-          be.decodeTuning = { unroll: 0, warps: 0, ...splitTune };
-          const mix: Record<string, number> = {};
-          for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
-            mix[name] = graphMs(() => {
-              for (let l = 0; l < L; l++) {
-                be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
-                if (withRope) rope();
-                if (withAtt) attend();
-                be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
-                be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
-                be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
-              }
-              be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
-            }, 50);
-          }
-          const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
-          out({
-            bench: "fused_step_mix", pdl, split: splitName, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
-            step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
-            added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
-          });
+        const mix: Record<string, number> = {};
+        for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
+          mix[name] = graphMs(() => {
+            for (let l = 0; l < L; l++) {
+              be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
+              if (withRope) rope();
+              if (withAtt) attend();
+              be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
+              be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
+              be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
+            }
+            be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
+          }, 50);
         }
-        be.decodeTuning = { unroll: 0, warps: 0 };
+        const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
+        out({
+          bench: "fused_step_mix", pdl, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
+          step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
+          added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
+        });
       }
       be.pdl = keepPdl;
       for (const b of [q, kv, ...pages, iblk, planBuf, scratch, att, lse]) be.free(b);

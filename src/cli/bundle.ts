@@ -3,7 +3,8 @@
  * with nothing installed but the NVIDIA driver and CUDA libraries (DESIGN.md "Offline GPU hosts").
  * It holds the pinned Node binary, the production dependencies (as `npm ls --omit=dev` lists them,
  * pruned of source maps, type declarations, changelogs and other platforms' koffi binaries),
- * src/, bin/, presets/, package.json and a `npr` launcher, all under one top folder `npr/`:
+ * src/, bin/, presets/, test/, bench/, package.json and a `npr` launcher, all under one top
+ * folder `npr/` (tests and benchmarks come along so a GPU host can run them with the bundled Node):
  *
  *   tar xf npr.tar.xz && ./npr/npr backend check --backend cuda
  *
@@ -16,13 +17,16 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { UsageError } from "../util/errors.ts";
+import { checkOutputFile } from "./args.ts";
+import { writeOut } from "./io.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** The archive must stay below this (the issue's limit), or the command fails. */
 const MAX_BYTES = 60 * 1024 * 1024;
 /** The Node binary of the pinned `node` devDependency. */
 const NODE_BIN = "node_modules/node/bin/node";
-const SOURCE_DIRS = ["src", "bin", "presets"];
+/** Folders of the checkout that go into the bundle whole (docs/cli.md lists them). */
+export const SOURCE_DIRS = ["src", "bin", "presets", "test", "bench"];
 
 /** Files of a dependency that npr never loads at run time. */
 const PRUNE_FILE = /(\.map|\.d\.ts|\.d\.mts|\.d\.cts|CHANGELOG\.md|\.markdown|\.tsbuildinfo)$/i;
@@ -83,6 +87,7 @@ export function buildBundle(outFile: string, root = ROOT): { bytes: number; file
   if (!gz && !/\.(txz|tar\.xz)$/.test(outFile)) {
     throw new UsageError(`--out ${outFile}: expected a .tar.xz or .tar.gz name`, { code: "bad_out", param: "--out" });
   }
+  checkOutputFile(outFile, "--out");
   const files = bundleFiles(root);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "npr-bundle-"));
   try {
@@ -90,7 +95,6 @@ export function buildBundle(outFile: string, root = ROOT): { bytes: number; file
     fs.writeFileSync(list, files.join("\n") + "\n");
     fs.writeFileSync(path.join(tmp, "npr"), LAUNCHER, { mode: 0o755 });
     const out = path.resolve(outFile);
-    fs.mkdirSync(path.dirname(out), { recursive: true });
     // Every path goes under npr/; the Node binary becomes npr/node beside the launcher.
     execFileSync(
       "tar",
@@ -123,7 +127,7 @@ export function registerBundleCommand(program: Command): void {
     .action((opts: { out: string }) => {
       const t0 = performance.now();
       const r = buildBundle(opts.out);
-      process.stdout.write(
+      writeOut(
         `${opts.out}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.files} files, ${((performance.now() - t0) / 1000).toFixed(1)} s\n` +
           `run it with: tar xf ${path.basename(opts.out)} && ./npr/npr --help\n`,
       );

@@ -1,21 +1,23 @@
 /**
  * `npr format check|layout|show`: the NPR format on the command line, stdin JSONL to stdout.
  * - check:  {"response": str} -> {"valid", "score", "errors"} (--variant stage1|eval)
- * - layout: {"prompt_len": int, "tokens": [str]} (prompt + response tokens, tags as their literal
- *           strings) -> {"positions": [int], "visible": [[[start, end], ...], ...]}
+ * - layout: {"promptLen": int, "tokens": [str]} (prompt + response tokens, tags as their literal
+ *           strings; "prompt_len" is accepted too) -> {"positions": [int], "visible": [[[start, end], ...], ...]}
  * - show:   {"response": str} (or raw text with --text) -> the trajectory tree, coloured on a TTY.
  * A malformed line yields {"error": reason} on its own output line and the command goes on.
  * Composition only: the grammar, score and layout live in src/format.
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
-import { UsageError } from "../util/errors.ts";
+import { checkStdin, parseChoice } from "./args.ts";
+import { writeOut } from "./io.ts";
 import { buildNprLayout, layoutToJson } from "../format/npr-layout.ts";
 import { parseResponse, type NprTrajectory } from "../format/npr-response.ts";
 import { FORMAT_VARIANTS, checkResponse, type FormatVariant } from "../format/npr-score.ts";
 
 /** Reads stdin JSONL; calls `each` with the parsed object or an error string per non-blank line. */
 async function eachJsonLine(each: (value: Record<string, unknown> | null, error: string | null, line: number) => void): Promise<void> {
+  checkStdin("npr format");
   let n = 0;
   for await (const raw of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
     n++;
@@ -32,26 +34,25 @@ async function eachJsonLine(each: (value: Record<string, unknown> | null, error:
   }
 }
 
-const out = (v: unknown) => process.stdout.write(`${JSON.stringify(v)}\n`);
+const out = (v: unknown) => writeOut(`${JSON.stringify(v)}\n`);
 
 /** The layout of one `npr format layout` input object, or {"error"}. */
 export function layoutLine(v: Record<string, unknown>, line: number): Record<string, unknown> {
-  const { prompt_len: p, tokens } = v as { prompt_len?: unknown; tokens?: unknown };
+  // npr's JSON keys are camelCase; the snake_case spelling of earlier releases is still read.
+  const { promptLen, prompt_len, tokens } = v as { promptLen?: unknown; prompt_len?: unknown; tokens?: unknown };
+  const p = promptLen ?? prompt_len;
   if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
     return { error: `line ${line}: "tokens" must be an array of strings` };
   }
   if (typeof p !== "number" || !Number.isInteger(p) || p < 0 || p > tokens.length) {
-    return { error: `line ${line}: "prompt_len" must be an integer in [0, ${tokens.length}], got ${JSON.stringify(p)}` };
+    return { error: `line ${line}: "promptLen" (or "prompt_len") must be an integer in [0, ${tokens.length}], got ${JSON.stringify(p)}` };
   }
   const r = buildNprLayout(p, tokens as string[]);
   return r.ok ? layoutToJson(r.layout) : { error: `line ${line}: ${r.why}` };
 }
 
 function parseVariant(s: string): FormatVariant {
-  if (!(FORMAT_VARIANTS as readonly string[]).includes(s)) {
-    throw new UsageError(`--variant: unknown variant "${s}"`, { code: "bad_flag", param: "--variant", hint: `one of ${FORMAT_VARIANTS.join(", ")}` });
-  }
-  return s as FormatVariant;
+  return parseChoice(s, "--variant", FORMAT_VARIANTS as readonly FormatVariant[]);
 }
 
 interface Paint {
@@ -107,7 +108,7 @@ export function registerFormatCommands(program: Command): void {
 
   format
     .command("layout")
-    .description('stdin JSONL {"prompt_len","tokens"} -> stdout {"positions","visible"} (NPR positions and attention ranges)')
+    .description('stdin JSONL {"promptLen","tokens"} -> stdout {"positions","visible"} (NPR positions and attention ranges)')
     .action(async () => {
       await eachJsonLine((v, err, line) => out(err !== null ? { error: err } : layoutLine(v!, line)));
     });
@@ -119,15 +120,16 @@ export function registerFormatCommands(program: Command): void {
     .action(async (o: { text?: boolean }) => {
       const p = paint(Boolean(process.stdout.isTTY) && !process.env["NO_COLOR"]);
       if (o.text) {
+        checkStdin("npr format show");
         const chunks: Buffer[] = [];
         for await (const c of process.stdin) chunks.push(c as Buffer);
-        process.stdout.write(`${renderTree(parseResponse(Buffer.concat(chunks).toString("utf8")), p)}\n`);
+        writeOut(`${renderTree(parseResponse(Buffer.concat(chunks).toString("utf8")), p)}\n`);
         return;
       }
       await eachJsonLine((v, err, line) => {
         if (err !== null) return out({ error: err });
         if (typeof v!["response"] !== "string") return out({ error: `line ${line}: "response" must be a string` });
-        process.stdout.write(`${p.dim(`# line ${line}`)}\n${renderTree(parseResponse(v!["response"] as string), p)}\n`);
+        writeOut(`${p.dim(`# line ${line}`)}\n${renderTree(parseResponse(v!["response"] as string), p)}\n`);
       });
     });
 }

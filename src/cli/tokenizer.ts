@@ -1,20 +1,24 @@
 /**
- * `npr tokenizer add-tags|init-bytes` and `npr tokenize`: give a Hugging Face checkpoint the 8 NPR
- * tags (tokenizer + resized embedding/LM head, saved so transformers loads both), write npr's
- * byte-level tokenizer, and print token ids of text. Composition only: the tokenizer lives in
- * src/tokenizer, the resize in src/model/resize.ts.
+ * `npr tokenizer add-tags|init-bytes|init-task` and `npr tokenize`: give a Hugging Face checkpoint
+ * the 8 NPR tags (tokenizer + resized embedding/LM head, saved so transformers loads both), write
+ * npr's byte-level tokenizer or its task tokenizer, and print token ids of text. Composition only:
+ * the tokenizers live in src/tokenizer, the resize in src/model/resize.ts.
  */
 import type { Command } from "commander";
 import { NPR_TAGS, tagInitText } from "../format/npr-tags.ts";
 import { loadQwen3, resizeVocab, saveQwen3 } from "../model/index.ts";
-import { NprTokenizer, byteTokenizer } from "../tokenizer/index.ts";
+import { CpuBackend } from "../tensor/backend/cpu/index.ts";
+import { NprTokenizer, byteTokenizer, taskTokenizer } from "../tokenizer/index.ts";
+import { TASK_VOCABULARY } from "../tasks/index.ts";
 import { UsageError } from "../util/errors.ts";
+import { checkInputDir, checkOutputDir, checkStdin, parseChoice } from "./args.ts";
+import { writeOut } from "./io.ts";
 
 const STORE_DTYPES = ["bf16", "f16", "f32"] as const;
 
 /** A tokenizer folder, or "bytes" for npr's built-in byte tokenizer. */
-function openTokenizer(spec: string): NprTokenizer {
-  return spec === "bytes" ? byteTokenizer() : NprTokenizer.load(spec);
+function openTokenizer(spec: string, param = "--tokenizer"): NprTokenizer {
+  return spec === "bytes" ? byteTokenizer() : NprTokenizer.load(checkInputDir(spec, param, "tokenizer folder"));
 }
 
 /**
@@ -26,14 +30,14 @@ export function addTagsToCheckpoint(
   outDir: string,
   opts: { dtype?: "bf16" | "f16" | "f32"; overwrite?: boolean; tokenizer?: string } = {},
 ): { tagIds: number[]; vocabSize: number } {
-  const base = openTokenizer(opts.tokenizer ?? modelDir);
+  const base = opts.tokenizer === undefined ? openTokenizer(modelDir, "--model") : openTokenizer(opts.tokenizer);
   if (base.hasTags) {
     throw new UsageError(`${modelDir}: the tokenizer already has the NPR tags`, { code: "has_tags", param: "--model", hint: "the checkpoint needs no change" });
   }
   const tagged = base.withTags();
   // Sub-tokens come from the tokenizer *before* the tags existed: "guideline", "/guideline", ...
   const init = NPR_TAGS.map((tag) => ({ id: tagged.tagId(tag), sourceIds: base.encode(tagInitText(tag)) }));
-  const model = resizeVocab(loadQwen3(modelDir, { requiresGrad: false }), { tokenizerSize: tagged.size, padMultiple: 64, init });
+  const model = resizeVocab(loadQwen3(modelDir, { backend: new CpuBackend(), requiresGrad: false }), { tokenizerSize: tagged.size, padMultiple: 64, init });
   saveQwen3(model, outDir, { dtype: opts.dtype ?? "bf16", overwrite: opts.overwrite });
   tagged.save(outDir);
   return { tagIds: init.map((t) => t.id), vocabSize: model.config.vocabSize };
@@ -51,11 +55,11 @@ export function registerTokenizerCommands(program: Command): void {
     .option("--dtype <bf16|f16|f32>", "storage dtype of the written weights", "bf16")
     .option("--overwrite", "replace an existing non-empty --out folder")
     .action((o: { model: string; out: string; tokenizer?: string; dtype: string; overwrite?: boolean }) => {
-      if (!(STORE_DTYPES as readonly string[]).includes(o.dtype)) {
-        throw new UsageError(`--dtype: unknown dtype "${o.dtype}"`, { code: "bad_flag", param: "--dtype", hint: STORE_DTYPES.join(", ") });
-      }
-      const r = addTagsToCheckpoint(o.model, o.out, { dtype: o.dtype as "bf16", overwrite: o.overwrite, tokenizer: o.tokenizer });
-      process.stdout.write(`${JSON.stringify({ out: o.out, tag_ids: Object.fromEntries(NPR_TAGS.map((t, i) => [t, r.tagIds[i]])), vocab_size: r.vocabSize })}\n`);
+      const dtype = parseChoice(o.dtype, "--dtype", STORE_DTYPES);
+      checkInputDir(o.model, "--model", "checkpoint folder");
+      checkOutputDir(o.out, "--out", { mustBeNew: !o.overwrite, overwriteFlag: "--overwrite" });
+      const r = addTagsToCheckpoint(o.model, o.out, { dtype, overwrite: o.overwrite, tokenizer: o.tokenizer });
+      writeOut(`${JSON.stringify({ out: o.out, tagIds: Object.fromEntries(NPR_TAGS.map((t, i) => [t, r.tagIds[i]])), vocabSize: r.vocabSize })}\n`);
     });
 
   tok
@@ -63,7 +67,17 @@ export function registerTokenizerCommands(program: Command): void {
     .description("write npr's byte-level tokenizer (256 bytes + 3 chat tokens + 8 tags) as tokenizer.json + tokenizer_config.json")
     .requiredOption("--out <dir>", "folder to write into")
     .action((o: { out: string }) => {
-      for (const f of byteTokenizer().save(o.out)) process.stdout.write(`${f}\n`);
+      checkOutputDir(o.out, "--out");
+      for (const f of byteTokenizer().save(o.out)) writeOut(`${f}\n`);
+    });
+
+  tok
+    .command("init-task")
+    .description("write npr's compact task tokenizer (a token per task word, per number 0-999 and per punctuation mark, 256 byte fallbacks, 3 chat tokens, 8 tags)")
+    .requiredOption("--out <dir>", "folder to write into")
+    .action((o: { out: string }) => {
+      checkOutputDir(o.out, "--out");
+      for (const f of taskTokenizer(TASK_VOCABULARY).save(o.out)) writeOut(`${f}\n`);
     });
 
   program
@@ -72,9 +86,10 @@ export function registerTokenizerCommands(program: Command): void {
     .requiredOption("--tokenizer <dir|bytes>", "tokenizer folder, or 'bytes'")
     .action(async (o: { tokenizer: string }) => {
       const t = openTokenizer(o.tokenizer);
+      checkStdin("npr tokenize");
       const chunks: Buffer[] = [];
       for await (const c of process.stdin) chunks.push(c as Buffer);
       const ids = t.encode(Buffer.concat(chunks).toString("utf8"));
-      process.stdout.write(`${JSON.stringify({ ids, tokens: t.parserTokens(ids) })}\n`);
+      writeOut(`${JSON.stringify({ ids, tokens: t.parserTokens(ids) })}\n`);
     });
 }

@@ -7,7 +7,7 @@
  */
 import { KVManager } from "../kv/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
-import { invariant } from "../util/errors.ts";
+import { UsageError, invariant } from "../util/errors.ts";
 import { ModelRunner } from "./runner.ts";
 import type { StepRunner } from "./runner.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -21,6 +21,12 @@ export interface EngineOptions extends Partial<SchedulerOptions> {
   numBlocks?: number;
   /** Token slots per block. */
   blockSize?: number;
+  /**
+   * Positions a sequence may use (prompt included): default the model's max_position_embeddings,
+   * unbounded over a bare StepRunner. A longer prompt is refused; max_new_tokens is capped to
+   * what is left after the prompt, so no token is decoded at a position the model never saw.
+   */
+  maxContext?: number;
 }
 
 export type ParamsArg = Partial<GenerateParams> | ReadonlyArray<Partial<GenerateParams>>;
@@ -29,6 +35,8 @@ export class Engine {
   readonly kv: KVManager;
   readonly scheduler: Scheduler;
   readonly runner: StepRunner;
+  /** Positions a sequence may use, prompt included (EngineOptions.maxContext). */
+  readonly maxContext: number;
 
   /** An engine over `model`, or over any StepRunner (fakes in tests and the fuzzer). */
   constructor(model: Qwen3Model | StepRunner, vocab: EngineVocab, opts: EngineOptions = {}) {
@@ -36,18 +44,38 @@ export class Engine {
     const blockSize = opts.blockSize ?? 16;
     this.kv = new KVManager(numBlocks, blockSize);
     this.runner = "run" in model ? model : new ModelRunner(model, numBlocks, blockSize);
+    this.maxContext = opts.maxContext ?? ("run" in model ? Number.MAX_SAFE_INTEGER : model.config.maxPositionEmbeddings);
     this.scheduler = new Scheduler(this.kv, vocab, {
       maxBatchTokens: opts.maxBatchTokens ?? 512,
       maxRunningRequests: opts.maxRunningRequests ?? 16,
     });
   }
 
-  /** Queues prompts (token ids); returns their request ids. */
+  /**
+   * Queues prompts (token ids); returns their request ids. Every prompt is checked before any is
+   * queued: an empty one, or one that leaves no position free under maxContext, is a UsageError
+   * "prompt_too_long"; max_new_tokens is capped at maxContext minus the prompt length.
+   */
   add(prompts: ReadonlyArray<readonly number[]>, params: ParamsArg = {}): number[] {
-    return prompts.map((p, i) => {
+    const resolved = prompts.map((p, i) => {
       const raw = Array.isArray(params) ? (params as ReadonlyArray<Partial<GenerateParams>>)[i] ?? {} : (params as Partial<GenerateParams>);
-      return this.scheduler.add(p, resolveParams(raw));
+      const r = resolveParams(raw);
+      if (p.length === 0) throw new UsageError(`prompt ${i} is empty`, { code: "empty_prompt", param: "prompt" });
+      if (p.length >= this.maxContext) {
+        throw new UsageError(`prompt ${i} has ${p.length} tokens; the model's context holds ${this.maxContext} positions (max_position_embeddings), leaving none to generate`, {
+          code: "prompt_too_long",
+          param: "prompt",
+          hint: `shorten the prompt to at most ${this.maxContext - 1} tokens`,
+        });
+      }
+      return { ...r, maxNewTokens: Math.min(r.maxNewTokens, this.maxContext - p.length) };
     });
+    return prompts.map((p, i) => this.scheduler.add(p, resolved[i]!));
+  }
+
+  /** max_new_tokens as add() will cap it for a prompt of `promptLength` tokens. */
+  cappedMaxNewTokens(promptLength: number, maxNewTokens: number): number {
+    return Math.max(0, Math.min(maxNewTokens, this.maxContext - promptLength));
   }
 
   /** One scheduler step; returns the events it produced. */

@@ -5,6 +5,8 @@
  * concurrent requests on a small pool (preemption, no_kv), random budgets and fork thresholds,
  * structure-forced requests mixed in, and aborts at random moments (in the middle of forks).
  * After every step the pool and tables are checked; at the end nothing may be held.
+ * A negative control plants a fault (a table never released, or one released twice) so a test can
+ * show the fuzzer reports it: a fuzzer that cannot fail proves nothing.
  * Knows the engine's public pieces and token ids; the model is a function of the last token.
  */
 import { InvariantError } from "../util/errors.ts";
@@ -16,15 +18,30 @@ import { randomStructure } from "./structure.ts";
 import type { EngineVocab } from "./structure.ts";
 import type { FinishReason, GenerateParams, StepPlan, StepResult } from "./types.ts";
 
+/** Counts of one fuzz run (camelCase, as every npr JSON output). */
 export interface FuzzReport {
   requests: number;
-  leaked_blocks: number;
-  double_frees: number;
-  invariant_violations: number;
+  /** Blocks still held after every engine drained (each iteration's pool summed). */
+  leakedBlocks: number;
+  /** Releases of an already released table (KVManager.doubleFrees). */
+  doubleFrees: number;
+  /** Iterations stopped by a broken invariant (pool or table consistency, a double free). */
+  invariantViolations: number;
   unfinished: number;
-  finish_reasons: Partial<Record<FinishReason, number>>;
+  finishReasons: Partial<Record<FinishReason, number>>;
   forks: number;
   preemptions: number;
+}
+
+/** Faults a negative-control run plants: a table never released, or one released twice. */
+export const FUZZ_FAULTS = ["leak", "double-free"] as const;
+export type FuzzFault = (typeof FUZZ_FAULTS)[number];
+
+export interface FuzzOptions {
+  /** Plant this fault in the first iteration whose engine releases a table holding blocks. */
+  inject?: FuzzFault;
+  /** Called after each iteration with the number done (progress reporting). */
+  onIteration?: (done: number) => void;
 }
 
 /** Logits that make the next token a hostile but plausible continuation of the last one. */
@@ -92,11 +109,31 @@ class AdversarialRunner implements StepRunner {
   }
 }
 
-export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], seed: number, iterations: number): FuzzReport {
+/**
+ * Wraps `engine.kv.release` so that the first release of a table holding blocks either does
+ * nothing (leak: the blocks stay referenced) or runs twice (double free: the second call is
+ * refused, counted and thrown). Returns a flag read after the iteration: did the fault fire?
+ */
+function plantFault(engine: Engine, fault: FuzzFault): () => boolean {
+  const kv = engine.kv;
+  const release = kv.release.bind(kv);
+  let fired = false;
+  kv.release = (table) => {
+    if (fired || table.uniqueBlocks().length === 0) return release(table);
+    fired = true;
+    if (fault === "leak") return;
+    release(table);
+    release(table);
+  };
+  return () => fired;
+}
+
+export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], seed: number, iterations: number, opts: FuzzOptions = {}): FuzzReport {
   const rng = new Rng(seed);
   const report: FuzzReport = {
-    requests: 0, leaked_blocks: 0, double_frees: 0, invariant_violations: 0, unfinished: 0, finish_reasons: {}, forks: 0, preemptions: 0,
+    requests: 0, leakedBlocks: 0, doubleFrees: 0, invariantViolations: 0, unfinished: 0, finishReasons: {}, forks: 0, preemptions: 0,
   };
+  let planted = opts.inject === undefined;
   const textIds = [...encode(":"), ...encode("ab c\n=+")];
   const digitIds = encode("1234567");
   for (let it = 0; it < iterations; it++) {
@@ -106,6 +143,7 @@ export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], see
       maxBatchTokens: 1 + rng.int(64),
       maxRunningRequests: 1 + rng.int(12),
     });
+    const fired = planted ? null : plantFault(engine, opts.inject!);
     const ids: number[] = [];
     const addSome = (n: number) => {
       for (let k = 0; k < n; k++) {
@@ -139,9 +177,10 @@ export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], see
       }
     } catch (err) {
       if (!(err instanceof InvariantError)) throw err;
-      report.invariant_violations++;
+      report.invariantViolations++;
       process.stderr.write(`npr engine fuzz: iteration ${it}: ${err.message}\n`);
     }
+    if (fired?.()) planted = true;
     report.requests += ids.length;
     for (const id of ids) {
       const r = engine.scheduler.result(id);
@@ -149,11 +188,12 @@ export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], see
         report.unfinished++;
         continue;
       }
-      report.finish_reasons[r.finishReason] = (report.finish_reasons[r.finishReason] ?? 0) + 1;
+      report.finishReasons[r.finishReason] = (report.finishReasons[r.finishReason] ?? 0) + 1;
     }
-    report.leaked_blocks += engine.kv.pool.numUsed;
-    report.double_frees += engine.kv.doubleFrees;
+    report.leakedBlocks += engine.kv.pool.numUsed;
+    report.doubleFrees += engine.kv.doubleFrees;
     engine.dispose();
+    opts.onIteration?.(it + 1);
   }
   return report;
 }

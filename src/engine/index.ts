@@ -30,7 +30,7 @@ export {
   type SamplingParams,
   type Constraint,
 } from "./sampling/sampler.ts";
-export { generateNaive, trainerLayout, type NaiveResult } from "./reference.ts";
+export { generateNaive, type NaiveResult } from "./reference.ts";
 export { DEFAULT_GENERATE, resolveParams } from "./types.ts";
 export type {
   GenerateParams,
@@ -45,4 +45,4 @@ export type {
   PlanItem,
 } from "./types.ts";
 export { TIE_TOLERANCE, rescoreTrajectory, verifyTolerances, type RescoreReport } from "./verify.ts";
-export { runFuzz, type FuzzReport } from "./fuzz.ts";
+export { runFuzz, FUZZ_FAULTS, type FuzzReport, type FuzzOptions, type FuzzFault } from "./fuzz.ts";

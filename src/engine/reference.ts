@@ -1,20 +1,17 @@
 /**
  * generateNaive: the engine's test oracle (STYLE.md habit 15). One request, no cache, no
  * scheduler, no block tables: every step reruns the full forward over the serialized trajectory
- * with the trainer's layout (buildNprLayout, or a causal layout in sequential mode), and applies
- * the same NPR policy serially: at </guideline> it writes branch 0's forced `<step>` `N:`, at
- * each </step> the next branch's, after the last one the forced `<takeaway>`. Streams draw from
- * the same derived seeds and scripts as the engine, so paged, forked, joined generation must give
- * the same tokens and log-probs. Budgets are not modelled (give it room).
+ * with the trainer's layout (format/ trajectoryLayout: NPR's, causal in sequential mode), and
+ * applies the same NPR policy serially: at </guideline> it writes branch 0's forced `<step>`
+ * `N:`, at each </step> the next branch's, after the last one the forced `<takeaway>`. Streams
+ * draw from the same derived seeds and scripts as the engine, so paged, forked, joined generation
+ * must give the same tokens and log-probs. Budgets are not modelled (give it room).
  * Slow on purpose (quadratic); for tests and `npr engine verify` only.
  */
-import { buildNprLayout } from "../format/npr-layout.ts";
-import { NprParser } from "../format/npr-parser.ts";
+import { NprParser, trajectoryLayout } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
 import { invariant } from "../util/errors.ts";
-import { causalLayout } from "../util/layout.ts";
-import type { Layout } from "../util/layout.ts";
 import { Rng } from "../util/rng.ts";
 import { sampleToken, streamSeed } from "./sampling/sampler.ts";
 import type { Constraint } from "./sampling/sampler.ts";
@@ -27,14 +24,6 @@ export interface NaiveResult {
   ids: number[];
   logprobs: Array<number | null>;
   origins: TokenOrigin[];
-}
-
-/** The trainer's layout of prompt + response (what `npr engine verify` re-scores with). */
-export function trainerLayout(vocab: EngineVocab, promptLen: number, ids: readonly number[], mode: GenerateParams["mode"], allowIncomplete = true): Layout {
-  if (mode === "sequential") return causalLayout(ids.length);
-  const r = buildNprLayout(promptLen, ids.map((id) => vocab.parserToken(id)), { allowIncomplete });
-  invariant(r.ok, () => `trainer layout rejected the trajectory: ${r.ok ? "" : r.why}`);
-  return r.layout;
 }
 
 export function generateNaive(model: Qwen3Model, vocab: EngineVocab, prompt: readonly number[], raw: Partial<GenerateParams>): NaiveResult {
@@ -78,7 +67,10 @@ export function generateNaive(model: Qwen3Model, vocab: EngineVocab, prompt: rea
   };
 
   while (out.ids.length < p.maxNewTokens) {
-    const layout = trainerLayout(vocab, P, tokens, p.mode);
+    // The generator stops at the first malformed token, so its prefix always lays out.
+    const lay = trajectoryLayout({ promptLen: P, ids: tokens, tokenOf: (id) => vocab.parserToken(id), mode: p.mode, allowIncomplete: true });
+    invariant(lay.ok, () => `the trainer's layout rejected the naive trajectory: ${lay.ok ? "" : lay.why}`);
+    const layout = lay.layout;
     const logits = noGrad(() => model.forward(Int32Array.from(tokens), layout));
     const V = model.config.vocabSize;
     const row = logits.toArray().subarray((tokens.length - 1) * V, tokens.length * V);

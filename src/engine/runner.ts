@@ -5,14 +5,15 @@
  * A fake runner with scripted logits (test/engine, `npr engine fuzz`) implements the same
  * interface, so the scheduler is testable without a model.
  * Decode-only plans (one new token per item, up to 16 items) go to the GraphDecoder when one is
- * on (by default on CUDA: one replayed CUDA graph per step); everything else (prefill, chunks,
- * wider batches) takes the generic paged forward. Where the backend samples on the device (CUDA),
+ * on (by default where the backend captures graphs, i.e. CUDA: one replayed graph per step);
+ * everything else (prefill, chunks, wider batches) takes the generic paged forward. Where the
+ * backend samples on the device (the "deviceSampling" capability, CUDA),
  * the logits never leave it: the DeviceSampler reads each item's row there and returns only ids
  * and log-probs (the same choices as the host sampler, from the same Rng draws).
  */
 import { PagedKVStorage, pagedForward } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
-import { noGrad } from "../tensor/index.ts";
+import { hasGraphCapture, noGrad } from "../tensor/index.ts";
 import { GraphDecoder } from "./graph-decode.ts";
 import type { GraphDecoderOptions } from "./graph-decode.ts";
 import { deviceSamplerFor } from "./sampling/device-sampler.ts";
@@ -44,7 +45,7 @@ export class ModelRunner implements StepRunner {
   tokens = 0;
 
   /**
-   * `graphDecode`: the decode-only fast path (default: on when the backend is CUDA; options pick
+   * `graphDecode`: the decode-only fast path (default: on when the backend captures graphs; options pick
    * the buckets, or `graphs: false` to run its body eagerly, as the CPU tests do).
    * `deviceSampling`: sample on the device where the backend can (default true).
    */
@@ -54,8 +55,9 @@ export class ModelRunner implements StepRunner {
   ) {
     this.model = model;
     this.storage = new PagedKVStorage(model, numBlocks, blockSize);
-    // The graph path only where it computes what the model's forward does (GraphDecoder.supports).
-    const g = opts.graphDecode ?? (model.backend.name === "cuda" && GraphDecoder.supports(model));
+    // By default where the backend captures graphs, and only where the step computes what the
+    // model's forward does (GraphDecoder.supports).
+    const g = opts.graphDecode ?? (hasGraphCapture(model.backend) && GraphDecoder.supports(model));
     this.decoder = g === false ? null : new GraphDecoder(model, this.storage, g === true ? {} : g);
     this.sampler = opts.deviceSampling === false ? null : deviceSamplerFor(model.backend);
   }

@@ -15,15 +15,17 @@
  *   branch1 [shares root's blocks] <step> 2 : y </step>     -> done
  *   join    [branch0 table + branch1 from its own tokens] <takeaway> t ... <eos>
  *
- * Fork vs continue is decided when </guideline> is sampled; the parent's table is released
- * only after the children hold their references. Preemption: when a step cannot get blocks and
- * nothing else was scheduled, the most recently admitted request is preempted: its tables are
- * released and it is recomputed from its prompt later with the same seeds (so the same result);
- * a request that does not fit even alone finishes with "no_kv".
+ * Positions follow format/'s rule (stepStartPosition, takeawayPosition, nextPosition), the one
+ * the trainer's layout (trajectoryLayout) is built from. Fork vs continue is decided when
+ * </guideline> is sampled; the parent's table is released only after the children hold their
+ * references. Preemption: when a step cannot get blocks and nothing else was scheduled, the most
+ * recently admitted request is preempted: its tables are released and it is recomputed from its
+ * prompt later with the same seeds (so the same result); a request that does not fit even alone
+ * finishes with "no_kv".
  */
 import { InvariantError, invariant } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
-import { NprParser } from "../format/npr-parser.ts";
+import { NprParser, nextPosition, stepStartPosition, takeawayPosition } from "../format/index.ts";
 import type { BlockTable, KVManager } from "../kv/index.ts";
 import type { SlotRanges } from "../model/index.ts";
 import { budgetExhausted, mayFork } from "./budget.ts";
@@ -293,7 +295,7 @@ export class Scheduler {
     const req = seq.req;
     const P = req.prompt.length;
     seq.tokens.push(id);
-    seq.positions.push(seq.positions[seq.positions.length - 1]! + 1);
+    seq.positions.push(nextPosition(seq.positions[seq.positions.length - 1]!));
     seq.logprobs.push(logprob);
     seq.origins.push(origin);
     seq.scriptPos++;
@@ -356,7 +358,7 @@ export class Scheduler {
         ownStart: parent.tokens.length, block, branch: i, rng: new Rng(streamSeed(p.seed, block, i)),
         penalty: p.branchRepetitionPenalty, script: p.forceStructure ? branchScript(this.vocab, p.forceStructure, block) : null,
       });
-      this.pushForced(child, [this.vocab.tag("<step>"), ...this.vocab.numberIds(num)], g + 1);
+      this.pushForced(child, [this.vocab.tag("<step>"), ...this.vocab.numberIds(num)], stepStartPosition(g));
       return child;
     });
     this.kv.release(parent.table!);
@@ -381,7 +383,9 @@ export class Scheduler {
     const block = branches[0]!.block;
     const ser = this.serialize(req);
     const table = this.kv.join(branches.map((b) => b.table!), req.inherited);
-    const maxPos = Math.max(...branches.map((b) => b.positions[b.positions.length - 1]!));
+    // Every branch holds <step> through </step> past the shared prefix, whose last token is </guideline>.
+    const g = branches[0]!.positions[req.inherited - 1]!;
+    const longestStep = Math.max(...branches.map((b) => b.tokens.length - b.ownStart));
     const last = branches[branches.length - 1]!;
     const join = this.newSeq(req, {
       kind: "join", tokens: ser.tokens, positions: ser.positions, logprobs: ser.logprobs, origins: ser.origins,
@@ -394,7 +398,7 @@ export class Scheduler {
     this.seqById.set(join.id, join);
     req.seqs = [join];
     req.branches = null;
-    this.pushForced(join, [this.vocab.tag("<takeaway>")], maxPos + 1);
+    this.pushForced(join, [this.vocab.tag("<takeaway>")], takeawayPosition(g, longestStep));
     this.events.push({ type: "joined", requestId: req.id, seqId: join.id, block });
     if (budgetExhausted(this.budgetOf(join), p.maxNewTokens)) this.finish(req, "length", join.parser.end());
   }
@@ -403,7 +407,8 @@ export class Scheduler {
   private pushForced(seq: Seq, ids: number[], pos: number): void {
     for (const id of ids) {
       seq.tokens.push(id);
-      seq.positions.push(pos++);
+      seq.positions.push(pos);
+      pos = nextPosition(pos);
       seq.logprobs.push(null);
       seq.origins.push("engine");
       const ev = seq.parser.push(this.vocab.parserToken(id));

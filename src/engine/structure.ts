@@ -85,7 +85,7 @@ export function parseForceStructure(spec: string, param = "--force-structure", m
       throw new UsageError(`${param}: "${part}" is not BxL with 1 <= B <= ${maxBranches} branches and 1 <= L <= 4096 tokens`, {
         code: "bad_structure",
         param,
-        hint: 'for example --force-structure "3x16,2x8"',
+        hint: `for example ${param} "3x16,2x8"`,
       });
     }
     return { branches: b, length: l };

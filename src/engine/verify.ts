@@ -1,13 +1,14 @@
 /**
  * "Engine equals trainer": re-scores a finished trajectory with one masked forward over the
- * trainer's layout (buildNprLayout; causal in sequential mode) and compares, token by token, the
- * engine's log-probs and its greedy choices (argmax over the ids the structure allowed) with the
- * trainer's. Used by `npr engine verify` and the tests.
+ * trainer's layout (format/ trajectoryLayout; causal in sequential mode) and compares, token by
+ * token, the engine's log-probs and its greedy choices (argmax over the ids the structure
+ * allowed) with the trainer's. Used by `npr engine verify` and the tests.
  * Knows results, the model's forward and the vocabulary; nothing of scheduling.
  */
+import { trajectoryLayout } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
-import { trainerLayout } from "./reference.ts";
+import { invariant } from "../util/errors.ts";
 import { applyRepetitionPenalty, logProbOf } from "./sampling/sampler.ts";
 import type { EngineVocab } from "./structure.ts";
 import type { GenerateParams, GenerationResult } from "./types.ts";
@@ -47,7 +48,10 @@ export function rescoreTrajectory(model: Qwen3Model, vocab: EngineVocab, r: Gene
   const P = r.promptIds.length;
   const all = [...r.promptIds, ...r.ids];
   const complete = r.finishReason === "stop" && r.malformed === null;
-  const layout = trainerLayout(vocab, P, all, mode, !complete);
+  // A finished trajectory must lay out whole; a truncated one (length, malformed) up to where it stopped.
+  const lay = trajectoryLayout({ promptLen: P, ids: all, tokenOf: (id) => vocab.parserToken(id), mode, allowIncomplete: !complete });
+  invariant(lay.ok, () => `the trainer's layout rejected an engine trajectory: ${lay.ok ? "" : lay.why}`);
+  const layout = lay.layout;
   let positionsMismatch = 0;
   for (let i = 0; i < r.ids.length; i++) if (layout.positions[P + i] !== r.positions[i]) positionsMismatch++;
   const logits = noGrad(() => model.forward(Int32Array.from(all), layout));

@@ -1,11 +1,11 @@
 /**
  * The NPR layout: from (prompt length, token strings of prompt + response) to the position id of
  * every token and the key ranges it may see, as a util Layout that Qwen3Model.forward consumes.
- * This one function is the position and mask convention the trainer and the engine share
- * (reference/npr.md, conventions 2-6 and the worked example of §4.3). Malformed input is
- * rejected with a reason, never laid out silently. Also the token-level canonicalization that
- * drops whitespace where the canonical form has no token.
- * Knows token strings only (tags are their literal strings): no ids, no tensors.
+ * trajectoryLayout (either mode) is the layout the trainer, the engine's oracle and `npr engine
+ * verify` use, and stepStartPosition/takeawayPosition are the position rule the engine's scheduler
+ * also follows (reference/npr.md, conventions 2-6, §4.3). Malformed input is rejected with a
+ * reason, never laid out silently. Also the token-level whitespace canonicalization.
+ * Knows token strings only (tags are their literal strings; ids only through a caller's tokenOf).
  *
  * Worked example (prompt `P <|im_end|> A`, two plans; step 2 is one token longer than step 1):
  *
@@ -17,7 +17,7 @@
  *   idx  21..   t </takeaway> ans <|im_end|>   pos 17..     causal (sees every step)
  */
 import type { Layout } from "../util/layout.ts";
-import { checkLayout } from "../util/layout.ts";
+import { causalLayout, checkLayout } from "../util/layout.ts";
 import { invariant } from "../util/errors.ts";
 import { NprParser } from "./npr-parser.ts";
 import { STEP_OPEN } from "./npr-tags.ts";
@@ -36,6 +36,60 @@ export type NprLayoutResult =
   /** `at`: index of the offending token (tokens.length when the response ends too early). */
   | { ok: false; why: string; at: number };
 
+// ---- the position rule (one place: buildNprLayout and engine/scheduler.ts both call these)
+
+/** Position of every `<step>` of a block whose `</guideline>` sits at position `g`: steps restart at g + 1. */
+export function stepStartPosition(g: number): number {
+  return g + 1;
+}
+
+/**
+ * Position of the block's `<takeaway>`: one past the largest position any step used, where
+ * `longestStep` counts the longest step's tokens from `<step>` through `</step>` (a step of n
+ * tokens holds positions g + 1 .. g + n).
+ */
+export function takeawayPosition(g: number, longestStep: number): number {
+  return stepStartPosition(g) + longestStep;
+}
+
+/** Any other token: one past the token before it in its sequence (prompt, guideline, takeaway, a step's body). */
+export function nextPosition(previous: number): number {
+  return previous + 1;
+}
+
+// ---- the trajectory layout (what the trainer, `npr engine verify` and the engine's oracle use)
+
+/**
+ * A trajectory: prompt + response as token strings, or as ids with `tokenOf` giving the string
+ * the NPR parser reads for each (engine/structure.ts EngineVocab.parserToken). format/ never
+ * interprets an id itself.
+ */
+export type TrajectoryLayoutInput = {
+  /** Prompt tokens at the front (opaque: tags in them are text). */
+  promptLen: number;
+  /** "parallel": the NPR layout (buildNprLayout); "sequential": causal, structure not checked. */
+  mode: "parallel" | "sequential";
+  /** See NprLayoutOptions.allowIncomplete (parallel mode only). */
+  allowIncomplete?: boolean;
+} & ({ tokens: readonly string[] } | { ids: ArrayLike<number>; tokenOf: (id: number) => string });
+
+/**
+ * The layout of one trajectory. Parallel mode lays it out as NPR does (buildNprLayout: steps
+ * restart after their block's `</guideline>` and see only it and themselves) and rejects a
+ * malformed one with the reason and token index; sequential mode (plain autoregressive decoding of
+ * the same model, the baseline) is causal over every token, whatever the text holds.
+ */
+export function trajectoryLayout(input: TrajectoryLayoutInput): NprLayoutResult {
+  const T = "tokens" in input ? input.tokens.length : input.ids.length;
+  if (input.mode === "sequential") {
+    invariant(Number.isInteger(input.promptLen) && input.promptLen >= 0 && input.promptLen <= T, () =>
+      `trajectoryLayout: prompt length ${input.promptLen} outside [0, ${T}]`);
+    return { ok: true, layout: causalLayout(T) };
+  }
+  const tokenAt = "tokens" in input ? (i: number) => input.tokens[i]! : (i: number) => input.tokenOf(input.ids[i]!);
+  return layoutParallel(input.promptLen, T, tokenAt, input.allowIncomplete ?? false);
+}
+
 /**
  * Lays out `tokens` (prompt first: its `promptLen` tokens are opaque, tags in them are text).
  *
@@ -47,7 +101,11 @@ export type NprLayoutResult =
  * every earlier token and itself.
  */
 export function buildNprLayout(promptLen: number, tokens: readonly string[], opts: NprLayoutOptions = {}): NprLayoutResult {
-  const T = tokens.length;
+  return layoutParallel(promptLen, tokens.length, (i) => tokens[i]!, opts.allowIncomplete ?? false);
+}
+
+/** buildNprLayout over T tokens read through `tokenAt` (strings or mapped ids, read once each in order). */
+function layoutParallel(promptLen: number, T: number, tokenAt: (i: number) => string, allowIncomplete: boolean): NprLayoutResult {
   invariant(Number.isInteger(promptLen) && promptLen >= 0 && promptLen <= T, () =>
     `buildNprLayout: prompt length ${promptLen} outside [0, ${T}]`);
   const positions = new Int32Array(T); // [T]
@@ -75,7 +133,7 @@ export function buildNprLayout(promptLen: number, tokens: readonly string[], opt
   let longest = 0; // longest step of the current block, in tokens
 
   for (let i = promptLen; i < T; i++) {
-    const tok = tokens[i]!;
+    const tok = tokenAt(i);
     const ev = parser.push(tok);
     if (ev.kind === "malformed") return { ok: false, why: `token ${i}: ${ev.reason}`, at: i };
     const inStep = ev.kind === "branch-end" || (ev.kind === "token" && ev.region === "step");
@@ -83,20 +141,20 @@ export function buildNprLayout(promptLen: number, tokens: readonly string[], opt
       g = next;
       prefixEnd = i + 1;
       longest = 0;
-      positions[i] = next++;
+      positions[i] = next;
     } else if (ev.kind === "join") {
-      positions[i] = g + 1 + longest;
-      next = positions[i]! + 1;
+      positions[i] = takeawayPosition(g, longest);
     } else if (inStep) {
       if (tok === STEP_OPEN) {
         stepStart = i;
-        next = g + 1;
+        next = stepStartPosition(g);
       }
-      positions[i] = next++;
+      positions[i] = next;
       if (ev.kind === "branch-end") longest = Math.max(longest, i - stepStart + 1);
     } else {
-      positions[i] = next++;
+      positions[i] = next;
     }
+    next = nextPosition(positions[i]!);
     if (inStep && stepStart > prefixEnd) {
       segStarts[nseg] = 0;
       segEnds[nseg++] = prefixEnd;
@@ -108,7 +166,7 @@ export function buildNprLayout(promptLen: number, tokens: readonly string[], opt
     }
     segOffsets[i + 1] = nseg;
   }
-  if (!opts.allowIncomplete) {
+  if (!allowIncomplete) {
     const why = parser.end();
     if (why !== null) return { ok: false, why: `token ${T}: ${why}`, at: T };
   }

@@ -1,39 +1,31 @@
 /**
  * safetensors on disk: reading one file or a (sharded) checkpoint folder lazily, and writing files
  * and checkpoints tensor by tensor, atomically, in the byte layout Hugging Face's safetensors
- * library produces. Bytes only: this file hands back raw little-endian tensor bytes and never
- * interprets them (no Tensor, no math; tensor/dtype.ts converts). Offsets are JS numbers, exact to
- * 2^53, and every read and write is positioned, so files past 2 GB (a Buffer's limit) work.
- *
- * File layout (https://github.com/huggingface/safetensors, README "Format"):
- *
- *   [ u64 LE: N ][ N bytes of JSON header, space-padded to a multiple of 8 ][ data section ... ]
- *   header = { "__metadata__"?: {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]} }
- *   offsets are relative to the first byte of the data section.
+ * library produces. The header's layout, parsing, validation and encoding live in
+ * safetensors-header.ts; this file owns the files, the folders, the index and the data. Bytes
+ * only: it hands back raw little-endian tensor bytes and never interprets them (no Tensor, no
+ * math; tensor/dtype.ts converts). Offsets are JS numbers, exact to 2^53, and every read and
+ * write is positioned, so files past 2 GB (a Buffer's limit) work.
  */
 
 import fs from "node:fs";
 import path from "node:path";
 import { CheckpointFormatError, invariant } from "../util/errors.ts";
+import {
+  byteLengthOf,
+  encodeHeader,
+  IO_CHUNK,
+  isCount,
+  isObject,
+  isStDType,
+  parseHeader,
+  readFully,
+  type StDType,
+  type TensorEntry,
+} from "./safetensors-header.ts";
 
-export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
-
-export const DTYPE_BYTES: Record<StDType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
-
-/**
- * The order of safetensors-rs's `Dtype` enum ("in increasing alignment order"), restricted to the
- * dtypes npr reads. The writer sorts by it (descending), then by name, exactly as
- * safetensors-rs `prepare()` does, so every tensor starts at a multiple of its element size.
- */
-const RS_DTYPE_ORDER: readonly StDType[] = ["BOOL", "U8", "I8", "I16", "F16", "BF16", "I32", "F32", "F64", "I64"];
-
-/** safetensors-rs refuses headers above 100 MB; a bigger length means a corrupt or foreign file. */
-const MAX_HEADER_BYTES = 100_000_000;
-
-/** Largest single read or write handed to the OS: Linux moves at most ~2 GiB per call. */
-const IO_CHUNK = 1 << 30;
+export { DTYPE_BYTES } from "./safetensors-header.ts";
+export type { StDType, TensorEntry } from "./safetensors-header.ts";
 
 /** Hugging Face's default shard size ("5GB" in huggingface_hub counts 10^9 bytes per GB). */
 const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
@@ -44,19 +36,6 @@ const INDEX_FILE = "model.safetensors.index.json";
 const OWNED_FILE = /^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$/;
 
 const INDEX_HINT = "re-download or re-save the index file with its shards";
-const TRUNCATED_HINT = "the file may be truncated (an interrupted download or save): re-download or re-save it";
-const CORRUPT_HINT = "the file is not a valid safetensors file: re-download or re-save it";
-
-export interface TensorEntry {
-  name: string;
-  dtype: StDType;
-  shape: number[];
-  /** The file holding the tensor. */
-  file: string;
-  /** Absolute byte offset in `file` of the tensor's first byte. */
-  offset: number;
-  byteLength: number;
-}
 
 /** One tensor to write. A thunk is called when the writer reaches the tensor, one at a time. */
 export interface WriteEntry {
@@ -72,43 +51,9 @@ interface Located {
   entry: TensorEntry;
 }
 
-function isStDType(s: unknown): s is StDType {
-  return typeof s === "string" && Object.hasOwn(DTYPE_BYTES, s);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function isCount(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
-function elements(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
 // ---------------------------------------------------------------------------------------------
-// Positioned I/O
+// Positioned writes
 // ---------------------------------------------------------------------------------------------
-
-/** Reads exactly `out.byteLength` bytes at `position`; a short file is a truncation error. */
-function readFully(fd: number, out: Uint8Array, position: number, file: string, what: string): void {
-  let done = 0;
-  while (done < out.byteLength) {
-    const n = fs.readSync(fd, out, done, Math.min(IO_CHUNK, out.byteLength - done), position + done);
-    if (n === 0) {
-      throw new CheckpointFormatError(
-        `safetensors file ${file}: ${what} needs bytes [${position}, ${position + out.byteLength}) ` +
-          `but the file ends at ${position + done}`,
-        { code: "truncated", param: file, hint: TRUNCATED_HINT },
-      );
-    }
-    done += n;
-  }
-}
 
 function writeFully(fd: number, data: Uint8Array, position: number): void {
   let done = 0;
@@ -207,109 +152,6 @@ function missingTensor(where: string, name: string): CheckpointFormatError {
     param: name,
     hint: "the checkpoint does not match what is being loaded (another model, or a different config?)",
   });
-}
-
-/**
- * Reads and validates the header of an open file: every entry's dtype, shape and offsets, sizes
- * against shapes, overlaps, and the data section's length against the largest end offset.
- *
- * NOTE: safetensors-rs additionally requires the tensors to tile the data section exactly (no gap,
- * no trailing byte). npr reads gaps and trailing bytes without complaint, since they cannot make
- * a tensor wrong; it refuses overlaps, which can.
- */
-function parseHeader(file: string, fd: number): { metadata: Record<string, string> | null; entries: TensorEntry[] } {
-  const fileSize = fs.fstatSync(fd).size;
-  const fail = (code: string, what: string, param = file, hint = CORRUPT_HINT): CheckpointFormatError =>
-    new CheckpointFormatError(`safetensors file ${file}: ${what}`, { code, param, hint });
-
-  if (fileSize < 8) {
-    throw fail("file_too_short", `is ${fileSize} bytes, shorter than the 8-byte header length`, file, TRUNCATED_HINT);
-  }
-  const lenBytes = new Uint8Array(8);
-  readFully(fd, lenBytes, 0, file, "the header length");
-  const lenView = new DataView(lenBytes.buffer);
-  const headerLen = lenView.getUint32(4, true) * 4294967296 + lenView.getUint32(0, true);
-  if (headerLen > MAX_HEADER_BYTES) {
-    throw fail(
-      "header_too_large",
-      `header length is ${headerLen} bytes, above the ${MAX_HEADER_BYTES}-byte limit: ` +
-        "this is not a safetensors file, or its first 8 bytes are corrupt",
-    );
-  }
-  if (8 + headerLen > fileSize) {
-    const what = `header length is ${headerLen} bytes but only ${fileSize - 8} bytes follow the length`;
-    throw fail("header_out_of_bounds", what, file, TRUNCATED_HINT);
-  }
-  const headerBytes = new Uint8Array(headerLen);
-  readFully(fd, headerBytes, 8, file, "the header");
-  let header: unknown;
-  try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
-  } catch (err) {
-    throw fail("header_not_json", `header (${headerLen} bytes) is not valid UTF-8 JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(header)) throw fail("header_invalid", "header is not a JSON object");
-
-  let metadata: Record<string, string> | null = null;
-  const dataStart = 8 + headerLen;
-  // Offsets in messages are relative to the data section, as the header writes them.
-  const span = (e: TensorEntry): string => `[${e.offset - dataStart}, ${e.offset - dataStart + e.byteLength})`;
-  const entries: TensorEntry[] = [];
-  for (const [name, info] of Object.entries(header)) {
-    if (name === "__metadata__") {
-      if (!isObject(info) || !Object.values(info).every((v) => typeof v === "string")) {
-        const got = JSON.stringify(info).slice(0, 200);
-        throw fail("header_invalid", `"__metadata__" must map strings to strings, got ${got}`, name);
-      }
-      metadata = info as Record<string, string>;
-      continue;
-    }
-    const at = `tensor "${name}"`;
-    if (!isObject(info)) throw fail("header_invalid", `${at}: entry is not an object`, name);
-    const dtype = info["dtype"];
-    if (!isStDType(dtype)) {
-      const known = Object.keys(DTYPE_BYTES).join(", ");
-      throw fail("unknown_dtype", `${at}: dtype ${JSON.stringify(dtype)} is not one npr reads (${known})`, name,
-        "quantized or exotic dtypes are not supported: convert the checkpoint to bf16, f16 or f32");
-    }
-    const shape = info["shape"];
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw fail("header_invalid", `${at}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`, name);
-    }
-    const offsets = info["data_offsets"];
-    const [begin, end] = Array.isArray(offsets) && offsets.length === 2 ? offsets : [];
-    if (!isCount(begin) || !isCount(end) || begin > end) {
-      const got = JSON.stringify(offsets);
-      throw fail("offsets_invalid", `${at}: data_offsets ${got} is not [begin, end] with 0 <= begin <= end`, name);
-    }
-    const expected = elements(shape) * DTYPE_BYTES[dtype];
-    if (end - begin !== expected) {
-      const what = `${dtype} [${shape.join(", ")}] needs ${expected} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`;
-      throw fail("size_mismatch", `${at}: ${what}`, name);
-    }
-    entries.push(Object.freeze({ name, dtype, shape: [...shape], file, offset: dataStart + begin, byteLength: expected }));
-  }
-
-  entries.sort((a, b) => a.offset - b.offset || a.byteLength - b.byteLength);
-  // Overlaps: in start order, each non-empty tensor must start at or after the furthest end so far.
-  let furthest: TensorEntry | null = null;
-  for (const e of entries) {
-    if (e.byteLength === 0) continue; // owns no bytes, overlaps nothing
-    if (furthest !== null && e.offset < furthest.offset + furthest.byteLength) {
-      const what = `tensor "${e.name}" (data bytes ${span(e)}) overlaps tensor "${furthest.name}" (data bytes ${span(furthest)})`;
-      throw fail("offsets_overlap", what, e.name);
-    }
-    if (furthest === null || e.offset + e.byteLength > furthest.offset + furthest.byteLength) furthest = e;
-  }
-  // Truncation: name the first tensor (in file order) that runs past the end of the file.
-  const cut = entries.filter((e) => e.offset + e.byteLength > fileSize);
-  if (cut.length > 0) {
-    const what =
-      `tensor "${cut[0].name}" needs data bytes ${span(cut[0])} but the data section holds only ` +
-      `${fileSize - dataStart} bytes (file size ${fileSize}); ${cut.length} tensor(s) are cut off`;
-    throw fail("truncated", what, cut[0].name, TRUNCATED_HINT);
-  }
-  return { metadata, entries };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,12 +313,9 @@ export class SafetensorsCheckpoint {
 
 /**
  * Writes one file, streaming tensor by tensor: a thunk's bytes are produced, written and dropped
- * before the next thunk runs. Written atomically (temp file + fsync + rename).
- *
- * Layout, byte for byte what safetensors-rs (Python's `save_file`) writes for the same tensors:
- * tensors sorted by dtype alignment (I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL) then by
- * name, the header as compact JSON with "__metadata__" first (only when given) and the tensors in
- * data order, padded with spaces to a multiple of 8 so every tensor is aligned to its element size.
+ * before the next thunk runs. Written atomically (temp file + fsync + rename). The layout is byte
+ * for byte what safetensors-rs (Python's `save_file`) writes for the same tensors (encodeHeader
+ * in safetensors-header.ts: sorted by dtype alignment, then name).
  */
 export function writeSafetensors(file: string, entries: WriteEntry[], metadata?: Record<string, string>): void {
   const seen = new Set<string>();
@@ -489,30 +328,7 @@ export function writeSafetensors(file: string, entries: WriteEntry[], metadata?:
     invariant(e.shape.every(isCount), () => `${at} has shape [${e.shape.join(", ")}]`);
     if (typeof e.data !== "function") checkLength(file, e, e.data);
   }
-  const rank = (d: StDType): number => RS_DTYPE_ORDER.indexOf(d);
-  // Code-unit order, as Rust's byte-wise String order for the BMP (names are ASCII in practice).
-  const byName = (a: WriteEntry, b: WriteEntry): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-  const sorted = [...entries].sort((a, b) => rank(b.dtype) - rank(a.dtype) || byName(a, b));
-
-  // Built by hand rather than from one object: JS enumerates integer-like keys ("0", "12") first,
-  // which would break the data order of the header.
-  const parts: string[] = [];
-  if (metadata !== undefined) {
-    const meta = Object.entries(metadata).map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`);
-    parts.push(`"__metadata__":{${meta.join(",")}}`);
-  }
-  let offset = 0;
-  for (const e of sorted) {
-    const n = byteLengthOf(e);
-    const info = `{"dtype":"${e.dtype}","shape":[${e.shape.join(",")}],"data_offsets":[${offset},${offset + n}]}`;
-    parts.push(`${JSON.stringify(e.name)}:${info}`);
-    offset += n;
-  }
-  const json = new TextEncoder().encode(`{${parts.join(",")}}`);
-  const padded = Math.ceil(json.byteLength / 8) * 8;
-  const head = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
-  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
-  head.set(json, 8);
+  const { head, sorted } = encodeHeader(entries, metadata);
 
   writeAtomically(file, (fd) => {
     writeFully(fd, head, 0);
@@ -524,10 +340,6 @@ export function writeSafetensors(file: string, entries: WriteEntry[], metadata?:
       position += bytes.byteLength;
     }
   });
-}
-
-function byteLengthOf(e: { dtype: StDType; shape: readonly number[] }): number {
-  return elements(e.shape) * DTYPE_BYTES[e.dtype];
 }
 
 function checkLength(file: string, e: WriteEntry, bytes: Uint8Array): void {

@@ -8,9 +8,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from "../format/safetensors.ts";
-import type { WriteEntry } from "../format/safetensors.ts";
-import { Tensor, getDefaultBackend } from "../tensor/index.ts";
+import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from "../format/index.ts";
+import type { WriteEntry } from "../format/index.ts";
+import { Tensor } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { bf16BitsToF32Array, decodeToFloat, encodeFloat, toBf16Bits } from "../tensor/dtype.ts";
 import { CheckpointFormatError, ConfigError } from "../util/errors.ts";
@@ -23,7 +23,8 @@ import { LM_HEAD, paramDtype, qwen3ParamSpecs } from "./weights.ts";
 const FLOAT_STORAGE = new Set(["F32", "BF16", "F16", "F64"]);
 
 export interface LoadOptions {
-  backend?: Backend;
+  /** Where the parameters live (required: there is no default backend). */
+  backend: Backend;
   /**
    * Compute dtype (default f32); bf16/f16/f32 storage all load into it. "bf16" is mixed
    * precision: matrices held in bf16 (BF16 storage copied bit for bit), norms and biases in f32.
@@ -69,9 +70,9 @@ export function readQwen3Config(dir: string): ParsedQwen3Config {
  * tensor is a CheckpointFormatError naming it. A tied checkpoint that also stores lm_head.weight
  * loads with it ignored (as transformers does); an untied one without it is an error.
  */
-export function loadQwen3(dir: string, opts: LoadOptions = {}): Qwen3Model {
+export function loadQwen3(dir: string, opts: LoadOptions): Qwen3Model {
   const { config } = readQwen3Config(dir);
-  const backend = opts.backend ?? getDefaultBackend();
+  const backend = opts.backend;
   const dtype = opts.dtype ?? "f32";
   const specs = qwen3ParamSpecs(config);
   const ck = SafetensorsCheckpoint.open(dir);

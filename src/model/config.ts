@@ -103,6 +103,23 @@ const OPTIONAL_MATH_KEYS = [
   "layer_types",
 ] as const;
 
+/**
+ * Largest value accepted per size key: far above any released Qwen3-style model (Qwen3: V =
+ * 151,936, C <= 5,120, I <= 25,600, L <= 64, H <= 64, D = 128, context 40,960; the widest open
+ * vocabularies are ~262k), yet low enough that products of them stay exact integers and a typo
+ * (`vocab_size: 1e12`) is refused here, with the key named, instead of failing an allocation.
+ */
+export const CONFIG_LIMITS = {
+  vocab_size: 1 << 22,
+  hidden_size: 1 << 16,
+  intermediate_size: 1 << 18,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 1024,
+  max_position_embeddings: 1 << 24,
+} as const;
+
 /** HF's Qwen3 defaults for the carried-through keys, used when the file omits them. */
 const DEFAULT_INITIALIZER_RANGE = 0.02;
 const DEFAULT_MAX_POSITION_EMBEDDINGS = 40960;
@@ -134,6 +151,7 @@ export function parseQwen3Config(json: unknown, source = "config.json"): ParsedQ
   const numKeyValueHeads = p.positiveInt("num_key_value_heads");
   const headDim = p.positiveInt("head_dim");
   const rmsNormEps = p.positiveNumber("rms_norm_eps");
+  if (rmsNormEps >= 1) p.bad("rms_norm_eps", "a positive number below 1");
 
   if (numAttentionHeads % numKeyValueHeads !== 0) {
     throw new ConfigError(
@@ -273,9 +291,13 @@ class Reader {
     });
   }
 
+  /** A positive integer no larger than the key's CONFIG_LIMITS entry (when it has one). */
   positiveInt(key: string): number {
     const v = this.obj[key];
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) this.bad(key, "a positive integer");
+    const max = (CONFIG_LIMITS as Record<string, number>)[key] ?? Number.MAX_SAFE_INTEGER;
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > max) {
+      this.bad(key, max < Number.MAX_SAFE_INTEGER ? `a positive integer <= ${max}` : "a positive integer");
+    }
     return v;
   }
 
@@ -329,7 +351,7 @@ class Reader {
 }
 
 function isTokenId(v: unknown): v is number {
-  return typeof v === "number" && Number.isInteger(v) && v >= 0;
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0x7fffffff; // ids travel in Int32Arrays
 }
 
 function isObject(v: unknown): v is Json {

@@ -10,6 +10,7 @@ export {
   describeQwen3Config,
   REQUIRED_KEYS,
   IGNORED_KEYS,
+  CONFIG_LIMITS,
 } from "./config.ts";
 export type { Qwen3Config, ParsedQwen3Config } from "./config.ts";
 export {
@@ -32,3 +33,5 @@ export { loadQwen3, saveQwen3, readQwen3Config } from "./checkpoint.ts";
 export type { LoadOptions, SaveOptions } from "./checkpoint.ts";
 export { paddedVocabSize, resizeVocab, type NewTokenInit, type ResizeOptions } from "./resize.ts";
 export { PagedKVStorage, pagedForward, type PagedSeqInput, type PageCopy, type SlotRanges } from "./paged-kv.ts";
+export { DecodeStep, type DecodeStepBuffers, type DecodeStepInputs, type DecodeStepOptions } from "./decode-step.ts";
+export { checkQwen3Tensors, FLOAT_STORAGE, type TensorCheckReport } from "./validate.ts";

@@ -2,8 +2,8 @@
  * A contiguous KV cache for one sequence: per layer, K and V buffers [maxTokens, Hkv, D] on the
  * model's backend, filled front to back. A cached forward writes its T new tokens' k and v (after
  * q/k norm and RoPE, as HF caches them) at rows [length, length + T), attends over rows
- * [0, length + T), and then advances `length`. The paged, forkable cache of the engine issue
- * replaces this; the forward only sees "rows [0, S) of K and V", so the math does not change.
+ * [0, length + T), and then advances `length`. The engine uses the paged, forkable storage
+ * (paged-kv.ts) behind the same KVStore interface; the forward only sees "rows [0, S) of K and V".
  * This file knows buffers and row counts, not the model's weights or math.
  */
 import { Tensor } from "../tensor/index.ts";

@@ -1,12 +1,14 @@
 /**
- * Qwen3Model: the forward pass of Hugging Face `Qwen3ForCausalLM` over a layout, built from
- * differentiable tensor ops so the trainer can call loss.backward() on its logits, and the same
- * function (under noGrad, with a KVCache) is what the engine decodes with.
- * It owns the parameters (HF names, see weights.ts) and the math; it knows nothing about files
+ * Qwen3Model: the forward pass of Hugging Face `Qwen3ForCausalLM` over a layout, from
+ * differentiable tensor ops so the trainer can call loss.backward() on its logits. The engine's
+ * generic step runs this function under noGrad over a KVStore view of its paged KV (pagedForward);
+ * its decode-only graph path re-states the math as raw backend calls, tested against this one.
+ * KVCache (newKVCache) is the contiguous single-sequence cache of tests and benches. It owns the
+ * parameters (HF names, weights.ts) on the backend it is given, and knows nothing about files
  * (checkpoint.ts), tokenizers or scheduling.
  * Mirrors https://github.com/huggingface/transformers/blob/v4.51.0/src/transformers/models/qwen3/modeling_qwen3.py
  */
-import { Tensor, cast, getDefaultBackend, noGrad } from "../tensor/index.ts";
+import { Tensor, cast, noGrad } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { UsageError, invariant } from "../util/errors.ts";
 import { checkLayout } from "../util/layout.ts";
@@ -20,7 +22,8 @@ import { EMBED, FINAL_NORM, LM_HEAD, initQwen3Params, layerParamNames, paramDtyp
 
 export interface RandomModelOptions {
   seed: number;
-  backend?: Backend;
+  /** Where the parameters live (required: there is no default backend). */
+  backend: Backend;
   /** "bf16": mixed precision (bf16 matrices, f32 everything else; see weights.ts paramDtype). */
   dtype?: "f32" | "f64" | "bf16";
   /** Std of the normal init (default config.initializerRange). */
@@ -123,7 +126,7 @@ export class Qwen3Model {
   static random(config: Qwen3Config, opts: RandomModelOptions): Qwen3Model {
     const params = initQwen3Params(config, {
       seed: opts.seed,
-      backend: opts.backend ?? getDefaultBackend(),
+      backend: opts.backend,
       dtype: opts.dtype ?? "f32",
       std: opts.std,
     });

@@ -4,7 +4,7 @@
  * parameter names; loading, saving and the forward pass look them up through here.
  * It knows names, shapes and init values only: no files, no forward math.
  */
-import { Tensor, getDefaultBackend } from "../tensor/index.ts";
+import { Tensor } from "../tensor/index.ts";
 import { toBf16Bits } from "../tensor/dtype.ts";
 import type { Backend } from "../tensor/index.ts";
 import { Rng } from "../util/rng.ts";
@@ -160,7 +160,8 @@ export function initParamValues(
 
 export interface InitOptions {
   seed: number;
-  backend?: Backend;
+  /** Where the parameters live (required: there is no default backend). */
+  backend: Backend;
   /** "bf16": matrices in bf16 (rounded from the f32 draws), vectors in f32 (see paramDtype). */
   dtype?: "f32" | "f64" | "bf16";
   /** Std of the normal init; default config.initializerRange (0.02). */
@@ -177,7 +178,7 @@ export interface InitOptions {
 export function initQwen3Params(config: Qwen3Config, opts: InitOptions): Map<string, Tensor> {
   const std = opts.std ?? config.initializerRange;
   const dtype = opts.dtype ?? "f32";
-  const backend = opts.backend ?? getDefaultBackend();
+  const backend = opts.backend;
   const params = new Map<string, Tensor>();
   for (const spec of qwen3ParamSpecs(config)) {
     const values = initParamValues(spec, opts.seed, std, dtype === "bf16" ? "f32" : dtype);

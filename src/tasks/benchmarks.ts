@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { UsageError } from "../util/errors.ts";
+import { DataFormatError, UsageError } from "../util/errors.ts";
 import { gradeAnswer, type GradeOptions } from "./grader.ts";
 import { malformed, readJsonl, stringField, withInstruction, type Example, type Outcome, type PromptStyle, type Task } from "./task.ts";
 import { gradeZebraGrid, isZebraSolution, zebraAnswerJson, type ZebraSolution } from "./zebra.ts";
@@ -50,7 +50,17 @@ export function isBenchmarkName(s: string): s is BenchmarkName {
 /** Reads one benchmark file into examples, validating every line. */
 export function loadBenchmarkFile(name: BenchmarkName, path: string): BenchmarkExample[] {
   const seen = new Set<string>();
-  return readJsonl(path).map((rec) => {
+  const records = readJsonl(path);
+  // An empty (or blank) file is a failed download or a wrong path, never a benchmark of 0 items:
+  // counting it as 0 rows would report a run over nothing as a success.
+  if (records.length === 0) {
+    throw new DataFormatError(`${path}: the file holds no rows`, {
+      code: "empty_file",
+      param: path,
+      hint: "re-fetch the benchmark (shared/data/PROVENANCE.md lists the sources)",
+    });
+  }
+  return records.map((rec) => {
     const id = stringField(path, rec, "id");
     if (seen.has(id)) throw malformed(path, rec.line, `duplicate id "${id}"`);
     seen.add(id);

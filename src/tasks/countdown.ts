@@ -1,23 +1,51 @@
 /**
- * Countdown: reach a target from given numbers with + - * / and brackets, each number used at most
- * once. Seeded generator (difficulty knobs: how many numbers, how many of them the construction
- * uses, their range), an exact verifier (rational arithmetic, multiset check), a solver, and
- * reference solutions in sequential form and in NPR parallel form (one plan per candidate first
- * operation; the takeaway keeps the one that reaches the target).
+ * Countdown: reach a target from given numbers with + - * / and brackets, each number at most
+ * once. The seeded generator (difficulty: how many numbers, their range, the target range; APR's
+ * distribution is the "apr" preset), the train/test split by problem hash (splits.ts), the
+ * verifier that grades a boxed expression (exact rational arithmetic, multiset check: never a
+ * comparison with the target number, which a policy would learn to box), and the reference
+ * traces in sequential and NPR parallel form from countdown-search.ts.
  * Knows strings and the Rng; nothing about models.
  */
+import { ConfigError, invariant } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
+import { DEFAULT_COUNTDOWN_SEARCH, VALUE_CAP, countdownMoves, parallelTrace, sequentialTrace, type CountdownSearchOptions, type CountdownTrace } from "./countdown-search.ts";
 import { lastBoxed } from "./extract.ts";
+import { exampleSeed, MAX_TEST_EXAMPLES, testProblems, trainProblem, type Split, type SplitSource } from "./splits.ts";
 import type { Example, Outcome, PromptStyle, Task } from "./task.ts";
-import { withInstruction } from "./task.ts";
+import { syntheticPrompt } from "./task.ts";
 
-export interface CountdownOptions {
-  /** Numbers shown (default 4). */
-  count?: number;
-  /** Numbers the hidden construction uses, <= count (default count). */
-  uses?: number;
-  /** Numbers are drawn from 1..maxNumber (default 25). */
-  maxNumber?: number;
+export interface CountdownDifficulty {
+  /** Numbers shown, all of them used by the hidden construction. */
+  count: number;
+  /** Numbers are drawn from 1..maxNumber (with repetition). */
+  maxNumber: number;
+  /** Targets lie in minTarget..maxTarget. */
+  minTarget: number;
+  maxTarget: number;
+}
+
+/** `apr`: APR's and Stream of Search's distribution (4 numbers in 1-99, targets 10-100). */
+export const COUNTDOWN_PRESETS: Readonly<Record<string, Readonly<CountdownDifficulty>>> = Object.freeze({
+  small: Object.freeze({ count: 3, maxNumber: 20, minTarget: 5, maxTarget: 60 }),
+  apr: Object.freeze({ count: 4, maxNumber: 99, minTarget: 10, maxTarget: 100 }),
+  large: Object.freeze({ count: 5, maxNumber: 99, minTarget: 10, maxTarget: 500 }),
+});
+
+/** Valid ranges of each knob (inclusive). Values above VALUE_CAP would not be single tokens. */
+export const COUNTDOWN_LIMITS = Object.freeze({
+  count: [3, 6] as const,
+  maxNumber: [2, VALUE_CAP] as const,
+  minTarget: [1, VALUE_CAP] as const,
+  maxTarget: [1, VALUE_CAP] as const,
+});
+
+export interface CountdownOptions extends Partial<CountdownDifficulty> {
+  /** A preset to start from (default "apr"); the other fields override it. */
+  preset?: string;
+  /** Default "train". The test split is one fixed list; the seed does not change it. */
+  split?: Split;
+  search?: Partial<CountdownSearchOptions>;
 }
 
 export interface CountdownExample extends Example {
@@ -25,171 +53,175 @@ export interface CountdownExample extends Example {
   target: number;
 }
 
-/** One step of a solution: a op b = result. */
-interface Step {
-  a: number;
-  op: string;
-  b: number;
-  r: number;
-}
-
-function apply(a: number, op: string, b: number): number | null {
-  if (op === "+") return a + b;
-  if (op === "-") return a - b > 0 ? a - b : null; // positive intermediates only, as the game
-  if (op === "*") return a * b;
-  if (op === "/") return b !== 0 && a % b === 0 ? a / b : null;
-  return null;
-}
-
-/** Depth-first search for steps reaching `target` from `nums`; null when none exists. */
-export function solveCountdown(nums: readonly number[], target: number, budget = { nodes: 200000 }): Step[] | null {
-  if (nums.includes(target)) return [];
-  if (nums.length < 2 || budget.nodes-- <= 0) return null;
-  for (let i = 0; i < nums.length; i++) {
-    for (let j = 0; j < nums.length; j++) {
-      if (i === j) continue;
-      for (const op of ["+", "-", "*", "/"]) {
-        if ((op === "+" || op === "*") && j < i) continue; // commutative: once
-        const r = apply(nums[i]!, op, nums[j]!);
-        if (r === null) continue;
-        const rest = nums.filter((_, k) => k !== i && k !== j);
-        const sub = solveCountdown([...rest, r], target, budget);
-        if (sub) return [{ a: nums[i]!, op, b: nums[j]!, r }, ...sub];
-      }
+/** A difficulty from a preset plus overrides; a ConfigError names the first knob out of range. */
+export function countdownDifficulty(opts: CountdownOptions = {}): CountdownDifficulty {
+  const preset = opts.preset ?? "apr";
+  const base = COUNTDOWN_PRESETS[preset];
+  if (!base) {
+    throw new ConfigError(`countdown: unknown preset "${preset}"`, { code: "bad_preset", param: "preset", hint: `one of ${Object.keys(COUNTDOWN_PRESETS).join(", ")}` });
+  }
+  const d: CountdownDifficulty = {
+    count: opts.count ?? base.count,
+    maxNumber: opts.maxNumber ?? base.maxNumber,
+    minTarget: opts.minTarget ?? base.minTarget,
+    maxTarget: opts.maxTarget ?? base.maxTarget,
+  };
+  for (const key of Object.keys(COUNTDOWN_LIMITS) as (keyof CountdownDifficulty)[]) {
+    const [lo, hi] = COUNTDOWN_LIMITS[key];
+    const v = d[key];
+    if (!Number.isInteger(v) || v < lo || v > hi) {
+      throw new ConfigError(`countdown: ${key} must be an integer in ${lo}..${hi}, got ${v}`, { code: "bad_difficulty", param: key });
     }
   }
-  return null;
+  if (d.minTarget > d.maxTarget) {
+    throw new ConfigError(`countdown: minTarget ${d.minTarget} is above maxTarget ${d.maxTarget}`, { code: "bad_difficulty", param: "minTarget" });
+  }
+  return d;
 }
 
-/** Builds an expression string from solution steps ("(3 + 5) * 4"). */
-function stepsToExpression(numbers: readonly number[], steps: readonly Step[]): string {
-  const pool: { v: number; text: string; atom: boolean }[] = numbers.map((v) => ({ v, text: String(v), atom: true }));
-  const take = (v: number) => {
-    const i = pool.findIndex((p) => p.v === v);
-    return pool.splice(i, 1)[0]!;
+/** One problem: numbers, target and the construction that made the target (a valid answer). */
+interface Problem {
+  numbers: number[];
+  target: number;
+  construction: string;
+}
+
+const ATTEMPTS = 2000;
+
+/** Draws problems of a difficulty: random numbers combined in random order with random valid operations. */
+function problemSource(d: CountdownDifficulty): SplitSource<Problem> {
+  return {
+    drawKey(rng: Rng): Problem {
+      for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+        const numbers = Array.from({ length: d.count }, () => 1 + rng.int(d.maxNumber));
+        const vals = rng.shuffle(numbers.map((v) => ({ v, text: String(v), atom: true })));
+        let ok = true;
+        while (vals.length > 1 && ok) {
+          const x = vals.pop()!;
+          const y = vals.pop()!;
+          const [a, b] = x.v >= y.v ? [x, y] : [y, x];
+          // The same moves the search may take (same VALUE_CAP); their order does not matter here.
+          const moves = countdownMoves([a.v, b.v], 0);
+          if (moves.length === 0) ok = false;
+          else {
+            const m = moves[rng.int(moves.length)]!;
+            const wrap = (e: typeof a) => (e.atom ? e.text : `(${e.text})`);
+            vals.push({ v: m.r, text: `${wrap(a)}${m.op}${wrap(b)}`, atom: false });
+          }
+        }
+        if (!ok) continue;
+        const target = vals[0]!.v;
+        if (target < d.minTarget || target > d.maxTarget || numbers.includes(target)) continue;
+        if (countdownMoves(numbers, target).length < 2) continue; // the parallel form needs 2 first moves
+        return { numbers, target, construction: vals[0]!.text };
+      }
+      throw new ConfigError(`countdown: no problem with ${d.count} numbers in 1..${d.maxNumber} reaches a target in ${d.minTarget}..${d.maxTarget} (${ATTEMPTS} tries)`, {
+        code: "bad_difficulty",
+        param: "maxTarget",
+        hint: "widen the target range or the number range",
+      });
+    },
+    canonical: (p) => `countdown:${[...p.numbers].sort((x, y) => x - y).join(" ")}:${p.target}`,
+    complete: (p) => p,
+    identity: (p) => `${[...p.numbers].sort((x, y) => x - y).join(" ")}:${p.target}`,
   };
-  let last = pool[0]!;
-  for (const s of steps) {
-    const a = take(s.a);
-    const b = take(s.b);
-    const wrap = (x: typeof a) => (x.atom ? x.text : `(${x.text})`);
-    last = { v: s.r, text: `${wrap(a)} ${s.op === "*" ? "*" : s.op} ${wrap(b)}`, atom: false };
-    pool.push(last);
-  }
-  return last.text;
 }
 
 export class CountdownTask implements Task<CountdownExample> {
   readonly name = "countdown";
   readonly size: number;
+  readonly split: Split;
+  readonly difficulty: CountdownDifficulty;
+  readonly search: CountdownSearchOptions;
   private readonly seed: number;
-  private readonly count: number;
-  private readonly uses: number;
-  private readonly maxNumber: number;
+  private readonly source: SplitSource<Problem>;
+  private testList: Problem[] | null = null;
 
+  /**
+   * `size` examples of stream `seed` (train split), or the first `size` of the fixed test list
+   * (test split; the seed is not used). Example i is a pure function of (seed, i, difficulty).
+   */
   constructor(size: number, seed: number, opts: CountdownOptions = {}) {
     this.size = size;
     this.seed = seed;
-    this.count = opts.count ?? 4;
-    this.uses = Math.min(opts.uses ?? this.count, this.count);
-    this.maxNumber = opts.maxNumber ?? 25;
-  }
-
-  /** Example i is a pure function of (seed, i, options). */
-  get(i: number): CountdownExample {
-    const rng = new Rng(this.seed * 1000003 + i);
-    for (;;) {
-      const numbers = Array.from({ length: this.count }, () => 1 + rng.int(this.maxNumber));
-      // Combine `uses` of them in random order with random operations, keeping integers > 0.
-      let vals = rng.shuffle([...numbers]).slice(0, this.uses);
-      let ok = true;
-      while (vals.length > 1 && ok) {
-        const a = vals.pop()!;
-        const b = vals.pop()!;
-        const ops = ["+", "-", "*", "/"].filter((op) => apply(a, op, b) !== null);
-        const op = ops[rng.int(ops.length)]!;
-        vals.push(apply(a, op, b)!);
-      }
-      const target = vals[0]!;
-      ok = target > 0 && target <= 1000 && !numbers.includes(target);
-      if (!ok) continue;
-      return { id: `countdown-${this.seed}-${i}`, numbers, target, problem: this.problemText(numbers, target), answer: String(target) };
+    this.split = opts.split ?? "train";
+    this.difficulty = countdownDifficulty(opts);
+    this.search = { ...DEFAULT_COUNTDOWN_SEARCH, ...opts.search };
+    this.source = problemSource(this.difficulty);
+    if (this.split === "test" && size > MAX_TEST_EXAMPLES) {
+      throw new ConfigError(`countdown: the test split holds at most ${MAX_TEST_EXAMPLES} problems, ${size} asked`, { code: "too_many", param: "n" });
     }
   }
 
-  private problemText(numbers: number[], target: number): string {
-    return `Using the numbers ${numbers.join(", ")}, make ${target}. You may use +, -, * and / with brackets; each number at most once. Give the expression in \\boxed{}.`;
+  get(i: number): CountdownExample {
+    invariant(Number.isInteger(i) && i >= 0 && i < this.size, () => `CountdownTask.get(${i}) outside 0..${this.size - 1}`);
+    let p: Problem;
+    if (this.split === "test") {
+      this.testList ??= testProblems(this.source, this.size, "countdown test split");
+      p = this.testList[i]!;
+    } else {
+      p = trainProblem(this.source, this.seed, i, "countdown");
+    }
+    const id = this.split === "test" ? `countdown-test-${i}` : `countdown-${this.seed}-${i}`;
+    return { id, numbers: p.numbers, target: p.target, problem: countdownProblemText(p.numbers, p.target), answer: p.construction };
   }
 
-  renderPrompt(ex: CountdownExample, style: PromptStyle = "cot"): string {
-    return withInstruction(ex.problem, style);
+  /** The user message: the problem and the synthetic NPR instruction (style "npr", the default). */
+  renderPrompt(ex: CountdownExample, style: PromptStyle = "npr"): string {
+    return syntheticPrompt(ex.problem, style);
   }
 
   evaluate(ex: CountdownExample, text: string): Outcome {
-    const expr = lastBoxed(text);
-    if (expr === null) return { kind: "malformed", why: "no \\boxed{} expression" };
-    const v = verifyCountdown(ex.numbers, ex.target, expr);
-    return { kind: "graded", correct: v.ok, reward: v.ok ? 1 : 0, extracted: expr, detail: v.ok ? undefined : v.why };
+    return evaluateCountdown(ex, text);
   }
 
-  /** Reference solution: numbered steps, then the boxed expression. */
+  /** The sequential reference trace (a bounded depth-first search; may fail). */
+  sequentialTrace(ex: CountdownExample): CountdownTrace {
+    return sequentialTrace(ex.numbers, ex.target, this.search);
+  }
+
+  /** The parallel reference trace; `planSeed` picks the number of plans (2-5). */
+  parallelTrace(ex: CountdownExample, planSeed = 0): CountdownTrace {
+    const plans = 2 + new Rng(exampleSeed(planSeed, ex.target)).int(4);
+    return parallelTrace(ex.numbers, ex.target, plans, this.search);
+  }
+
   sequentialSolution(ex: CountdownExample): string {
-    const steps = solveCountdown(ex.numbers, ex.target)!;
-    const lines = steps.map((s, k) => `Step ${k + 1}: ${s.a} ${s.op} ${s.b} = ${s.r}.`);
-    return `We need ${ex.target} from ${ex.numbers.join(", ")}.\n${lines.join("\n")}\nSo the expression is \\boxed{${stepsToExpression(ex.numbers, steps)}}.`;
+    return this.sequentialTrace(ex).text;
   }
 
-  /**
-   * NPR parallel form: up to 3 plans, each a different first operation; each step searches on from
-   * it independently; the takeaway keeps one that works. The true route is always among the plans.
-   */
-  parallelSolution(ex: CountdownExample, seed = 0): string {
-    const steps = solveCountdown(ex.numbers, ex.target)!;
-    const rng = new Rng(seed);
-    const firsts: Step[] = steps.length > 0 ? [steps[0]!] : [];
-    const cands: Step[] = [];
-    ex.numbers.forEach((a, i) => ex.numbers.forEach((b, j) => {
-      if (i === j) return;
-      for (const op of ["+", "*", "-"]) {
-        const r = apply(a, op, b);
-        if (r !== null && !(op !== "-" && j < i)) cands.push({ a, op, b, r });
-      }
-    }));
-    for (const c of rng.shuffle(cands)) {
-      if (firsts.length >= 3) break;
-      if (!firsts.some((f) => f.a === c.a && f.b === c.b && f.op === c.op)) firsts.push(c);
-    }
-    rng.shuffle(firsts);
-    const plans = firsts.map((f, k) => `<plan>${k + 1}: Start with ${f.a} ${f.op} ${f.b} = ${f.r} and search for ${ex.target} with the remaining numbers.</plan>`);
-    const results = firsts.map((f) => {
-      const rest = [...ex.numbers];
-      rest.splice(rest.indexOf(f.a), 1);
-      rest.splice(rest.indexOf(f.b), 1);
-      const sub = solveCountdown([...rest, f.r], ex.target);
-      return { f, sub, rest };
-    });
-    const stepsText = results.map(({ f, sub, rest }, k) => {
-      const body = sub
-        ? `${f.a} ${f.op} ${f.b} = ${f.r}. ${sub.map((s) => `${s.a} ${s.op} ${s.b} = ${s.r}.`).join(" ")} This reaches ${ex.target}.`
-        : `${f.a} ${f.op} ${f.b} = ${f.r}, leaving ${[...rest, f.r].join(", ")}. No combination of these reaches ${ex.target}.`;
-      return `<step>${k + 1}: ${body}</step>`;
-    });
-    const win = results.findIndex((r) => r.sub !== null);
-    const chosen = results[win]!;
-    const expr = stepsToExpression(ex.numbers, [chosen.f, ...chosen.sub!]);
-    return (
-      `<guideline>${plans.join("")}</guideline>${stepsText.join("")}` +
-      `<takeaway>Plan ${win + 1} reaches ${ex.target}; it uses each number at most once.</takeaway>\n` +
-      `The expression is \\boxed{${expr}}.`
-    );
+  parallelSolution(ex: CountdownExample, planSeed = 0): string {
+    return this.parallelTrace(ex, planSeed).text;
   }
 }
 
+/**
+ * Grades a response: its last non-empty \boxed{} must be an expression over the given numbers
+ * (each at most once) whose value is the target. No box at all is malformed; `\boxed{84}` is
+ * graded wrong (84 is not a given number), so the reward cannot be had by boxing the target.
+ */
+export function evaluateCountdown(ex: Pick<CountdownExample, "numbers" | "target">, text: string): Outcome {
+  const expr = lastBoxed(text);
+  if (expr === null) return { kind: "malformed", why: "no \\boxed{} expression" };
+  const v = verifyCountdown(ex.numbers, ex.target, expr);
+  return { kind: "graded", correct: v.ok, reward: v.ok ? 1 : 0, extracted: expr, detail: v.ok ? undefined : v.why };
+}
+
+/** "Make 84 from 64 18 28 9 with + - * /, each number at most once." */
+export function countdownProblemText(numbers: readonly number[], target: number): string {
+  return `Make ${target} from ${numbers.join(" ")} with + - * /, each number at most once.`;
+}
+
+/** Longest expression the verifier reads (a real answer has at most 6 numbers). */
+const MAX_EXPRESSION_CHARS = 200;
+
 /** Exact check of an expression: value equals target, numbers used at most as often as given. */
 export function verifyCountdown(numbers: readonly number[], target: number, expr: string): { ok: true } | { ok: false; why: string } {
+  if (expr.length > MAX_EXPRESSION_CHARS) return { ok: false, why: `expression longer than ${MAX_EXPRESSION_CHARS} characters` };
   const text = expr.replace(/\\times|\\cdot|×/g, "*").replace(/\\div|÷/g, "/").replace(/\\left|\\right/g, "").replace(/=.*$/, "").trim();
   const toks = text.match(/\d+|[-+*/()]|\S/g) ?? [];
-  const used: number[] = [];
+  const avail = new Map<number, number>();
+  for (const n of numbers) avail.set(n, (avail.get(n) ?? 0) + 1);
   let p = 0;
   // Values are exact rationals [num, den] so 7 / 2 * 2 is 7, not 6.999.
   type Q = [bigint, bigint];
@@ -198,16 +230,16 @@ export function verifyCountdown(numbers: readonly number[], target: number, expr
     const g = gcd(n < 0n ? -n : n, d < 0n ? -d : d) || 1n;
     return d < 0n ? [-n / g, -d / g] : [n / g, d / g];
   };
-  const expr0 = (): Q => {
-    let v = term();
+  const sum = (): Q => {
+    let v = product();
     while (toks[p] === "+" || toks[p] === "-") {
       const op = toks[p++];
-      const w = term();
+      const w = product();
       v = norm(op === "+" ? [v[0] * w[1] + w[0] * v[1], v[1] * w[1]] : [v[0] * w[1] - w[0] * v[1], v[1] * w[1]]);
     }
     return v;
   };
-  const term = (): Q => {
+  const product = (): Q => {
     let v = atom();
     while (toks[p] === "*" || toks[p] === "/") {
       const op = toks[p++];
@@ -219,32 +251,38 @@ export function verifyCountdown(numbers: readonly number[], target: number, expr
   const atom = (): Q => {
     const t = toks[p++];
     if (t === "(") {
-      const v = expr0();
+      const v = sum();
       if (toks[p++] !== ")") throw new Error("unbalanced brackets");
       return v;
     }
     if (t !== undefined && /^\d+$/.test(t)) {
-      used.push(Number(t));
+      // Counted as it is read, so an expression can never hold more numbers than were given.
+      const n = Number(t);
+      const left = avail.get(n) ?? 0;
+      if (left === 0) throw new Unavailable(n);
+      avail.set(n, left - 1);
       return [BigInt(t), 1n];
     }
     throw new Error(`unexpected ${t === undefined ? "end" : `"${t}"`}`);
   };
   let value: Q;
   try {
-    value = expr0();
+    value = sum();
     if (p !== toks.length) throw new Error(`unexpected "${toks[p]}"`);
   } catch (err) {
+    if (err instanceof Unavailable) return { ok: false, why: `${err.n} is not available (or used too often)` };
     return { ok: false, why: `cannot parse "${expr}": ${(err as Error).message}` };
-  }
-  const avail = new Map<number, number>();
-  for (const n of numbers) avail.set(n, (avail.get(n) ?? 0) + 1);
-  for (const n of used) {
-    const left = avail.get(n) ?? 0;
-    if (left === 0) return { ok: false, why: `${n} is not available (or used too often)` };
-    avail.set(n, left - 1);
   }
   if (value[1] !== 1n || value[0] !== BigInt(target)) return { ok: false, why: `value is ${value[0]}${value[1] === 1n ? "" : `/${value[1]}`}, not ${target}` };
   return { ok: true };
+}
+
+class Unavailable extends Error {
+  readonly n: number;
+  constructor(n: number) {
+    super(`${n} is not available`);
+    this.n = n;
+  }
 }
 
 function gcd(a: bigint, b: bigint): bigint {

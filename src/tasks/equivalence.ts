@@ -231,6 +231,13 @@ function parseExpr(s: string): Expr | null {
 interface Complex {
   re: number;
   im: number;
+  /**
+   * The value lies outside float64: finite but past its range (`10^{400}` is Infinity in a
+   * double) or non-zero but below it (`10^{-400}` is 0). Its re/im are then meaningless and must
+   * never be compared as numbers. A true infinity (\infty) is not an overflow: the engine says
+   * it is not finite.
+   */
+  overflow?: true;
 }
 
 function numeric(e: Expr): Complex | null {
@@ -239,10 +246,33 @@ function numeric(e: Expr): Complex | null {
     const re = n.re;
     const im = n.im;
     if (Number.isNaN(re) || Number.isNaN(im)) return null;
+    if ((!Number.isFinite(re) || !Number.isFinite(im)) && n.isFinite !== false) return { re, im, overflow: true };
+    // Underflow: a double says 0, the engine's own value is signed (10^{-400} is positive).
+    if (re === 0 && im === 0 && (n.isPositive === true || n.isNegative === true)) return { re, im, overflow: true };
     return { re, im };
   } catch {
     return null;
   }
+}
+
+/**
+ * Equality of two constants of which at least one overflowed float64: a true infinity equals
+ * neither a huge finite number nor anything else but itself (handled before); two huge numbers
+ * are compared through their quotient, which the engine evaluates exactly (10^{400}/10^{401}
+ * is 1/10), within the tolerance a finite comparison would use.
+ */
+function overflowEqual(ea: Expr, eb: Expr, va: Complex, vb: Complex, ctx: Ctx, exact: boolean): boolean {
+  const trueInf = (v: Complex) => !v.overflow && (!Number.isFinite(v.re) || !Number.isFinite(v.im));
+  if (trueInf(va) || trueInf(vb)) return false;
+  let q: Complex | null;
+  try {
+    q = numeric(ce().box(["Divide", ea.json, eb.json]));
+  } catch {
+    return false;
+  }
+  if (q === null || q.overflow || !Number.isFinite(q.re) || !Number.isFinite(q.im)) return false;
+  const tol = exact ? 1e-9 : ctx.relTol;
+  return Math.abs(q.re - 1) <= tol && Math.abs(q.im) <= tol;
 }
 
 /** Significant digits and decimals of a plain decimal literal, for the rounding rule. */
@@ -254,6 +284,7 @@ function decimalsOf(s: string): { sig: number; decimals: number } | null {
 }
 
 function closeReal(x: number, y: number, ctx: Ctx, exact: boolean, ta: string, tb: string): boolean {
+  // Only true infinities reach here non-finite (overflows are split off by the callers).
   if (!Number.isFinite(x) || !Number.isFinite(y)) return x === y;
   const scale = Math.max(Math.abs(x), Math.abs(y));
   // Purely relative: Minerva's answers live at 1e-27 as often as at 1e33. Against an exact 0, a
@@ -271,6 +302,7 @@ function closeReal(x: number, y: number, ctx: Ctx, exact: boolean, ta: string, t
 }
 
 function closeComplex(a: Complex, b: Complex, ctx: Ctx, exact: boolean, ta: string, tb: string): boolean {
+  if (a.overflow || b.overflow) return false;
   return closeReal(a.re, b.re, ctx, exact, ta, tb) && closeReal(a.im, b.im, ctx, exact, "", "");
 }
 
@@ -288,6 +320,7 @@ function valueEqual(a: string, b: string, ctx: Ctx): boolean {
     const va = numeric(ea);
     const vb = numeric(eb);
     if (va === null || vb === null) return symbolicZero(ea, eb);
+    if (va.overflow || vb.overflow) return overflowEqual(ea, eb, va, vb, ctx, exact);
     if (closeComplex(va, vb, ctx, exact, ka, kb)) return true;
     if (ctx.degrees !== null && /\\pi/.test(ctx.degrees === "a" ? b : a)) {
       const [deg, rad] = ctx.degrees === "a" ? [va, vb] : [vb, va];
@@ -324,6 +357,8 @@ function atRandomPoints(ea: Expr, eb: Expr, vars: string[], same: (x: Complex, y
     }
     if (va === null && vb === null) continue;
     if (va === null || vb === null) return false;
+    // A point where either side overflows float64 says nothing either way (e^{1000x}).
+    if (va.overflow || vb.overflow) continue;
     if (!same(va, vb)) return false;
     valid++;
   }

@@ -4,20 +4,36 @@
  * runs past the limit is terminated and replaced, the item is reported as
  * `{ correct: false, timeout: true }`, and the other workers keep going.
  * Exact matches of the normalised strings are answered on the calling thread without a round trip.
+ * The pool size is capped by the machine (maxGraderPoolSize: cores and memory, each worker loads
+ * its own compute engine) and the time limit by what a timer can express.
  * Knows grader.ts and the worker's message shapes; nothing about benchmarks or tasks.
  */
-import { availableParallelism } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { Worker } from "node:worker_threads";
-import { invariant } from "../util/errors.ts";
+import { UsageError, invariant } from "../util/errors.ts";
+
+/** Memory one grader worker may take (its own Node isolate and compute engine, plus headroom). */
+const WORKER_BYTES = 256 * 2 ** 20;
+/** Longest per-item limit (1 hour): Node fires longer timers (past 2^31 - 1 ms) at once. */
+export const MAX_TIME_LIMIT_MS = 3_600_000;
+
+/**
+ * Most workers a pool may start here: one per core (two at least, so a stuck item never stalls
+ * grading), and no more than memory holds at WORKER_BYTES each. A pool of 1000 workers on two
+ * cores only thrashes: it took 8 GB in 30 s without grading faster.
+ */
+export function maxGraderPoolSize(cores = availableParallelism(), memoryBytes = totalmem()): number {
+  return Math.max(1, Math.min(Math.max(2, cores), Math.floor(memoryBytes / WORKER_BYTES)));
+}
 import { extractAnswer, NPR_FALLBACKS } from "./extract.ts";
 import { cleanOptions, type GradeOptions, type GradeResult } from "./grader.ts";
 import type { WorkerReply, WorkerRequest } from "./grader-worker.ts";
 import { normalizeAnswer } from "./normalize.ts";
 
 export interface GraderPoolOptions {
-  /** Worker threads; default min(available cores, 4). */
+  /** Worker threads; default min(available cores, 4); at most maxGraderPoolSize(). */
   size?: number;
-  /** Per-item limit in ms, measured from dispatch to a warm worker; default 1000. */
+  /** Per-item limit in ms, measured from dispatch to a warm worker; default 1000, at most MAX_TIME_LIMIT_MS. */
   timeLimitMs?: number;
   /** Answer exact normalised matches on the calling thread (default true). */
   fastPath?: boolean;
@@ -55,8 +71,19 @@ export class GraderPool {
   readonly stats: GraderPoolStats = { graded: 0, fastPath: 0, timeouts: 0, respawns: 0, errors: 0 };
 
   constructor(opts: GraderPoolOptions = {}) {
-    this.size = Math.max(1, opts.size ?? Math.min(availableParallelism(), 4));
+    const max = maxGraderPoolSize();
+    this.size = opts.size ?? Math.min(max, 4);
+    if (!Number.isInteger(this.size) || this.size < 1 || this.size > max) {
+      throw new UsageError(`grader pool size must be an integer in [1, ${max}], got ${this.size}`, {
+        code: "bad_pool_size",
+        param: "--pool",
+        hint: `this machine has ${availableParallelism()} cores and ${(totalmem() / 2 ** 30).toFixed(0)} GiB of memory; more workers than that only slow grading down`,
+      });
+    }
     this.timeLimitMs = opts.timeLimitMs ?? 1000;
+    if (!Number.isInteger(this.timeLimitMs) || this.timeLimitMs < 1 || this.timeLimitMs > MAX_TIME_LIMIT_MS) {
+      throw new UsageError(`grader time limit must be an integer number of ms in [1, ${MAX_TIME_LIMIT_MS}], got ${this.timeLimitMs}`, { code: "bad_time_limit", param: "--time-limit" });
+    }
     this.fastPath = opts.fastPath ?? true;
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());
   }

@@ -3,7 +3,8 @@
  * tasks/common.py): a task has a name, a size, examples by index, prompt rendering, and one
  * `evaluate` whose outcome is a typed value — graded (correct + reward) or malformed (no answer
  * could be read, so a trainer can drop the rollout as NPR does instead of rewarding it 0).
- * Also the prompt suffixes and the JSONL reader shared by the loaders.
+ * Also the prompt suffixes (NPR's pointer sentence for benchmarks, the compact
+ * SYNTHETIC_NPR_INSTRUCTION for the synthetic tasks) and the JSONL reader shared by the loaders.
  * Knows nothing about models, engines or the NPR tag grammar (that is format/).
  */
 import { readFileSync } from "node:fs";
@@ -13,7 +14,10 @@ export interface Example {
   id: string;
   /** The problem text as the source gives it (no instruction appended). */
   problem: string;
-  /** The ground truth as a string (for grid puzzles, JSON of the solution grid). */
+  /**
+   * The ground truth as a string (for ZebraLogic grids, JSON of the solution grid; for the
+   * synthetic tasks, one valid solution, which their verifiers never compare against).
+   */
   answer: string;
 }
 
@@ -53,6 +57,19 @@ const SUFFIX: Record<PromptStyle, string> = {
 export function withInstruction(problem: string, style: PromptStyle = "cot"): string {
   const suffix = SUFFIX[style];
   return suffix === "" ? problem.trim() : `${problem.trim()}\n\n${suffix}`;
+}
+
+/**
+ * The NPR instruction every synthetic-task prompt carries: the stand-in for NPR's template
+ * (evals/prompts/npr.txt, several hundred tokens, which would fill most of a tiny model's context).
+ * It names the same structure in one line; the task tokenizer holds each of its words as one token.
+ */
+export const SYNTHETIC_NPR_INSTRUCTION =
+  "Think in parallel: <guideline> with 2-5 <plan>s, one <step> per plan, a <takeaway>, then the answer in \\boxed{}.";
+
+/** A synthetic task's user message: the problem, then SYNTHETIC_NPR_INSTRUCTION (style "npr"). */
+export function syntheticPrompt(problem: string, style: PromptStyle = "npr"): string {
+  return style === "npr" ? `${problem.trim()}\n\n${SYNTHETIC_NPR_INSTRUCTION}` : withInstruction(problem, style);
 }
 
 export interface JsonlRecord {

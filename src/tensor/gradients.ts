@@ -89,6 +89,23 @@ const linearRule: GradRule = (node, dOut) => {
   return [dx, dw];
 };
 
+/** A one-element zero of g's dtype, broadcast by `where` wherever a gradient is cut. */
+function zeroLike(g: Tensor): Tensor {
+  return Tensor.zeros([1], { backend: g.backend, dtype: g.dtype });
+}
+
+/**
+ * Routes g by a 0/1 mask: [where(mask, g, 0), where(mask, 0, g)], each only where wanted. This
+ * is min's and max's rule: the output is one operand's value, so that operand takes the whole
+ * gradient and the other none. The subgradient at a tie (a == b) is a choice; ours gives all of
+ * it to a, the first operand (torch.minimum splits it half and half). Then clamp, built as
+ * maximum(minimum(x, hi), lo), passes the gradient at both boundaries, as torch.clamp does.
+ */
+function routeByMask(node: GradNode, g: Tensor, mask: Tensor): Array<Tensor | null> {
+  const zero = zeroLike(g);
+  return [wants(node, 0) ? F.where(mask, g, zero) : null, wants(node, 1) ? F.where(mask, zero, g) : null];
+}
+
 export const RULES: Record<string, GradRule> = {
   // ---- dtype: the gradient goes back in the input's dtype
   cast: (node, g) => [F.cast(g, node.saved["from"] as FloatDType)],
@@ -115,6 +132,23 @@ export const RULES: Record<string, GradRule> = {
     const ga = wants(node, 0) || wants(node, 1) ? F.div(g, b) : null;
     // d(a/b)/db = -(a/b) / b, reusing g/b: -(g/b) * (a/b)
     return [wants(node, 0) ? ga : null, wants(node, 1) ? F.neg(F.mul(ga!, node.out)) : null];
+  },
+
+  // d min(a, b) = g to a where a <= b (a tie included), else to b; d max(a, b) the same with
+  // a >= b. A NaN operand sends the gradient to b (le is 0 there).
+  min: (node, g) => {
+    const [a, b] = node.inputs as [Tensor, Tensor];
+    return routeByMask(node, g, F.lessEqual(a, b));
+  },
+  max: (node, g) => {
+    const [a, b] = node.inputs as [Tensor, Tensor];
+    return routeByMask(node, g, F.lessEqual(b, a));
+  },
+  // The mask gets no gradient; a and b get g where they were selected.
+  where: (node, g) => {
+    const [mask] = node.inputs as [Tensor];
+    const zero = zeroLike(g);
+    return [null, wants(node, 1) ? F.where(mask, g, zero) : null, wants(node, 2) ? F.where(mask, zero, g) : null];
   },
 
   // ---- tensor-scalar

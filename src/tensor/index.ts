@@ -4,7 +4,7 @@
  * folders import tensor/ only through this file (backends are chosen by the composition root
  * via their own entry files).
  */
-export { Tensor, getDefaultBackend, setDefaultBackend, numel, contiguousStrides } from "./tensor.ts";
+export { Tensor, numel, contiguousStrides } from "./tensor.ts";
 export type { TensorOptions } from "./tensor.ts";
 export { noGrad, isGradEnabled } from "./autograd.ts";
 export { tidy, keep, isReleased, isBufferReleased, scopeDepth } from "./scope.ts";
@@ -14,3 +14,5 @@ export { AdamW, clipGradNorm, gradNorm, constantLr, cosineLr } from "./optim.ts"
 export type { AdamWOptions, AdamWState, LrSchedule, CosineOptions } from "./optim.ts";
 export type * from "./backend/types.ts";
 export { PRIMITIVES, UNARY_OPS, BINARY_OPS, SCALAR_OPS } from "./backend/types.ts";
+export { CAPABILITIES, SAMPLE_MODE, SAMPLE_REC, hasDecodeAttention, hasDeviceSampling, hasFusedDecode, hasGraphCapture } from "./backend/types.ts";
+export * from "./backend/decode-attention-plan.ts";

@@ -88,6 +88,71 @@ export const sub = (a: Tensor, b: Tensor): Tensor => binary("sub", a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary("mul", a, b);
 export const div = (a: Tensor, b: Tensor): Tensor => binary("div", a, b);
 
+// ---------------------------------------------------------------- clipping: min, max, clamp, where
+
+/**
+ * Elementwise minimum of a and b (broadcast). A tie returns a, and the whole gradient goes to a
+ * there (gradients.ts); a NaN in either operand gives NaN.
+ */
+export const minimum = (a: Tensor, b: Tensor): Tensor => binary("min", a, b);
+/** Elementwise maximum of a and b (broadcast); ties as minimum's: the value and gradient of a. */
+export const maximum = (a: Tensor, b: Tensor): Tensor => binary("max", a, b);
+
+/**
+ * a <= b as 1 or 0 in the operands' dtype (broadcast; 0 where either is NaN). A mask, not a
+ * differentiable op: the result never requires a gradient, whatever its inputs do.
+ */
+export function lessEqual(a: Tensor, b: Tensor): Tensor {
+  checkFloat("lessEqual", a, b);
+  const ac = c(a);
+  const bc = c(b);
+  const { shape, aStrides, bStrides } = broadcastShapes(ac.shape, bc.shape);
+  const out = newLike(ac, shape);
+  a.backend.binary("le", ac.buffer, bc.buffer, out.buffer, { shape, aStrides, bStrides });
+  return out;
+}
+
+/**
+ * x clamped to [lo, hi]: maximum(minimum(x, hi), lo), a composite (no rule of its own). A bound
+ * is a number or a tensor broadcast against x; lo <= hi is the caller's business (with lo > hi
+ * every element is lo, as torch.clamp gives). The gradient passes where lo <= x <= hi, boundaries
+ * included (x is the first operand of both ops, and ties go to it), and is 0 outside: torch.clamp's
+ * convention. A bound tensor that requires a gradient gets it where its side is the one clipped.
+ */
+export function clamp(x: Tensor, lo: number | Tensor, hi: number | Tensor): Tensor {
+  checkFloat("clamp", x);
+  const bound = (v: number | Tensor): Tensor =>
+    typeof v === "number" ? Tensor.full([1], v, { backend: x.backend, dtype: x.dtype }) : v;
+  return maximum(minimum(x, bound(hi)), bound(lo));
+}
+
+/**
+ * Select by mask: mask != 0 ? a : b, elementwise, the three broadcast together. The mask is an
+ * i32 tensor or a float one of a's dtype (a 0/1 mask from lessEqual, or a loss mask); it gets no
+ * gradient. a and b get the output's gradient where they were selected and 0 elsewhere; unlike
+ * mask * a + (1 - mask) * b, an inf or NaN in the unselected operand leaks into neither the value
+ * nor the gradient.
+ */
+export function where(mask: Tensor, a: Tensor, b: Tensor): Tensor {
+  checkFloat("where", a, b);
+  invariant(mask.dtype === "i32" || mask.dtype === a.dtype, () =>
+    `where: mask ${shapeStr(mask)} is ${mask.dtype}, a is ${a.dtype}: a mask is i32 or the values' float dtype (cast it)`);
+  invariant(mask.backend === a.backend, "where: mask and values live on different backends");
+  const mc = c(mask);
+  const ac = c(a);
+  const bc = c(b);
+  const ab = broadcastShapes(ac.shape, bc.shape);
+  const mab = broadcastShapes(mc.shape, ab.shape);
+  const shape = mab.shape;
+  // Each operand's strides in the final shape: broadcast it against the result once more.
+  const stridesIn = (t: Tensor): number[] => broadcastShapes(t.shape, shape).aStrides;
+  const out = newLike(ac, shape);
+  a.backend.where(mc.buffer, ac.buffer, bc.buffer, out.buffer, {
+    shape, maskStrides: mab.aStrides, aStrides: stridesIn(ac), bStrides: stridesIn(bc),
+  });
+  return record("where", out, [mc, ac, bc]);
+}
+
 function scalarOp(op: ScalarOp, x: Tensor, s: number): Tensor {
   checkFloat(`${op}Scalar`, x);
   const xc = c(x);

@@ -6,28 +6,20 @@
  * particular backend's internals, and nothing about models or files.
  */
 import type { Backend, DeviceBuffer, DType, HostArray } from "./backend/types.ts";
-import { CpuBackend } from "./backend/cpu/index.ts";
 import { invariant } from "../util/errors.ts";
 import type { Rng } from "../util/rng.ts";
 import type { GradNode } from "./autograd.ts";
 import { backward as runBackward, isGradEnabled, record } from "./autograd.ts";
 import { adopt, markForeign, release } from "./scope.ts";
 
-let defaultBackend: Backend | null = null;
-
-/** The backend new tensors use when none is given (a CpuBackend, created on first use). */
-export function getDefaultBackend(): Backend {
-  if (!defaultBackend) defaultBackend = new CpuBackend();
-  return defaultBackend;
-}
-
-export function setDefaultBackend(backend: Backend): void {
-  defaultBackend = backend;
-}
-
+/**
+ * How a new tensor is made. `backend` is required: there is no default backend (no module state),
+ * so a process can hold a CPU backend for reference checks beside a CUDA one for the run, and a
+ * tensor never lands on a backend its caller did not name. Ops take theirs from their inputs.
+ */
 export interface TensorOptions {
+  backend: Backend;
   dtype?: DType;
-  backend?: Backend;
   requiresGrad?: boolean;
 }
 
@@ -96,25 +88,24 @@ export class Tensor {
 
   // ---- construction
 
-  static empty(shape: readonly number[], opts: TensorOptions = {}): Tensor {
-    const backend = opts.backend ?? getDefaultBackend();
-    const buf = backend.alloc(opts.dtype ?? "f32", numel(shape));
-    return new Tensor(backend, buf, shape, { requiresGrad: opts.requiresGrad });
+  static empty(shape: readonly number[], opts: TensorOptions): Tensor {
+    const buf = opts.backend.alloc(opts.dtype ?? "f32", numel(shape));
+    return new Tensor(opts.backend, buf, shape, { requiresGrad: opts.requiresGrad });
   }
 
-  static zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
+  static zeros(shape: readonly number[], opts: TensorOptions): Tensor {
     const t = Tensor.empty(shape, opts);
     t.backend.fill(t.buffer, 0);
     return t;
   }
 
-  static full(shape: readonly number[], value: number, opts: TensorOptions = {}): Tensor {
+  static full(shape: readonly number[], value: number, opts: TensorOptions): Tensor {
     const t = Tensor.empty(shape, opts);
     t.backend.fill(t.buffer, value);
     return t;
   }
 
-  static fromArray(data: ArrayLike<number>, shape: readonly number[], opts: TensorOptions = {}): Tensor {
+  static fromArray(data: ArrayLike<number>, shape: readonly number[], opts: TensorOptions): Tensor {
     const n = numel(shape);
     invariant(data.length === n, () => `fromArray: ${data.length} values for shape [${shape.join(", ")}] (${n})`);
     const dtype = opts.dtype ?? (data instanceof Float64Array ? "f64" : data instanceof Int32Array ? "i32" : "f32");
@@ -128,7 +119,7 @@ export class Tensor {
   static randn(
     shape: readonly number[],
     rng: Rng,
-    opts: TensorOptions & { std?: number; mean?: number } = {},
+    opts: TensorOptions & { std?: number; mean?: number },
   ): Tensor {
     const n = numel(shape);
     const std = opts.std ?? 1;

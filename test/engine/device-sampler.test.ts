@@ -3,15 +3,17 @@
  * deduplicated penalty scopes, ban lists, forced and greedy rows), the Rng draws (one per sampled
  * row, none for greedy or forced rows: the same stream as sampleToken), and a round trip through a
  * fake backend that unpacks the words and runs sampleToken with the packed u, which must give
- * sampleItems' results on random rows of every parameter mix.
+ * sampleItems' results on random rows of every parameter mix; deviceSamplerFor finds the op only
+ * through the "deviceSampling" capability.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DeviceSampler, MODE_FORCED, MODE_GREEDY, MODE_SAMPLED, REC, deviceSamplerFor, packSampleRows } from "../../src/engine/sampling/device-sampler.ts";
-import type { SampleRowsOp } from "../../src/engine/sampling/device-sampler.ts";
+import { DeviceSampler, IdDedupe, deviceSamplerFor, packSampleRows } from "../../src/engine/sampling/device-sampler.ts";
 import { DEFAULT_SAMPLING, sampleToken } from "../../src/engine/sampling/sampler.ts";
 import type { Constraint, SampleInput, SamplingParams } from "../../src/engine/sampling/sampler.ts";
-import type { DeviceBuffer } from "../../src/tensor/backend/types.ts";
+import { SAMPLE_MODE, SAMPLE_REC as REC } from "../../src/tensor/index.ts";
+import type { DeviceBuffer, DeviceSampling } from "../../src/tensor/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { Rng } from "../../src/util/rng.ts";
 
 function input(seed: number, params: Partial<SamplingParams>, constraint: Constraint = { kind: "free" }, penaltyScope: number[] = [], penalty = 1): SampleInput {
@@ -43,10 +45,10 @@ test("pack: records, rows, CSR ids, modes and draws", () => {
   const u = unpack(words, 4);
   const ua = new Rng(1).next();
   const un = new Rng(4).next();
-  assert.deepEqual(u[0], { rec: [0.7, 50, 0.9, 0.05, 1.02, ua, MODE_SAMPLED, -1], row: 3, pen: [5, 3, 9], ban: [] });
-  assert.deepEqual(u[1], { rec: [0, 0, 1, 0, 1.5, 0, MODE_GREEDY, -1], row: 0, pen: [1, 2], ban: [7, 8] });
-  assert.deepEqual(u[2], { rec: [1, 0, 1, 0, 1.3, 0, MODE_FORCED, 42], row: 7, pen: [], ban: [] });
-  assert.deepEqual(u[3], { rec: [1.2, 0, 1, 0, 1, un, MODE_SAMPLED, -1], row: 2, pen: [], ban: [] });
+  assert.deepEqual(u[0], { rec: [0.7, 50, 0.9, 0.05, 1.02, ua, SAMPLE_MODE.sampled, -1], row: 3, pen: [5, 3, 9], ban: [] });
+  assert.deepEqual(u[1], { rec: [0, 0, 1, 0, 1.5, 0, SAMPLE_MODE.greedy, -1], row: 0, pen: [1, 2], ban: [7, 8] });
+  assert.deepEqual(u[2], { rec: [1, 0, 1, 0, 1.3, 0, SAMPLE_MODE.forced, 42], row: 7, pen: [], ban: [] });
+  assert.deepEqual(u[3], { rec: [1.2, 0, 1, 0, 1, un, SAMPLE_MODE.sampled, -1], row: 2, pen: [], ban: [] });
   // Streams: one draw for each sampled row, none for the greedy and forced rows.
   const after = (seed: number, draws: number) => {
     const r = new Rng(seed);
@@ -60,7 +62,7 @@ test("pack: records, rows, CSR ids, modes and draws", () => {
 });
 
 /** A backend op in TypeScript: unpacks the words and runs sampleToken with the packed u. */
-class FakeSampleRows implements SampleRowsOp {
+class FakeSampleRows implements DeviceSampling {
   readonly host: Float32Array;
   calls = 0;
   constructor(host: Float32Array) {
@@ -73,7 +75,7 @@ class FakeSampleRows implements SampleRowsOp {
     const logprobs = new Float64Array(p.batch);
     rows.forEach((r, b) => {
       const [temperature, topK, topP, minP, penalty, u, mode, forced] = r.rec;
-      const constraint: Constraint = mode === MODE_FORCED ? { kind: "force", id: forced! } : r.ban.length ? { kind: "ban", ids: new Set(r.ban) } : { kind: "free" };
+      const constraint: Constraint = mode === SAMPLE_MODE.forced ? { kind: "force", id: forced! } : r.ban.length ? { kind: "ban", ids: new Set(r.ban) } : { kind: "free" };
       const rng = { next: () => u! } as unknown as Rng;
       const s: SampleInput = { params: { ...DEFAULT_SAMPLING, temperature: temperature!, topK: topK!, topP: topP!, minP: minP! }, rng, penaltyScope: r.pen, penalty: penalty!, constraint };
       const row = this.host.subarray(r.row * p.vocab, (r.row + 1) * p.vocab);
@@ -91,9 +93,13 @@ test("round trip through a fake backend equals sampleToken on mixed rows, draws 
   const numRows = 12;
   const host = Float32Array.from({ length: numRows * V }, () => (rng.next() < 0.1 ? -Infinity : rng.normal() * 3));
   const fake = new FakeSampleRows(host);
-  const sampler = deviceSamplerFor(fake)!;
-  assert.ok(sampler instanceof DeviceSampler);
-  assert.equal(deviceSamplerFor({}), null);
+  const sampler = new DeviceSampler(fake);
+  // The runner finds the op through the capability: a plain CPU backend has none; one that
+  // declares "deviceSampling" (and has the method) gets a sampler.
+  const cpu = new CpuBackend({ threads: 1 });
+  assert.equal(deviceSamplerFor(cpu), null);
+  Object.assign(cpu, { capabilities: ["deviceSampling"], sampleRows: fake.sampleRows.bind(fake) });
+  assert.ok(deviceSamplerFor(cpu) instanceof DeviceSampler);
   let compared = 0;
   for (let step = 0; step < 40; step++) {
     const n = 1 + rng.int(9);
@@ -158,6 +164,10 @@ test("pack time: 16 rows with 1000-id penalty scopes (printed; the Set per row i
   const distinct = new Set(scope).size;
   const u = unpack(words, 16);
   for (const r of u) assert.deepEqual(r.pen, [...new Set(scope)]);
+  // A dedupe table kept across calls (a DeviceSampler's own) packs what a fresh one does.
+  const kept = new IdDedupe();
+  const fresh = () => inputs.map((s, i) => input(i, s.params, s.constraint, [...s.penaltyScope], s.penalty));
+  for (let k = 0; k < 3; k++) assert.deepEqual(packSampleRows(rows, fresh(), kept), packSampleRows(rows, fresh()));
   console.log(`# pack 16 rows x 1000 penalty ids (${distinct} distinct): ${packUs.toFixed(1)} us/call (a Set per row alone: ${setUs.toFixed(1)} us)`);
   // B = 1 without penalties: the common decode step.
   const one = [input(1, { temperature: 0.8, topP: 0.95 })];

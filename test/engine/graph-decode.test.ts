@@ -4,10 +4,10 @@
  * eagerly on the CPU backend (f64) inside the engine against the generic paged forward: two
  * engines decode the same forced 3-branch structure with sampling (temperature 0.8, seeded), and
  * every token and log-prob must agree. The same with the paged decode attention op standing in
- * for segment attention (a float64 evaluation of the packed plan, test/engine/plan-eval.ts, bound
- * to a CPU backend as `decodeAttention`): the per-step planning, capacity growth (recapture) and
- * padding rows of the GraphDecoder run in CI. The CUDA graph capture itself is tested on the
- * device (test/engine/graph-decode-cuda.test.ts).
+ * for segment attention (a float64 evaluation of the packed plan, test/tensor/decode-attention-eval.ts,
+ * bound to a CPU backend that declares the "decodeAttention" capability): the per-step planning,
+ * capacity growth (recapture) and padding rows of the GraphDecoder run in CI. The CUDA graph
+ * capture itself is tested on the device (test/engine/graph-decode-cuda.test.ts).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -15,11 +15,10 @@ import { Qwen3Model, makeQwen3Config } from "../../src/model/index.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
 import { Engine, ModelRunner, engineVocab, parseForceStructure } from "../../src/engine/index.ts";
 import { bucketFor, inputLayout, isDecodeOnly, packInputs, rangesNeeded, rowRanges } from "../../src/engine/decode-plan.ts";
-import { planLayout } from "../../src/engine/attention-plan.ts";
-import type { PlanCapacity } from "../../src/engine/attention-plan.ts";
+import { hasDecodeAttention, planLayout } from "../../src/tensor/index.ts";
+import type { DecodeAttentionCapacity, DecodeAttentionParams, DeviceBuffer } from "../../src/tensor/index.ts";
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
-import type { DeviceBuffer } from "../../src/tensor/index.ts";
-import { evalPacked } from "./plan-eval.ts";
+import { evalPacked } from "../tensor/decode-attention-eval.ts";
 
 test("decode plan: buckets, ranges merged, the packed input block with padding", () => {
   assert.equal(bucketFor(1), 1);
@@ -58,7 +57,7 @@ test("graph decode body (eager, cpu f64) equals the generic paged forward inside
   const tok = byteTokenizer();
   const model = Qwen3Model.random(
     makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
-    { seed: 11, dtype: "f64", std: 0.3 },
+    { seed: 11, dtype: "f64", std: 0.3, backend: new CpuBackend() },
   );
   const vocab = engineVocab(tok, 320);
   const prompt = tok.encodeChat([{ role: "user", content: "1+2?" }]);
@@ -99,12 +98,14 @@ test("graph decode with the paged decode attention op (plan evaluated on the cpu
   const be = new CpuBackend({ threads: 1 });
   let calls = 0;
   let maxItems = 0;
-  // The CUDA op's contract (decode-attention.ts), evaluated on the host from the packed plan.
+  // The capability's contract (types.ts PagedDecodeAttention), evaluated on the host from the packed plan.
+  assert.equal(hasDecodeAttention(be), false, "a plain CPU backend declares no decode attention");
   Object.assign(be, {
-    decodeAttentionScratchLength: (cap: PlanCapacity, H: number, D: number) => Math.max(1, cap.partials * H * (D + 2)),
+    capabilities: ["decodeAttention"],
+    decodeAttentionScratchLength: (cap: DecodeAttentionCapacity, H: number, D: number) => Math.max(1, cap.partials * H * (D + 2)),
     decodeAttention: (
       q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, _scratch: DeviceBuffer, out: DeviceBuffer, lse: DeviceBuffer,
-      p: { rows: number; heads: number; kvHeads: number; headDim: number; scale: number; capacity: PlanCapacity },
+      p: DecodeAttentionParams,
     ) => {
       const lay = planLayout(p.rows, p.capacity);
       const buf = be.read(plan) as Int32Array;

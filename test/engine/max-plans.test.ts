@@ -9,6 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Qwen3Model, makeQwen3Config } from "../../src/model/index.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { Engine, engineVocab, forcedMaxPlans, logProbOf, parseForceStructure, resolveParams } from "../../src/engine/index.ts";
 import type { GenerateParams } from "../../src/engine/index.ts";
 import { NprParser } from "../../src/format/npr-parser.ts";
@@ -63,7 +64,7 @@ test("an 8-branch forced block decodes in parallel; each branch equals a causal 
   const tok = byteTokenizer();
   const model = Qwen3Model.random(
     makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
-    { seed: 23, dtype: "f32", std: 0.5 },
+    { seed: 23, dtype: "f32", std: 0.5, backend: new CpuBackend() },
   );
   const vocab = engineVocab(tok, 320);
   const prompt = tok.encodeChat([{ role: "user", content: "eight ways at once" }]);

@@ -14,12 +14,13 @@ import { KVManager } from "../../src/kv/index.ts";
 import type { BlockTable, SlotCopy } from "../../src/kv/index.ts";
 import { buildNprLayout } from "../../src/format/npr-layout.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { diffStats } from "../util/check-close.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
   makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
-  { seed: 5, dtype: "f64", std: 0.3 },
+  { seed: 5, dtype: "f64", std: 0.3, backend: new CpuBackend() },
 );
 
 test("paged forward over fork/join equals the masked forward of the serialized trajectory", () => {

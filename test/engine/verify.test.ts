@@ -13,21 +13,23 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Qwen3Model, makeQwen3Config } from "../../src/model/index.ts";
 import { byteTokenizer } from "../../src/tokenizer/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { Engine, TIE_TOLERANCE, engineVocab, parseForceStructure, rescoreTrajectory, verifyTolerances } from "../../src/engine/index.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const cpu = new CpuBackend();
 const cfg = makeQwen3Config({ vocabSize: 300, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 });
 
 test("verify tolerances follow the model's GEMM dtype", () => {
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32" })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f64" })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "bf16" })), { tie: 1e-2, logprob: 1e-2 });
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", computeDtype: "bf16" })), { tie: 1e-2, logprob: 1e-2 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", backend: cpu })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f64", backend: cpu })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "bf16", backend: cpu })), { tie: 1e-2, logprob: 1e-2 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", computeDtype: "bf16", backend: cpu })), { tie: 1e-2, logprob: 1e-2 });
 });
 
 test("engine trajectories re-score to the trainer's numbers, and tampering is caught", () => {
   const tok = byteTokenizer();
-  const model = Qwen3Model.random(cfg, { seed: 7, dtype: "f64", std: 0.3 });
+  const model = Qwen3Model.random(cfg, { seed: 7, dtype: "f64", std: 0.3, backend: cpu });
   const vocab = engineVocab(tok, 300);
   const prompt = tok.encodeChat([{ role: "user", content: "4+4?" }]);
   const e = new Engine(model, vocab, { numBlocks: 256, blockSize: 4 });
@@ -59,8 +61,20 @@ test("npr engine verify --dtype bf16 passes with the bf16 tolerances", { timeout
   const cli = (args: string[]) => execFileSync(process.execPath, ["src/cli/main.ts", ...args], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   cli(["model", "init", "--config", "tiny", "--out", path.join(dir, "m")]);
   const out = JSON.parse(cli(["engine", "verify", "--model", path.join(dir, "m"), "--prompts", "2", "--dtype", "bf16"]).trim()) as Record<string, unknown>;
-  console.log(JSON.stringify(out));
-  assert.equal(out["tokens_mismatch"], 0);
+  // The child process reads the same environment, so it takes the GEMM path this backend takes.
+  const gemmPath = new CpuBackend().gemmPath;
+  const diff = out["maxAbsLogprobDiff"] as number;
+  console.log(`GEMM path ${gemmPath}: ${JSON.stringify(out)}`);
+  assert.equal(out["tokensMismatch"], 0);
   assert.deepEqual(out["tolerances"], { tie: 1e-2, logprob: 1e-2 });
-  assert.ok((out["max_abs_logprob_diff"] as number) < 1e-2 && (out["max_abs_logprob_diff"] as number) > 1e-5, "bf16 differs from the trainer by more than f32 noise, within its tolerance");
+  assert.ok(diff < 1e-2, `bf16 engine and trainer agree within the bf16 tolerance (max |diff| ${diff})`);
+  if (gemmPath === "openblas") {
+    // OpenBLAS accumulates bf16 products in f32 in a blocking order that differs between the
+    // engine's decode shapes and the trainer's one forward: a bf16-sized difference, not f32 noise.
+    assert.ok(diff > 1e-5, `bf16 differs from the trainer by more than f32 noise (max |diff| ${diff})`);
+  } else {
+    // The TypeScript GEMM accumulates in float64 whatever the shapes, so engine and trainer round
+    // the same sums to bf16 and usually agree exactly; only the upper bound is a property here.
+    console.log(`# typescript GEMM (float64 accumulation): max |diff| ${diff}; the lower bound is checked on the OpenBLAS path only`);
+  }
 });

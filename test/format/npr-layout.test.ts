@@ -2,11 +2,21 @@
  * The NPR layout (src/format/npr-layout.ts) against the independent oracle of
  * reference-layout.ts: the worked example of reference/npr.md §4.3 exactly, random canonical
  * trajectories (prompts with tag strings) position by position and range by range, branch
- * isolation, every malformed mutation rejected, incomplete layouts, token canonicalization.
+ * isolation, every malformed mutation rejected, incomplete layouts, token canonicalization;
+ * trajectoryLayout (strings or ids + tokenOf, parallel or sequential) and the exported position rule.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { buildNprLayout, canonicalizeTokens, layoutToJson } from "../../src/format/npr-layout.ts";
+import {
+  buildNprLayout,
+  canonicalizeTokens,
+  layoutToJson,
+  nextPosition,
+  stepStartPosition,
+  takeawayPosition,
+  trajectoryLayout,
+} from "../../src/format/index.ts";
+import { causalLayout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { MUTATIONS, mutate, randomTrajectory, refLayout } from "./reference-layout.ts";
 
@@ -135,4 +145,46 @@ test("canonicalizeTokens drops whitespace only where the canonical form has none
     assert.deepEqual(c.tokens, t.tokens);
     assert.deepEqual(c.kept.map((k) => noisy[k]), t.tokens);
   }
+});
+
+test("the position rule on the worked example: steps restart at g + 1, the takeaway follows the longest step", () => {
+  const g = 10; // </guideline> of EXAMPLE
+  assert.equal(stepStartPosition(g), 11);
+  assert.equal(takeawayPosition(g, 5), 16); // step 2 is <step> 2: y z </step>, 5 tokens
+  assert.equal(nextPosition(16), 17);
+  const r = buildNprLayout(3, EXAMPLE);
+  assert.ok(r.ok);
+  assert.equal(r.layout.positions[11], stepStartPosition(g));
+  assert.equal(r.layout.positions[15], stepStartPosition(g));
+  assert.equal(r.layout.positions[20], takeawayPosition(g, 5));
+});
+
+test("trajectoryLayout: ids + tokenOf equals token strings; sequential is causal whatever the text", () => {
+  const rng = new Rng(5);
+  for (let n = 0; n < 100; n++) {
+    const t = randomTrajectory(rng);
+    const vocab = [...new Set(t.tokens)];
+    const ids = t.tokens.map((x) => vocab.indexOf(x));
+    const byIds = trajectoryLayout({ promptLen: t.promptLen, ids: Int32Array.from(ids), tokenOf: (id) => vocab[id]!, mode: "parallel" });
+    const byTokens = trajectoryLayout({ promptLen: t.promptLen, tokens: t.tokens, mode: "parallel" });
+    assert.ok(byIds.ok && byTokens.ok);
+    const want = refLayout(t.promptLen, t.tokens);
+    assert.deepEqual(layoutToJson(byIds.layout), want);
+    assert.deepEqual(layoutToJson(byTokens.layout), want);
+    // A prefix cut inside the last block lays out only with allowIncomplete, as buildNprLayout's.
+    const cut = t.tokens.lastIndexOf("</takeaway>");
+    assert.equal(trajectoryLayout({ promptLen: t.promptLen, tokens: t.tokens.slice(0, cut), mode: "parallel" }).ok, false);
+    const part = trajectoryLayout({ promptLen: t.promptLen, tokens: t.tokens.slice(0, cut), mode: "parallel", allowIncomplete: true });
+    assert.ok(part.ok);
+    assert.deepEqual(layoutToJson(part.layout).positions, want!.positions.slice(0, cut));
+  }
+  // Sequential mode: the baseline decodes plain text (or a structure it does not lay out in parallel).
+  const text = ["q", "<|im_end|>", "</step>", "x", "<takeaway>", "y"];
+  const seq = trajectoryLayout({ promptLen: 2, tokens: text, mode: "sequential" });
+  assert.ok(seq.ok);
+  assert.deepEqual(layoutToJson(seq.layout), layoutToJson(causalLayout(text.length)));
+  const par = trajectoryLayout({ promptLen: 2, tokens: text, mode: "parallel" });
+  assert.ok(!par.ok);
+  assert.equal(par.at, 2);
+  assert.match(par.why, /^token 2: /);
 });

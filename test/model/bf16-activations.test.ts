@@ -11,22 +11,23 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Qwen3Model } from "../../src/model/index.ts";
 import { paramDtype, qwen3ParamSpecs } from "../../src/model/weights.ts";
-import { Tensor, crossEntropy, getDefaultBackend, noGrad } from "../../src/tensor/index.ts";
+import { Tensor, crossEntropy, noGrad } from "../../src/tensor/index.ts";
+import type { Backend } from "../../src/tensor/index.ts";
 import { toBf16Bits } from "../../src/tensor/dtype.ts";
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { causalLayout, packedCausalLayout } from "../../src/util/layout.ts";
 import { randomWeights, referenceLogits, type RefConfig, type RefWeights } from "./reference-qwen3.ts";
 import { bf16, referenceLogitsBf16 } from "./reference-qwen3-bf16.ts";
-import { PARITY_CONFIGS, argmaxRows, diff, fmt, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
+import { PARITY_CONFIGS, argmaxRows, cpu, diff, fmt, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
 
 const T = 12;
 
 /** The model under test holding exactly `weights` (bf16 values): bf16 matrices, or f32 masters. */
-function bf16Model(cfg: RefConfig, weights: RefWeights, params: "bf16" | "f32", backend?: CpuBackend): Qwen3Model {
+function bf16Model(cfg: RefConfig, weights: RefWeights, params: "bf16" | "f32", backend: Backend = cpu): Qwen3Model {
   const f32 = modelFromWeights(cfg, weights, { dtype: "f32", backend });
   if (params === "f32") return new Qwen3Model(f32.config, f32.params, { activations: "bf16" });
-  const be = backend ?? getDefaultBackend();
+  const be = backend;
   const out = new Map<string, Tensor>();
   for (const spec of qwen3ParamSpecs(f32.config)) {
     const t = f32.param(spec.name);
@@ -130,7 +131,7 @@ test("activations bf16: f32 masters give the bits of bf16 parameters; the defaul
   const a = noGrad(() => bf16Model(cfg, weights, "bf16").forward(ids, causalLayout(T))).toArray();
   const b = noGrad(() => bf16Model(cfg, weights, "f32").forward(ids, causalLayout(T))).toArray();
   assert.deepEqual(b, a);
-  const plain = modelFromWeights(cfg, weights, { dtype: "f32" });
+  const plain = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu });
   assert.equal(plain.activations, null);
   const off = noGrad(() => plain.forward(ids, causalLayout(T))).toArray();
   const notBf16 = Array.from(off).filter((x) => bf16(x) !== x).length / off.length;
@@ -171,10 +172,10 @@ test("activations bf16: a packed segment layout matches the oracle under the sam
 test("activations bf16: gradients reach f32 masters", () => {
   const cfg = PARITY_CONFIGS["gqa H4/Hkv2 D12 untied"]!;
   const { weights } = randomWeights(cfg, { seed: 2, roundTo: "BF16" });
-  const base = modelFromWeights(cfg, weights, { dtype: "f32", requiresGrad: true });
+  const base = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu, requiresGrad: true });
   const m = new Qwen3Model(base.config, base.params, { activations: "bf16" });
   const ids = tokens(T, cfg.vocab_size, 3);
-  const targets = Tensor.fromArray(tokens(T, cfg.vocab_size, 9), [T], { dtype: "i32" });
+  const targets = Tensor.fromArray(tokens(T, cfg.vocab_size, 9), [T], { dtype: "i32", backend: cpu });
   crossEntropy(m.forward(ids, causalLayout(T)), targets).backward();
   for (const name of ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_norm.weight", "lm_head.weight"]) {
     const g = m.param(name).grad;
@@ -187,7 +188,7 @@ test("activations bf16: gradients reach f32 masters", () => {
 test("activations bf16 is refused for f64 parameters", () => {
   const cfg = rawConfig();
   const { weights } = randomWeights(cfg, { seed: 1, roundTo: "BF16" });
-  const m = modelFromWeights(cfg, weights, { dtype: "f64" });
+  const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
   assert.throws(() => new Qwen3Model(m.config, m.params, { activations: "bf16" }), (e: unknown) =>
     e instanceof UsageError && e.code === "bad_activations");
 });

@@ -20,7 +20,7 @@ import { noGrad } from "../../src/tensor/index.ts";
 import { CheckpointFormatError } from "../../src/util/errors.ts";
 import { causalLayout } from "../../src/util/layout.ts";
 import { readReferenceCheckpoint, referenceLogits, writeRandomCheckpoint } from "./reference-qwen3.ts";
-import { PARITY_CONFIGS, argmaxRows, diff, fmt, rawConfig, tokens } from "./helpers.ts";
+import { PARITY_CONFIGS, argmaxRows, cpu, diff, fmt, rawConfig, tokens } from "./helpers.ts";
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "npr-model-"));
 process.on("exit", () => fs.rmSync(tmpRoot, { recursive: true, force: true }));
@@ -38,7 +38,7 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
       const ref = referenceLogits(refCfg, weights, ids);
       const V = cfg.vocab_size;
 
-      const m32 = loadQwen3(dir, { dtype: "f32", requiresGrad: false });
+      const m32 = loadQwen3(dir, { backend: cpu, dtype: "f32", requiresGrad: false });
       const out32 = noGrad(() => m32.forward(ids, causalLayout(ids.length))).toArray();
       const d32 = diff(out32, ref);
       const argmaxSame = argmaxRows(out32, V).every((a, i) => a === argmaxRows(ref, V)[i]);
@@ -46,7 +46,7 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
       assert.ok(d32.rel <= 1e-3);
       assert.ok(argmaxSame);
 
-      const m64 = loadQwen3(dir, { dtype: "f64", requiresGrad: false });
+      const m64 = loadQwen3(dir, { backend: cpu, dtype: "f64", requiresGrad: false });
       const d64 = diff(noGrad(() => m64.forward(ids, causalLayout(ids.length))).toArray(), ref);
       console.log(`  ${name} ${storage} f64 compute: ${fmt(d64)}`);
       assert.ok(d64.rel <= 1e-10);
@@ -94,7 +94,7 @@ test("missing, mis-shaped and non-float tensors are errors naming the tensor", (
 
   const d1 = copy();
   rewrite(d1, (e) => e.delete("model.layers.0.self_attn.k_norm.weight"));
-  expectCkError(() => loadQwen3(d1), "missing_tensor", "model.layers.0.self_attn.k_norm.weight",
+  expectCkError(() => loadQwen3(d1, { backend: cpu }), "missing_tensor", "model.layers.0.self_attn.k_norm.weight",
     /: tensor model\.layers\.0\.self_attn\.k_norm\.weight is missing/);
 
   const d2 = copy();
@@ -102,23 +102,23 @@ test("missing, mis-shaped and non-float tensors are errors naming the tensor", (
     const q = e.get("model.layers.0.self_attn.q_proj.weight")!;
     q.shape = [q.shape[1]!, q.shape[0]!];
   });
-  expectCkError(() => loadQwen3(d2), "bad_shape", "model.layers.0.self_attn.q_proj.weight",
+  expectCkError(() => loadQwen3(d2, { backend: cpu }), "bad_shape", "model.layers.0.self_attn.q_proj.weight",
     /q_proj\.weight has shape \[32, 48\], config\.json implies \[48, 32\]/);
 
   const d3 = copy();
   rewrite(d3, (e) => e.delete("lm_head.weight"));
-  expectCkError(() => loadQwen3(d3), "missing_tensor", "lm_head.weight", /tensor lm_head\.weight is missing[^]*tie_word_embeddings/);
+  expectCkError(() => loadQwen3(d3, { backend: cpu }), "missing_tensor", "lm_head.weight", /tensor lm_head\.weight is missing[^]*tie_word_embeddings/);
 
   const d4 = copy();
   rewrite(d4, (e) => {
     const n = e.get("model.norm.weight")!;
     e.set("model.norm.weight", { dtype: "I32", shape: n.shape, data: new Uint8Array(n.shape[0]! * 4) });
   });
-  expectCkError(() => loadQwen3(d4), "bad_dtype", "model.norm.weight", /stored as I32/);
+  expectCkError(() => loadQwen3(d4, { backend: cpu }), "bad_dtype", "model.norm.weight", /stored as I32/);
 
   const d5 = copy();
   fs.rmSync(path.join(d5, "config.json"));
-  expectCkError(() => loadQwen3(d5), "missing_file", path.join(d5, "config.json"), /cannot read the model config/);
+  expectCkError(() => loadQwen3(d5, { backend: cpu }), "missing_file", path.join(d5, "config.json"), /cannot read the model config/);
 });
 
 test("a tied checkpoint that also stores lm_head.weight loads with it ignored", () => {
@@ -127,7 +127,7 @@ test("a tied checkpoint that also stores lm_head.weight loads with it ignored", 
   // A stray lm_head of random values: HF ignores it, so must we (the embeddings are the head).
   writeRandomCheckpoint(dir, cfg, { seed: 2, dtype: "F32", extra: [["lm_head.weight", [48, 32]], ["model.rotary_emb.inv_freq", [6]]] });
   const unexpected: string[] = [];
-  const m = loadQwen3(dir, { onUnexpected: (n) => unexpected.push(...n) });
+  const m = loadQwen3(dir, { backend: cpu, onUnexpected: (n) => unexpected.push(...n) });
   assert.equal(m.params.has("lm_head.weight"), false);
   assert.deepEqual(unexpected, ["model.rotary_emb.inv_freq"]);
   const { weights } = readReferenceCheckpoint(dir);
@@ -142,7 +142,7 @@ test("save -> load round trips exactly (bf16, f32, sharded) and writes the HF fi
     vocabSize: 40, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 4,
     numKeyValueHeads: 2, headDim: 6, attentionBias: true, bosTokenId: 1, eosTokenId: [2, 3],
   });
-  const model = Qwen3Model.random(config, { seed: 5, dtype: "f32" });
+  const model = Qwen3Model.random(config, { seed: 5, dtype: "f32", backend: cpu });
   for (const [dtype, st] of [["bf16", "BF16"], ["f32", "F32"]] as const) {
     const dir = freshDir(`save-${dtype}`);
     saveQwen3(model, dir, { dtype });
@@ -156,7 +156,7 @@ test("save -> load round trips exactly (bf16, f32, sharded) and writes the HF fi
     assert.equal(ck.get("model.embed_tokens.weight")!.dtype, st);
     ck.close();
 
-    const back = loadQwen3(dir, { dtype: "f32" });
+    const back = loadQwen3(dir, { backend: cpu, dtype: "f32" });
     assert.deepEqual(back.config, { ...config, torchDtype: dtype === "bf16" ? "bfloat16" : "float32" });
     let maxAbs = 0;
     for (const spec of qwen3ParamSpecs(config)) {
@@ -176,7 +176,7 @@ test("save -> load round trips exactly (bf16, f32, sharded) and writes the HF fi
   saveQwen3(model, sharded, { dtype: "f32", maxShardBytes: 4096 });
   const files = fs.readdirSync(sharded);
   assert.ok(files.includes("model.safetensors.index.json"), `files: ${files}`);
-  const back = loadQwen3(sharded);
+  const back = loadQwen3(sharded, { backend: cpu });
   for (const spec of qwen3ParamSpecs(config)) {
     assert.deepEqual(back.param(spec.name).toArray(), model.param(spec.name).toArray());
   }
@@ -187,7 +187,7 @@ test("save is atomic: no partial folder under the final name, no overwrite by de
     vocabSize: 16, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,
     numKeyValueHeads: 1, headDim: 4,
   });
-  const model = Qwen3Model.random(config, { seed: 1 });
+  const model = Qwen3Model.random(config, { seed: 1, backend: cpu });
   const parent = freshDir("atomic");
   const dir = path.join(parent, "ck");
 

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError } from "../../src/util/errors.ts";
 import {
+  CONFIG_LIMITS,
   REQUIRED_KEYS,
   makeQwen3Config,
   parseQwen3Config,
@@ -101,9 +102,9 @@ test("every missing required key is an error naming the file and the key", () =>
 
 test("bad values name key, value and expectation", () => {
   const cases: Array<[Record<string, unknown>, string, string]> = [
-    [{ hidden_size: 0 }, "hidden_size", `config.json: key "hidden_size" is 0, expected a positive integer`],
-    [{ vocab_size: "32" }, "vocab_size", `config.json: key "vocab_size" is "32", expected a positive integer`],
-    [{ head_dim: 2.5 }, "head_dim", `config.json: key "head_dim" is 2.5, expected a positive integer`],
+    [{ hidden_size: 0 }, "hidden_size", `config.json: key "hidden_size" is 0, expected a positive integer <= 65536`],
+    [{ vocab_size: "32" }, "vocab_size", `config.json: key "vocab_size" is "32", expected a positive integer <= 4194304`],
+    [{ head_dim: 2.5 }, "head_dim", `config.json: key "head_dim" is 2.5, expected a positive integer <= 1024`],
     [{ rms_norm_eps: -1 }, "rms_norm_eps", `config.json: key "rms_norm_eps" is -1, expected a positive number`],
     [{ rope_theta: "1e6" }, "rope_theta", `config.json: key "rope_theta" is "1e6", expected a positive number`],
     [{ hidden_act: "gelu" }, "hidden_act", `config.json: key "hidden_act" is "gelu", expected "silu" (the only activation Qwen3 uses)`],
@@ -198,4 +199,20 @@ test("qwen3ConfigToJson round-trips and writes what transformers expects", () =>
     () => makeQwen3Config({ vocabSize: 32, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 3, headDim: 6 }),
     ConfigError,
   );
+});
+
+test("size keys have ranges: a typo like vocab_size 1e12 is refused by name, not by a failed allocation", () => {
+  const cases: Array<[string, unknown, string]> = [
+    ["vocab_size", 1e12, `/tmp/c.json: key "vocab_size" is 1000000000000, expected a positive integer <= ${CONFIG_LIMITS.vocab_size}`],
+    ["hidden_size", 2 ** 20, `/tmp/c.json: key "hidden_size" is 1048576, expected a positive integer <= ${CONFIG_LIMITS.hidden_size}`],
+    ["num_hidden_layers", 1e6, `/tmp/c.json: key "num_hidden_layers" is 1000000, expected a positive integer <= ${CONFIG_LIMITS.num_hidden_layers}`],
+    ["max_position_embeddings", 2 ** 30, `/tmp/c.json: key "max_position_embeddings" is 1073741824, expected a positive integer <= ${CONFIG_LIMITS.max_position_embeddings}`],
+    ["rms_norm_eps", 2, `/tmp/c.json: key "rms_norm_eps" is 2, expected a positive number below 1`],
+    ["eos_token_id", 2 ** 40, `/tmp/c.json: key "eos_token_id" is 1099511627776, expected a token id, a non-empty list of token ids, or null`],
+  ];
+  for (const [key, value, message] of cases) {
+    expectConfigError(() => parseQwen3Config({ ...QWEN3_06B, [key]: value }, "/tmp/c.json"), "bad_value", key, message);
+  }
+  // The limits stand far above every released Qwen3 (this one parses at its real sizes).
+  assert.equal(parseQwen3Config({ ...QWEN3_06B, vocab_size: CONFIG_LIMITS.vocab_size }).config.vocabSize, CONFIG_LIMITS.vocab_size);
 });

@@ -11,7 +11,7 @@ import { causalLayout, packedCausalLayout, segmentLayout } from "../../src/util/
 import { noGrad } from "../../src/tensor/index.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { randomWeights, referenceLogits } from "./reference-qwen3.ts";
-import { PARITY_CONFIGS, argmaxRows, diff, fmt, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
+import { PARITY_CONFIGS, argmaxRows, cpu, diff, fmt, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
 
 const T = 9;
 
@@ -21,7 +21,7 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
     const ids = tokens(T, cfg.vocab_size, 5);
     const ref = referenceLogits(cfg, weights, ids);
 
-    const m32 = modelFromWeights(cfg, weights, { dtype: "f32" });
+    const m32 = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu });
     const out32 = noGrad(() => m32.forward(ids, causalLayout(T)));
     assert.deepEqual(out32.shape, [T, cfg.vocab_size]);
     const d32 = diff(out32.toArray(), ref);
@@ -29,7 +29,7 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
     assert.ok(d32.rel <= 1e-3, `f32 relative error ${d32.rel}`);
     assert.deepEqual(argmaxRows(out32.toArray(), cfg.vocab_size), argmaxRows(ref, cfg.vocab_size));
 
-    const m64 = modelFromWeights(cfg, weights, { dtype: "f64" });
+    const m64 = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
     const d64 = diff(noGrad(() => m64.forward(ids, causalLayout(T))).toArray(), ref);
     console.log(`  ${name} f64: ${fmt(d64)}`);
     assert.ok(d64.rel <= 1e-10, `f64 relative error ${d64.rel}`);
@@ -40,7 +40,7 @@ test("logits depend on what they should: a changed earlier token changes later r
   // Guards the parity test against an oracle that shares a causality bug with the model.
   const cfg = rawConfig();
   const { weights } = randomWeights(cfg, { seed: 3, roundTo: "F32" });
-  const m = modelFromWeights(cfg, weights, { dtype: "f64" });
+  const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
   const a = tokens(6, cfg.vocab_size, 1);
   const b = a.slice();
   b[3] = (b[3]! + 1) % cfg.vocab_size;
@@ -55,7 +55,7 @@ for (const dtype of ["f64", "f32"] as const) {
   test(`incremental decode with the KV cache equals a full forward (${dtype})`, () => {
     const cfg = PARITY_CONFIGS["gqa H4/Hkv2 D12 untied"]!;
     const { weights } = randomWeights(cfg, { seed: 21, roundTo: "F32" });
-    const m = modelFromWeights(cfg, weights, { dtype });
+    const m = modelFromWeights(cfg, weights, { dtype, backend: cpu });
     const V = cfg.vocab_size;
     const n = 12;
     const ids = tokens(n, V, 8);
@@ -106,7 +106,7 @@ for (const dtype of ["f64", "f32"] as const) {
 test("a packed layout of two sequences equals two separate forwards", () => {
   const cfg = PARITY_CONFIGS["gqa H4/Hkv1 D8 tied+bias"]!;
   const { weights } = randomWeights(cfg, { seed: 31, roundTo: "F32" });
-  const m = modelFromWeights(cfg, weights, { dtype: "f64" });
+  const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
   const a = tokens(5, cfg.vocab_size, 1);
   const b = tokens(7, cfg.vocab_size, 2);
   const packed = noGrad(() => m.forward(Int32Array.from([...a, ...b]), packedCausalLayout([5, 7]))).toArray();
@@ -123,7 +123,7 @@ test("a segment layout (shared prefix, two branches) matches the reference and s
   const cfg = PARITY_CONFIGS["gqa H4/Hkv2 D12 untied"]!;
   const V = cfg.vocab_size;
   const { weights } = randomWeights(cfg, { seed: 41, roundTo: "F32" });
-  const m = modelFromWeights(cfg, weights, { dtype: "f64" });
+  const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
   const ids = tokens(9, V, 4);
   const positions = [0, 1, 2, 3, 4, 5, 3, 4, 5];
   const visible = Array.from({ length: 9 }, (_, i): Array<[number, number]> =>
@@ -146,7 +146,7 @@ test("a segment layout (shared prefix, two branches) matches the reference and s
 test("token ids outside the vocabulary are a UsageError naming the token", () => {
   const cfg = rawConfig();
   const { weights } = randomWeights(cfg, { seed: 1, roundTo: "F32" });
-  const m = modelFromWeights(cfg, weights, { dtype: "f32" });
+  const m = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu });
   assert.throws(() => m.forward([1, 48], causalLayout(2)), (err: unknown) => {
     assert.ok(err instanceof UsageError);
     assert.equal(err.code, "bad_token");

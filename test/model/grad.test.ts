@@ -12,7 +12,7 @@ import { AdamW, Tensor, crossEntropy, noGrad } from "../../src/tensor/index.ts";
 import { causalLayout, packedCausalLayout } from "../../src/util/layout.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { randomWeights } from "./reference-qwen3.ts";
-import { modelFromWeights, rawConfig, tokens } from "./helpers.ts";
+import { cpu, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
 
 const GRAD_CONFIGS = {
   "tied + bias, H2/Hkv1 D6": rawConfig({
@@ -29,10 +29,10 @@ for (const [name, cfg] of Object.entries(GRAD_CONFIGS)) {
   test(`whole-model gradient check (f64, central differences): ${name}`, () => {
     // std 0.5 so every path (norm weights, rope, attention mixing) carries a sizeable gradient.
     const { weights } = randomWeights(cfg, { seed: 7, std: 0.5 });
-    const model = modelFromWeights(cfg, weights, { dtype: "f64", requiresGrad: true });
+    const model = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu, requiresGrad: true });
     const T = 7;
     const ids = tokens(T, cfg.vocab_size, 9);
-    const targets = Tensor.fromArray(tokens(T, cfg.vocab_size, 10), [T], { dtype: "i32" });
+    const targets = Tensor.fromArray(tokens(T, cfg.vocab_size, 10), [T], { dtype: "i32", backend: cpu });
     const layout = causalLayout(T);
     const loss = () => crossEntropy(model.forward(ids, layout), targets);
 
@@ -78,12 +78,12 @@ test("a tiny model overfits one small batch (loss falls by >= 90%)", () => {
     vocabSize: 32, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2,
     numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, tieWordEmbeddings: true,
   });
-  const model = Qwen3Model.random(config, { seed: 1, dtype: "f32" });
+  const model = Qwen3Model.random(config, { seed: 1, dtype: "f32", backend: cpu });
   // Two packed sequences of 16 random tokens; each predicts its next token.
   const lengths = [16, 16];
   const seqs = lengths.map((n, s) => tokens(n + 1, 32, 100 + s));
   const ids = Int32Array.from(seqs.flatMap((q) => [...q.subarray(0, -1)]));
-  const targets = Tensor.fromArray(Int32Array.from(seqs.flatMap((q) => [...q.subarray(1)])), [ids.length], { dtype: "i32" });
+  const targets = Tensor.fromArray(Int32Array.from(seqs.flatMap((q) => [...q.subarray(1)])), [ids.length], { dtype: "i32", backend: cpu });
   const layout = packedCausalLayout(lengths);
   const opt = new AdamW(model.parameters(), { lr: 1e-2, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0 });
   let first = 0;

@@ -7,6 +7,7 @@ import { parseQwen3Config } from "../../src/model/config.ts";
 import { Qwen3Model } from "../../src/model/qwen3.ts";
 import { Tensor } from "../../src/tensor/index.ts";
 import type { Backend } from "../../src/tensor/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { Rng } from "../../src/util/rng.ts";
 import type { RefConfig, RefWeights } from "./reference-qwen3.ts";
 
@@ -30,6 +31,9 @@ export function rawConfig(patch: Partial<RefConfig> = {}): RefConfig {
   };
 }
 
+/** The CPU backend the model tests run on (there is no default backend: every tensor names its own). */
+export const cpu: Backend = new CpuBackend();
+
 /** The configs the parity tests sweep: name -> raw config.json. */
 export const PARITY_CONFIGS: Record<string, RefConfig> = {
   "gqa H4/Hkv2 D12 untied": rawConfig(),
@@ -46,7 +50,7 @@ export const PARITY_CONFIGS: Record<string, RefConfig> = {
 export function modelFromWeights(
   cfg: RefConfig,
   weights: RefWeights,
-  opts: { dtype: "f32" | "f64"; backend?: Backend; requiresGrad?: boolean },
+  opts: { dtype: "f32" | "f64"; backend: Backend; requiresGrad?: boolean },
 ): Qwen3Model {
   const { config } = parseQwen3Config(cfg);
   const params = new Map<string, Tensor>();

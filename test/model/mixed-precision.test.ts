@@ -13,18 +13,18 @@ import path from "node:path";
 import { Qwen3Model, loadQwen3, saveQwen3 } from "../../src/model/index.ts";
 import { parseQwen3Config } from "../../src/model/config.ts";
 import { paramDtype, qwen3ParamSpecs } from "../../src/model/weights.ts";
-import { Tensor, getDefaultBackend, noGrad } from "../../src/tensor/index.ts";
+import { Tensor, noGrad } from "../../src/tensor/index.ts";
 import { toBf16Bits } from "../../src/tensor/dtype.ts";
 import { causalLayout } from "../../src/util/layout.ts";
 import { randomWeights, referenceLogits, type RefConfig, type RefWeights } from "./reference-qwen3.ts";
-import { PARITY_CONFIGS, argmaxRows, diff, fmt, modelFromWeights, tokens } from "./helpers.ts";
+import { PARITY_CONFIGS, argmaxRows, cpu, diff, fmt, modelFromWeights, tokens } from "./helpers.ts";
 
 const T = 9;
 
 /** A mixed-precision model holding exactly `weights` (which must already be bf16 values). */
 function mixedFromWeights(cfg: RefConfig, weights: RefWeights): Qwen3Model {
-  const f32 = modelFromWeights(cfg, weights, { dtype: "f32" });
-  const be = getDefaultBackend();
+  const f32 = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu });
+  const be = cpu;
   const params = new Map<string, Tensor>();
   for (const spec of qwen3ParamSpecs(f32.config)) {
     const t = f32.param(spec.name);
@@ -51,7 +51,7 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
     assert.equal(out.dtype, "f32");
     const logits = out.toArray();
     const dRef = diff(logits, ref);
-    const f32 = noGrad(() => modelFromWeights(cfg, weights, { dtype: "f32" }).forward(ids, causalLayout(T))).toArray();
+    const f32 = noGrad(() => modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu }).forward(ids, causalLayout(T))).toArray();
     const dF32 = diff(logits, f32);
     const agree = argmaxRows(logits, cfg.vocab_size).filter((a, i) => a === argmaxRows(ref, cfg.vocab_size)[i]).length / T;
     console.log(`  ${name} bf16 vs f64 oracle: ${fmt(dRef)}; vs f32 model: ${fmt(dF32)}; argmax agree ${agree}`);
@@ -79,12 +79,12 @@ test("bf16 mixed precision: KV-cache decode equals the full forward", () => {
 
 test("bf16 mixed precision: Qwen3Model.random, save as BF16, load with dtype bf16 keeps every bit", () => {
   const { config } = parseQwen3Config(PARITY_CONFIGS["gqa H4/Hkv1 D8 tied+bias"]!);
-  const m = Qwen3Model.random(config, { seed: 9, dtype: "bf16" });
+  const m = Qwen3Model.random(config, { seed: 9, dtype: "bf16", backend: cpu });
   for (const spec of qwen3ParamSpecs(config)) assert.equal(m.param(spec.name).dtype, spec.shape.length === 2 ? "bf16" : "f32", spec.name);
   const dir = mkdtempSync(path.join(tmpdir(), "npr-bf16-"));
   try {
     saveQwen3(m, path.join(dir, "ck"), { dtype: "bf16" });
-    const back = loadQwen3(path.join(dir, "ck"), { dtype: "bf16", requiresGrad: false });
+    const back = loadQwen3(path.join(dir, "ck"), { backend: cpu, dtype: "bf16", requiresGrad: false });
     for (const spec of qwen3ParamSpecs(config)) {
       assert.deepEqual(back.param(spec.name).toArray(), m.param(spec.name).toArray(), spec.name);
     }

@@ -14,11 +14,12 @@ import { CountdownTask } from "../../src/tasks/index.ts";
 import { causalLayout, segmentLayout } from "../../src/util/layout.ts";
 import type { Layout } from "../../src/util/layout.ts";
 import { diffStats } from "../util/check-close.ts";
+import { cpu } from "./helpers.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
   makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
-  { seed: 17, dtype: "f64", std: 0.3 },
+  { seed: 17, dtype: "f64", std: 0.3, backend: cpu },
 );
 
 // A real multi-branch trajectory: the chat prompt (which itself mentions tags) + a Countdown NPR solution.

@@ -17,6 +17,7 @@ import { NprTokenizer, byteTokenizerFiles } from "../../src/tokenizer/index.ts";
 import { addTagsToCheckpoint } from "../../src/cli/tokenizer.ts";
 import { causalLayout } from "../../src/util/layout.ts";
 import { diffStats } from "../util/check-close.ts";
+import { cpu } from "./helpers.ts";
 
 /** The byte tokenizer without the 8 tags (259 ids), as a base model's tokenizer would be. */
 function untaggedByteTokenizer(): NprTokenizer {
@@ -32,7 +33,7 @@ function tinyModel(vocabSize: number, tied: boolean, seed: number): Qwen3Model {
     vocabSize, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 8,
     tieWordEmbeddings: tied,
   });
-  return Qwen3Model.random(config, { seed, dtype: "f64", std: 0.5 });
+  return Qwen3Model.random(config, { seed, dtype: "f64", std: 0.5, backend: cpu });
 }
 
 const rows = (t: { toArray(): ArrayLike<number>; shape: readonly number[] }) => {
@@ -89,7 +90,7 @@ test("add-tags checkpoint round trip: tokenizer + resized weights load back iden
     const tok = NprTokenizer.load(out);
     assert.ok(tok.hasTags);
     assert.equal(tok.tagId("<takeaway>"), 265);
-    const back = loadQwen3(out, { dtype: "f64" });
+    const back = loadQwen3(out, { backend: cpu, dtype: "f64" });
     assert.equal(back.param(EMBED).shape[0], 320, "HF requires config vocab_size == embedding rows");
     assert.throws(() => addTagsToCheckpoint(out, join(dir, "again")), /already has the NPR tags/);
     // Same logits as the in-memory resize (f32 storage of f64 weights: compare at f32 precision).

@@ -11,7 +11,7 @@ import { AdamW, Tensor, crossEntropy } from "../../src/tensor/index.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { segmentLayout } from "../../src/util/layout.ts";
 import type { Layout } from "../../src/util/layout.ts";
-import { modelFromWeights, rawConfig, tokens } from "./helpers.ts";
+import { cpu, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
 import { randomWeights } from "./reference-qwen3.ts";
 
 /**
@@ -51,13 +51,13 @@ function setup(seed: number): { layout: Layout; ids: Int32Array | number[]; targ
   const layout = nprBlockLayout(6, 3, 3, 5, 4);
   const T = layout.numTokens;
   const ids = tokens(T, CFG.vocab_size, seed);
-  const targets = Tensor.fromArray(tokens(T, CFG.vocab_size, seed + 1), [T], { dtype: "i32" });
+  const targets = Tensor.fromArray(tokens(T, CFG.vocab_size, seed + 1), [T], { dtype: "i32", backend: cpu });
   return { layout, ids, targets };
 }
 
 test("bf16-compute gradients match the f32 ones within bf16 tolerance (f32 masters)", () => {
   const { weights } = randomWeights(CFG, { seed: 5, std: 0.3 });
-  const f32 = modelFromWeights(CFG, weights, { dtype: "f32", requiresGrad: true });
+  const f32 = modelFromWeights(CFG, weights, { dtype: "f32", backend: cpu, requiresGrad: true });
   // Same parameter tensors, computing in bf16: gradients land on the same f32 masters.
   const mixed = new Qwen3Model(f32.config, f32.params, { computeDtype: "bf16" });
   assert.equal(mixed.gemmDtype, "bf16");
@@ -100,7 +100,7 @@ test("bf16-compute gradients match the f32 ones within bf16 tolerance (f32 maste
 });
 
 test("bf16-compute training lowers the loss over a few AdamW steps", () => {
-  const masters = modelFromWeights(CFG, randomWeights(CFG, { seed: 1 }).weights, { dtype: "f32", requiresGrad: true });
+  const masters = modelFromWeights(CFG, randomWeights(CFG, { seed: 1 }).weights, { dtype: "f32", backend: cpu, requiresGrad: true });
   const model = new Qwen3Model(masters.config, masters.params, { computeDtype: "bf16" });
   const { layout, ids, targets } = setup(41);
   const opt = new AdamW(model.parameters(), { lr: 1e-2, weightDecay: 0 });
@@ -117,6 +117,6 @@ test("bf16-compute training lowers the loss over a few AdamW steps", () => {
 });
 
 test("computeDtype bf16 is refused over non-f32 parameters", () => {
-  const f64 = modelFromWeights(CFG, randomWeights(CFG, { seed: 2 }).weights, { dtype: "f64" });
+  const f64 = modelFromWeights(CFG, randomWeights(CFG, { seed: 2 }).weights, { dtype: "f64", backend: cpu });
   assert.throws(() => new Qwen3Model(f64.config, f64.params, { computeDtype: "bf16" }), UsageError);
 });

@@ -9,7 +9,7 @@ import { parseQwen3Config } from "../../src/model/config.ts";
 import { Qwen3Model } from "../../src/model/qwen3.ts";
 import { initQwen3Params, qwen3ParamCount, qwen3ParamSpecs } from "../../src/model/weights.ts";
 import { referenceParamShapes } from "./reference-qwen3.ts";
-import { PARITY_CONFIGS, rawConfig } from "./helpers.ts";
+import { PARITY_CONFIGS, cpu, rawConfig } from "./helpers.ts";
 
 test("parameter specs match the HF names and shapes", () => {
   for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
@@ -34,10 +34,10 @@ test("parameter specs match the HF names and shapes", () => {
 test("random init is deterministic per seed and per name, with HF statistics", () => {
   const untied = parseQwen3Config(rawConfig({ attention_bias: true })).config;
   const tied = parseQwen3Config(rawConfig({ attention_bias: false, tie_word_embeddings: true })).config;
-  const a = initQwen3Params(untied, { seed: 42, dtype: "f64" });
-  const b = initQwen3Params(untied, { seed: 42, dtype: "f64" });
-  const c = initQwen3Params(untied, { seed: 43, dtype: "f64" });
-  const t = initQwen3Params(tied, { seed: 42, dtype: "f64" });
+  const a = initQwen3Params(untied, { seed: 42, dtype: "f64", backend: cpu });
+  const b = initQwen3Params(untied, { seed: 42, dtype: "f64", backend: cpu });
+  const c = initQwen3Params(untied, { seed: 43, dtype: "f64", backend: cpu });
+  const t = initQwen3Params(tied, { seed: 42, dtype: "f64", backend: cpu });
   for (const [name, p] of a) {
     assert.deepEqual(p.toArray(), b.get(name)!.toArray(), `${name} differs between runs`);
     // Same name, same values, whatever else the model has (no biases, no lm_head).
@@ -59,7 +59,7 @@ test("random init is deterministic per seed and per name, with HF statistics", (
   assert.ok(a.get("model.norm.weight")!.toArray().every((v) => v === 1));
   assert.ok(a.get("model.layers.1.self_attn.k_proj.bias")!.toArray().every((v) => v === 0));
 
-  const m = Qwen3Model.random(untied, { seed: 42, dtype: "f64" });
+  const m = Qwen3Model.random(untied, { seed: 42, dtype: "f64", backend: cpu });
   assert.deepEqual(m.parameters().map((p) => p.shape), qwen3ParamSpecs(untied).map((s) => s.shape));
   assert.deepEqual(m.param("model.layers.0.mlp.up_proj.weight").toArray(), a.get("model.layers.0.mlp.up_proj.weight")!.toArray());
 });

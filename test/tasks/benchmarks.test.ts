@@ -65,3 +65,23 @@ test("loader: OlympiadBench unit and error become grading options; zebra grids v
     assert.throws(() => loadBenchmark("zebralogic", dir), { message: `${path}:1: "solution" must be {header: string[], rows: string[][]} with rows as wide as the header` });
   });
 });
+
+test("loader: an empty or blank file is an error, never a benchmark of 0 rows; a folder in its place too", () => {
+  for (const lines of [[], ["", "   ", ""]]) {
+    withData("math500.jsonl", lines, (dir, path) => {
+      assert.throws(() => loadBenchmark("math500", dir), (err: unknown) => {
+        assert.ok(err instanceof DataFormatError);
+        assert.equal(err.code, "empty_file");
+        assert.ok(err.message.startsWith(`${path}: the file holds no rows`), err.message);
+        return true;
+      });
+    });
+  }
+  const dir = mkdtempSync(join(tmpdir(), "npr-bench-"));
+  try {
+    mkdirSync(join(dir, "benchmarks", "aime24.jsonl"), { recursive: true });
+    assert.throws(() => loadBenchmark("aime24", dir), (err: unknown) => err instanceof DataFormatError && /EISDIR/.test(err.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

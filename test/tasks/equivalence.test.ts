@@ -83,3 +83,22 @@ test("grader: HMMT list answers boxed one by one, OlympiadBench unit and error",
   assert.equal(gradeAnswer("\\boxed{45 \\text{minutes}}", "45", { unit: "minute" }).correct, true);
   assert.deepEqual(gradeAnswer("nothing here", "3", { fallbacks: [] }), { correct: false, extracted: null });
 });
+
+// Values outside float64 (overflow to Infinity, underflow to 0) are never compared as doubles:
+// `\infty` is not 10^{400}, 10^{-400} is not 0, and two huge numbers compare by their exact quotient.
+const outOfRange: [string, string, boolean][] = [
+  ["\\infty", "10^{400}", false], ["-\\infty", "-10^{400}", false], ["\\infty", "1e400", false], ["\\infty", "2^{2000}", false],
+  ["\\infty", "1.7976931348623157e308", false], ["(1, \\infty)", "(1, 10^{999})", false], ["e^{1000}", "e^{1001}", false],
+  ["1.5\\times10^{400}", "10^{401}", false], ["10^{400}+1", "10^{400}", false], ["e^{1000x}", "e^{1001x}", false],
+  ["\\frac{1}{10^{400}}", "0", false], ["10^{-400}", "10^{-401}", false],
+  ["\\infty", "\\infty", true], ["(1, \\infty)", "(1,\\infty)", true], ["10^{400}", "1e400", true],
+  ["1.5\\times 10^{400}", "15\\times10^{399}", true], ["10^{308}\\cdot 10", "10^{309}", true], ["10^{-400}", "1e-400", true],
+];
+
+test("equivalence: numbers outside float64 are not equal to infinity, to 0 or to each other by accident", () => {
+  for (const [a, b, want] of outOfRange) {
+    assert.equal(answersEqual(a, b), want, `${a} vs ${b}`);
+    assert.equal(answersEqual(b, a), want, `${b} vs ${a}`);
+  }
+  assert.equal(gradeAnswer("so \\boxed{\\infty}", "10^{400}").correct, false);
+});

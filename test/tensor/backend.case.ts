@@ -2,27 +2,26 @@
  * The backend conformance suite (STYLE.md habit 7): every primitive of the Backend contract,
  * forward and backward, against the naive float64 references of backend.reference.ts (dense
  * masks built from the segments), on seeded random inputs, with per-op tolerances
- * (backend.harness.ts). Every backend runs it (cpu.test.ts, cpu-threads.test.ts, cuda.test.ts).
- * Each case asserts the backend's counter for its primitive rose, so a silent fallback cannot
- * pass; outputs start as garbage (NaN where C must not be read), so an op that accumulates where
- * it should overwrite fails. In bf16 every case runs on bf16 buffers (inputs rounded to bf16,
- * references in float64 on those values, outputs held to about one bf16 rounding); a few cases
- * check dtype mixes and `cast` exactly. Knows only the Backend API.
+ * (backend.harness.ts). Every backend runs it (cpu.test.ts, cuda.test.ts).
+ * This file holds the GEMM, dtype-mix, nn, attention and optimizer cases; the memory,
+ * elementwise, clipping (min, max, le, where) and reduce cases are in backend-elementwise.case.ts,
+ * imported first so the report keeps the contract's order. Each case asserts the backend's
+ * counter for its primitive rose, so a silent fallback cannot pass; outputs start as garbage (NaN
+ * where C must not be read), so an op that accumulates where it should overwrite fails. In bf16
+ * every case runs on bf16 buffers (inputs rounded to bf16, references in float64 on those
+ * values, outputs held to about one bf16 rounding); a few cases check dtype mixes and `cast`
+ * exactly. Knows only the Backend API.
  */
-import { describe, test } from "node:test";
+import "./backend-elementwise.case.ts";
 import assert from "node:assert/strict";
-import type { Backend, MatmulParams, PrimitiveName, ScalarOp } from "../../src/tensor/backend/types.ts";
-import { BINARY_OPS, UNARY_OPS } from "../../src/tensor/backend/types.ts";
+import type { MatmulParams } from "../../src/tensor/backend/types.ts";
 import { causalLayout, packedCausalLayout, type Layout } from "../../src/util/layout.ts";
-import { Rng } from "../../src/util/rng.ts";
-import { Harness, seedOf, tol, TOL_ATTENTION, TOL_MATMUL, TOL_POINTWISE, TOL_REDUCE } from "./backend.harness.ts";
+import type { Rng } from "../../src/util/rng.ts";
+import { addCase, Harness, tol, TOL_ATTENTION, TOL_MATMUL, TOL_POINTWISE, TOL_REDUCE } from "./backend.harness.ts";
 import {
   attentionRef,
-  BINARY_REF,
   branchLayout,
   denseMask,
-  extent,
-  forEachIndex,
   lseRef,
   matmulRef,
   randomLayout,
@@ -30,226 +29,12 @@ import {
   ropeRef,
   roundTo,
   softmaxRef,
-  stridedIndex,
-  UNARY_REF,
   type AttnCase,
   type FloatDType,
 } from "./backend.reference.ts";
 
+export { runBackendSuite, type BackendSuiteOptions } from "./backend.harness.ts";
 export type { FloatDType };
-
-export interface BackendSuiteOptions {
-  /** Primitives this backend cannot run yet, each with the reason printed in the report. */
-  skip?: Partial<Record<PrimitiveName, string>>;
-  /** Float dtypes to run every case in (default all three). */
-  dtypes?: FloatDType[];
-}
-
-interface Case {
-  prim: PrimitiveName;
-  name: string;
-  run: (h: Harness) => void;
-}
-
-const CASES: Case[] = [];
-
-function add(prim: PrimitiveName, name: string, run: (h: Harness) => void): void {
-  CASES.push({ prim, name, run });
-}
-
-/**
- * Registers every case as a node:test test, once per dtype, under `describe(name dtype)`.
- * makeBackend is called once, lazily, by the first case that runs.
- */
-export function runBackendSuite(name: string, makeBackend: () => Backend, opts: BackendSuiteOptions = {}): void {
-  let backend: Backend | undefined;
-  const get = (): Backend => (backend ??= makeBackend());
-  for (const dtype of opts.dtypes ?? (["f32", "f64", "bf16"] as const)) {
-    describe(`${name} [${dtype}]`, () => {
-      for (const c of CASES) {
-        const skip = opts.skip?.[c.prim];
-        test(`${c.prim}: ${c.name}`, skip ? { skip } : {}, (t) => {
-          const be = get();
-          const h = new Harness(be, dtype, new Rng(seedOf(`${c.prim}/${c.name}/${dtype}`)), t, c.prim);
-          const before = be.counters()[c.prim] ?? 0;
-          try {
-            c.run(h);
-          } finally {
-            h.dispose();
-          }
-          const after = be.counters()[c.prim] ?? 0;
-          assert.ok(after > before, `${c.prim}: counter did not rise (${before} -> ${after}): did the op run at all?`);
-        });
-      }
-    });
-  }
-}
-
-// ---------------------------------------------------------------- memory
-
-add("fill", "float and i32 buffers", (h) => {
-  const b = h.out(37);
-  h.be.fill(b, -2.5);
-  h.close("float", b, new Float64Array(37).fill(-2.5), TOL_POINTWISE);
-  const ib = h.ibuf([1, 2, 3, 4, 5]);
-  h.be.fill(ib, 7);
-  assert.deepEqual(Array.from(h.be.read(ib)), [7, 7, 7, 7, 7]);
-});
-
-/** Runs one copy and checks the region written and that nothing around it changed. */
-function checkCopy(h: Harness, label: string, srcLen: number, shape: number[], strides: number[], srcOffset: number, dstOffset: number): void {
-  const src = h.randn(srcLen);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const outLen = dstOffset + n + 3;
-  const before = h.randn(outLen, 100);
-  const out = h.buf(before);
-  h.be.copy(h.buf(src), out, { shape, srcStrides: strides, srcOffset, dstOffset });
-  const expected = before.slice();
-  forEachIndex(shape, (flat, idx) => {
-    expected[dstOffset + flat] = src[stridedIndex(idx, strides, srcOffset)];
-  });
-  h.close(label, out, expected, tol(0, 0, 0, 0));
-}
-
-add("copy", "contiguous runs with offsets", (h) => {
-  checkCopy(h, "short run", 20, [10], [1], 3, 2);
-  checkCopy(h, "long run", 300, [250], [1], 17, 5);
-  checkCopy(h, "rows of a matrix [3, 40] of [5, 50]", 250, [3, 40], [50, 1], 55, 0);
-});
-
-add("copy", "permuted strides (transpose, 3-D permutation)", (h) => {
-  checkCopy(h, "transpose [6, 9] -> [9, 6]", 54, [9, 6], [1, 9], 0, 0);
-  // src [2, 3, 4] contiguous, viewed as permute(2, 0, 1): shape [4, 2, 3], strides [1, 12, 4].
-  checkCopy(h, "permute(2,0,1) of [2,3,4]", 24, [4, 2, 3], [1, 12, 4], 0, 1);
-  checkCopy(h, "rank-4 permutation", 120, [5, 2, 3, 4], [1, 60, 20, 5], 0, 0);
-});
-
-add("copy", "broadcast (stride 0), size-1 dims, rank 0, i32", (h) => {
-  checkCopy(h, "repeat a row [4, 7] from [7]", 7, [4, 7], [0, 1], 0, 0);
-  checkCopy(h, "repeat a column [5, 3] from [5]", 5, [5, 3], [1, 0], 0, 0);
-  checkCopy(h, "size-1 dims", 12, [1, 3, 1, 4], [99, 4, 99, 1], 0, 0);
-  checkCopy(h, "rank 0", 5, [], [], 4, 2);
-  const src = h.ibuf([1, 2, 3, 4, 5, 6]);
-  const out = h.ibuf([0, 0, 0, 0, 0, 0, 0]);
-  h.be.copy(src, out, { shape: [3, 2], srcStrides: [1, 3], srcOffset: 0, dstOffset: 1 });
-  assert.deepEqual(Array.from(h.be.read(out)), [0, 1, 4, 2, 5, 3, 6]);
-});
-
-// ---------------------------------------------------------------- elementwise
-
-for (const op of UNARY_OPS) {
-  add("unary", op, (h) => {
-    const ref = UNARY_REF[op];
-    const x = ref.positive ? h.uniform(53, 0.1, 4) : h.randn(53, 2);
-    const out = h.out(53);
-    h.be.unary(op, h.buf(x), out);
-    h.close(op, out, x.map(ref.f), TOL_POINTWISE);
-  });
-  add("unaryBackward", op, (h) => {
-    const ref = UNARY_REF[op];
-    const x = ref.positive ? h.uniform(53, 0.1, 4) : h.randn(53, 2);
-    const y = x.map((v) => h.round(ref.f(v)));
-    const dy = h.randn(53);
-    const dx = h.out(53);
-    h.be.unaryBackward(op, h.buf(x), h.buf(y), h.buf(dy), dx);
-    h.close(`d${op}`, dx, x.map((v, i) => dy[i] * ref.df(v)), TOL_POINTWISE);
-  });
-}
-
-/** Broadcasting patterns: [label, shape, aStrides, bStrides]. */
-const BROADCASTS: Array<[string, number[], number[], number[]]> = [
-  ["same shape [5, 7]", [5, 7], [7, 1], [7, 1]],
-  ["rows: [6, 9] op [9]", [6, 9], [9, 1], [0, 1]],
-  ["columns: [6, 9] op [6, 1]", [6, 9], [9, 1], [1, 0]],
-  ["scalar-like b", [4, 5], [5, 1], [0, 0]],
-  ["broadcast a: [9] op [6, 9]", [6, 9], [0, 1], [9, 1]],
-  ["3-D: [3, 1, 5] op [1, 4, 1]", [3, 4, 5], [5, 0, 1], [0, 1, 0]],
-  ["transposed a", [4, 6], [1, 4], [6, 1]],
-  ["long rows [3, 200] op [200]", [3, 200], [200, 1], [0, 1]],
-  ["one element, rank 0", [], [], []],
-];
-
-for (const op of BINARY_OPS) {
-  add("binary", `${op} (every broadcasting pattern)`, (h) => {
-    for (const [label, shape, as, bs] of BROADCASTS) {
-      const a = h.randn(extent(shape, as));
-      // Divisors are kept away from zero so the comparison is well conditioned.
-      const b = op === "div" ? h.uniform(extent(shape, bs), 0.5, 2).map((v, i) => (i % 2 ? -v : v)) : h.randn(extent(shape, bs));
-      const n = shape.reduce((x, y) => x * y, 1);
-      const out = h.out(n);
-      h.be.binary(op, h.buf(a), h.buf(b), out, { shape, aStrides: as, bStrides: bs });
-      const expected = new Float64Array(n);
-      forEachIndex(shape, (flat, idx) => {
-        expected[flat] = BINARY_REF[op](a[stridedIndex(idx, as)], b[stridedIndex(idx, bs)]);
-      });
-      h.close(label, out, expected, TOL_POINTWISE);
-    }
-  });
-}
-
-const SCALARS: Array<[ScalarOp, number]> = [
-  ["add", 0.75],
-  ["mul", -1.5],
-  ["pow", 2],
-  ["pow", 3],
-  ["pow", 0.5],
-  ["pow", -1],
-  ["pow", 1.7],
-];
-
-add("scalar", "add, mul, pow (integer, fractional and negative exponents)", (h) => {
-  for (const [op, value] of SCALARS) {
-    const x = op === "pow" ? h.uniform(41, 0.2, 3) : h.randn(41);
-    const out = h.out(41);
-    h.be.scalar(op, h.buf(x), value, out);
-    const f = op === "add" ? (v: number) => v + value : op === "mul" ? (v: number) => v * value : (v: number) => v ** value;
-    h.close(`${op} ${value}`, out, x.map(f), TOL_POINTWISE);
-  }
-});
-
-add("swiglu", "silu(gate) * up", (h) => {
-  const gate = h.randn(77, 2);
-  const up = h.randn(77);
-  const out = h.out(77);
-  h.be.swiglu(h.buf(gate), h.buf(up), out);
-  h.close("out", out, gate.map((g, i) => UNARY_REF.silu.f(g) * up[i]), TOL_POINTWISE);
-});
-
-add("swigluBackward", "dGate and dUp", (h) => {
-  const gate = h.randn(77, 2);
-  const up = h.randn(77);
-  const dy = h.randn(77);
-  const dGate = h.out(77);
-  const dUp = h.out(77);
-  h.be.swigluBackward(h.buf(gate), h.buf(up), h.buf(dy), dGate, dUp);
-  h.close("dGate", dGate, gate.map((g, i) => dy[i] * up[i] * UNARY_REF.silu.df(g)), TOL_POINTWISE);
-  h.close("dUp", dUp, gate.map((g, i) => dy[i] * UNARY_REF.silu.f(g)), TOL_POINTWISE);
-});
-
-// ---------------------------------------------------------------- reduce
-
-add("reduceSum", "[outer, reduce, inner] shapes, including reduce 0", (h) => {
-  const shapes: Array<[number, number, number]> = [
-    [1, 50, 1],
-    [4, 7, 1],
-    [3, 5, 6],
-    [1, 1, 8],
-    [2, 33, 17],
-    [2, 0, 3],
-  ];
-  for (const [outer, reduce, inner] of shapes) {
-    const x = h.randn(outer * reduce * inner);
-    const out = h.out(outer * inner);
-    h.be.reduceSum(h.buf(x.length ? x : [0]), out, { outer, reduce, inner });
-    const expected = new Float64Array(outer * inner);
-    for (let o = 0; o < outer; o++) {
-      for (let r = 0; r < reduce; r++) {
-        for (let i = 0; i < inner; i++) expected[o * inner + i] += x[(o * reduce + r) * inner + i];
-      }
-    }
-    h.close(`[${outer}, ${reduce}, ${inner}]`, out, expected, TOL_REDUCE);
-  }
-});
 
 // ---------------------------------------------------------------- gemm
 
@@ -282,7 +67,7 @@ const TRANS: Array<[boolean, boolean]> = [
   [true, true],
 ];
 
-add("matmul", "all four transpose combinations, odd sizes", (h) => {
+addCase("matmul", "all four transpose combinations, odd sizes", (h) => {
   for (const [transA, transB] of TRANS) {
     for (const [m, n, k] of [
       [5, 7, 3],
@@ -296,7 +81,7 @@ add("matmul", "all four transpose combinations, odd sizes", (h) => {
   }
 });
 
-add("matmul", "strided batch, broadcast B (stride 0), offsets, gaps between items", (h) => {
+addCase("matmul", "strided batch, broadcast B (stride 0), offsets, gaps between items", (h) => {
   for (const [transA, transB] of TRANS) {
     const m = 6;
     const n = 5;
@@ -309,7 +94,7 @@ add("matmul", "strided batch, broadcast B (stride 0), offsets, gaps between item
   checkMatmul(h, "batch 4, shared A", { batch: 4, m: 3, n: 8, k: 5, transA: false, transB: true, strideA: 0, strideB: 40, strideC: 24 });
 });
 
-add("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) => {
+addCase("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) => {
   checkMatmul(h, "alpha 0.5 beta 0.25", { batch: 2, m: 9, n: 4, k: 11, transA: false, transB: false, strideA: 99, strideB: 44, strideC: 36, alpha: 0.5, beta: 0.25 });
   checkMatmul(h, "beta 1 (gradient accumulation)", { batch: 1, m: 8, n: 8, k: 8, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, beta: 1 });
   checkMatmul(h, "beta 0 over NaN", { batch: 2, m: 7, n: 6, k: 5, transA: false, transB: true, strideA: 35, strideB: 30, strideC: 50, offsetC: 3 }, NaN);
@@ -318,7 +103,7 @@ add("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) =>
 
 // ---------------------------------------------------------------- dtypes: cast and the bf16 mixes
 
-add("cast", "every pair of float dtypes, exact rounding to nearest even (no double rounding from f64)", (h) => {
+addCase("cast", "every pair of float dtypes, exact rounding to nearest even (no double rounding from f64)", (h) => {
   // Random values over a wide range, ties, infinities, and 1 + 2^-8 + 2^-40, which an f64 -> bf16
   // cast through a nearest-even f32 rounds to 1 instead of 1 + 2^-7.
   const special = [0, -0, 1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -40, 65504, 3e38, -1e-30, Infinity, -Infinity];
@@ -334,7 +119,7 @@ add("cast", "every pair of float dtypes, exact rounding to nearest even (no doub
   }
 });
 
-add("matmul", "bf16 A and B into an f32 C (mixed precision, fp32 accumulation)", (h) => {
+addCase("matmul", "bf16 A and B into an f32 C (mixed precision, fp32 accumulation)", (h) => {
   for (const [transA, transB] of TRANS) {
     const p: MatmulParams = { batch: 2, m: 9, n: 17, k: 40, transA, transB, strideA: 360, strideB: 0, strideC: 153 };
     const a = Float64Array.from(h.randn(720), (v) => roundTo("bf16", v));
@@ -347,7 +132,7 @@ add("matmul", "bf16 A and B into an f32 C (mixed precision, fp32 accumulation)",
   }
 });
 
-add("embedding", "a bf16 table gathered into an f32 out (exact widening)", (h) => {
+addCase("embedding", "a bf16 table gathered into an f32 out (exact widening)", (h) => {
   const V = 11;
   const C = 6;
   const table = Float64Array.from(h.randn(V * C), (v) => roundTo("bf16", v));
@@ -357,7 +142,7 @@ add("embedding", "a bf16 table gathered into an f32 out (exact widening)", (h) =
   h.close("out", h.get(out), expected, tol(0, 0, 0, 0));
 });
 
-add("unary", "dtype mixes the contract refuses: f32 beside bf16, f64 C of a bf16 GEMM", (h) => {
+addCase("unary", "dtype mixes the contract refuses: f32 beside bf16, f64 C of a bf16 GEMM", (h) => {
   const x = h.bufAs("bf16", h.randn(8));
   const y = h.bufAs("f32", h.randn(8));
   assert.throws(() => h.be.unary("exp", x, y), /unary.*f32 beside bf16|float args must share/);
@@ -370,7 +155,7 @@ add("unary", "dtype mixes the contract refuses: f32 beside bf16, f64 C of a bf16
 
 const EMB_IDS = [3, 0, 10, 3, 7, 7, 7, 1, 10];
 
-add("embedding", "rows gathered, repeated ids", (h) => {
+addCase("embedding", "rows gathered, repeated ids", (h) => {
   const V = 11;
   const C = 6;
   const table = h.randn(V * C);
@@ -380,7 +165,7 @@ add("embedding", "rows gathered, repeated ids", (h) => {
   h.close("out", out, expected, tol(0, 0, 0, 0));
 });
 
-add("embeddingBackward", "scatter-add accumulates into dTable, repeated ids sum", (h) => {
+addCase("embeddingBackward", "scatter-add accumulates into dTable, repeated ids sum", (h) => {
   const V = 11;
   const C = 6;
   const dOut = h.randn(EMB_IDS.length * C);
@@ -396,7 +181,7 @@ add("embeddingBackward", "scatter-add accumulates into dTable, repeated ids sum"
 
 const RMS = { rows: 6, dim: 24, eps: 1e-6 };
 
-add("rmsnorm", "out and rstd", (h) => {
+addCase("rmsnorm", "out and rstd", (h) => {
   const x = h.randn(RMS.rows * RMS.dim, 3);
   const w = h.randn(RMS.dim, 0.5).map((v) => h.round(v + 1));
   const out = h.out(RMS.rows * RMS.dim);
@@ -407,7 +192,7 @@ add("rmsnorm", "out and rstd", (h) => {
   h.close("rstd", rstd, ref.rstd, TOL_REDUCE);
 });
 
-add("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
+addCase("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
   const { rows, dim } = RMS;
   const x = h.randn(rows * dim, 3);
   const w = h.randn(dim, 0.5).map((v) => h.round(v + 1));
@@ -434,7 +219,7 @@ add("rmsnormBackward", "dx and dw through the explicit Jacobian", (h) => {
   h.close("dw", dw, edw, TOL_REDUCE);
 });
 
-add("rope", "forward and inverse at explicit positions (incl. large ones)", (h) => {
+addCase("rope", "forward and inverse at explicit positions (incl. large ones)", (h) => {
   const heads = 3;
   const dim = 16;
   const theta = 1e6;
@@ -466,14 +251,14 @@ function logits(h: Harness, rows: number, cols: number): Float64Array {
   return x;
 }
 
-add("softmax", "rows, including far-shifted ones", (h) => {
+addCase("softmax", "rows, including far-shifted ones", (h) => {
   const x = logits(h, ROWS.rows, ROWS.cols);
   const out = h.out(x.length);
   h.be.softmax(h.buf(x), out, ROWS);
   h.close("out", out, softmaxRef(x, ROWS.rows, ROWS.cols), TOL_REDUCE);
 });
 
-add("softmaxBackward", "through the explicit Jacobian", (h) => {
+addCase("softmaxBackward", "through the explicit Jacobian", (h) => {
   const { rows, cols } = ROWS;
   const y = softmaxRef(logits(h, rows, cols), rows, cols).map((v) => h.round(v));
   const dy = h.randn(y.length);
@@ -491,7 +276,7 @@ add("softmaxBackward", "through the explicit Jacobian", (h) => {
   h.close("dx", dx, expected, TOL_REDUCE);
 });
 
-add("logSoftmax", "rows, including far-shifted ones", (h) => {
+addCase("logSoftmax", "rows, including far-shifted ones", (h) => {
   const x = logits(h, ROWS.rows, ROWS.cols);
   const out = h.out(x.length);
   h.be.logSoftmax(h.buf(x), out, ROWS);
@@ -499,7 +284,7 @@ add("logSoftmax", "rows, including far-shifted ones", (h) => {
   h.close("out", out, p.map(Math.log), tol(1e-4, 1e-5)); // |x| ~ 1000: f32 ulp there is 6e-5
 });
 
-add("logSoftmaxBackward", "through the explicit Jacobian", (h) => {
+addCase("logSoftmaxBackward", "through the explicit Jacobian", (h) => {
   const { rows, cols } = ROWS;
   const p = softmaxRef(logits(h, rows, cols), rows, cols);
   const y = p.map((v) => h.round(Math.log(v)));
@@ -520,7 +305,7 @@ add("logSoftmaxBackward", "through the explicit Jacobian", (h) => {
 const LP = { rows: 7, cols: 19, ignoreIndex: -100 };
 const LP_TARGETS = [4, -100, 0, 18, -100, 9, 9];
 
-add("logprobGather", "logp and lse, ignored rows give 0", (h) => {
+addCase("logprobGather", "logp and lse, ignored rows give 0", (h) => {
   const { rows, cols } = LP;
   const x = logits(h, rows, cols);
   const logp = h.out(rows);
@@ -532,7 +317,7 @@ add("logprobGather", "logp and lse, ignored rows give 0", (h) => {
   h.close("logp", logp, eLogp, tol(1e-4, 1e-5));
 });
 
-add("logprobGatherBackward", "dLogits, zero on ignored rows", (h) => {
+addCase("logprobGatherBackward", "dLogits, zero on ignored rows", (h) => {
   const { rows, cols } = LP;
   const x = logits(h, rows, cols);
   const lse = lseRef(x, rows, cols).map((v) => h.round(v));
@@ -597,7 +382,7 @@ function attentionSetup(h: Harness, spec: AttnSpec) {
 }
 
 for (const spec of ATTENTION_SPECS) {
-  add("attention", spec.label, (h) => {
+  addCase("attention", spec.label, (h) => {
     const { c, q, k, v, ref, seg, params } = attentionSetup(h, spec);
     const out = h.out(c.T * c.H * c.D);
     const lse = h.out(c.T * c.H);
@@ -605,7 +390,7 @@ for (const spec of ATTENTION_SPECS) {
     h.close("out", out, ref.out, TOL_ATTENTION);
     h.close("lse", lse, ref.lse, TOL_ATTENTION);
   });
-  add("attentionBackward", spec.label, (h) => {
+  addCase("attentionBackward", spec.label, (h) => {
     const { c, q, k, v, dO, ref, seg, params } = attentionSetup(h, spec);
     const dq = h.out(c.T * c.H * c.D);
     const dk = h.out(c.S * c.Hkv * c.D);
@@ -625,7 +410,7 @@ for (const spec of ATTENTION_SPECS) {
 
 // ---------------------------------------------------------------- optim
 
-add("adamw", "three steps, weight decay, bias correction", (h) => {
+addCase("adamw", "three steps, weight decay, bias correction", (h) => {
   const n = 61;
   const hp = { n, lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
   let param = h.randn(n);

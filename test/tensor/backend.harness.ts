@@ -1,13 +1,15 @@
 /**
- * The harness of the backend conformance suite (backend.case.ts): per-op tolerances by dtype, the
- * seed of each case, and `Harness`, which allocates a case's buffers (inputs rounded to the
- * case's dtype, outputs pre-filled with garbage), compares them with a float64 reference and
- * frees everything at the end. Knows only the Backend API (and tensor/dtype.ts for bf16 bit
- * patterns); no primitive's semantics.
+ * The harness of the backend conformance suite: the case registry the case files fill
+ * (backend-elementwise.case.ts, backend.case.ts) and `runBackendSuite`, which runs every case on
+ * a backend once per dtype; per-op tolerances by dtype, the seed of each case, and `Harness`,
+ * which allocates a case's buffers (inputs rounded to the case's dtype, outputs pre-filled with
+ * garbage), compares them with a float64 reference and frees everything at the end. Knows only
+ * the Backend API (and tensor/dtype.ts for bf16 bit patterns); no primitive's semantics.
  */
-import type { TestContext } from "node:test";
+import { describe, test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
 import type { Backend, DeviceBuffer, PrimitiveName } from "../../src/tensor/backend/types.ts";
-import type { Rng } from "../../src/util/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 import { checkClose, formatStats, type Tolerance } from "../util/check-close.ts";
 import { bf16BitsToF32, bf16BitsToF32Array, f32ToBf16Bits, toBf16Bits } from "../../src/tensor/dtype.ts";
 import type { FloatDType } from "./backend.reference.ts";
@@ -126,5 +128,57 @@ export class Harness {
 
   dispose(): void {
     for (const b of this.owned) this.be.free(b);
+  }
+}
+
+// ---------------------------------------------------------------- the case registry
+
+export interface BackendSuiteOptions {
+  /** Primitives this backend cannot run yet, each with the reason printed in the report. */
+  skip?: Partial<Record<PrimitiveName, string>>;
+  /** Float dtypes to run every case in (default all three). */
+  dtypes?: FloatDType[];
+}
+
+interface Case {
+  prim: PrimitiveName;
+  name: string;
+  run: (h: Harness) => void;
+}
+
+/** Every registered case, in registration order (the case files register at import). */
+const CASES: Case[] = [];
+
+/** Registers a case of primitive `prim`; the suite asserts prim's counter rose while it ran. */
+export function addCase(prim: PrimitiveName, name: string, run: (h: Harness) => void): void {
+  CASES.push({ prim, name, run });
+}
+
+/**
+ * Registers every case as a node:test test, once per dtype, under `describe(name dtype)`.
+ * makeBackend is called once, lazily, by the first case that runs. Each case asserts the
+ * backend's counter for its primitive rose, so a silent fallback cannot pass.
+ */
+export function runBackendSuite(name: string, makeBackend: () => Backend, opts: BackendSuiteOptions = {}): void {
+  let backend: Backend | undefined;
+  const get = (): Backend => (backend ??= makeBackend());
+  for (const dtype of opts.dtypes ?? (["f32", "f64", "bf16"] as const)) {
+    describe(`${name} [${dtype}]`, () => {
+      for (const c of CASES) {
+        const skip = opts.skip?.[c.prim];
+        test(`${c.prim}: ${c.name}`, skip ? { skip } : {}, (t) => {
+          const be = get();
+          const h = new Harness(be, dtype, new Rng(seedOf(`${c.prim}/${c.name}/${dtype}`)), t, c.prim);
+          const before = be.counters()[c.prim] ?? 0;
+          try {
+            c.run(h);
+          } finally {
+            h.dispose();
+          }
+          const after = be.counters()[c.prim] ?? 0;
+          assert.ok(after > before, `${c.prim}: counter did not rise (${before} -> ${after}): did the op run at all?`);
+        });
+      }
+    });
   }
 }

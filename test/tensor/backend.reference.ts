@@ -30,12 +30,24 @@ export const UNARY_REF: Record<UnaryOp, { f: (x: number) => number; df: (x: numb
   sigmoid: { f: sigmoidRef, df: (x) => Math.exp(-x) / (1 + Math.exp(-x)) ** 2 },
 };
 
+/**
+ * Every binary op. min and max follow the contract's tie rule (types.ts): a tie returns a, so
+ * signed zeros tell which operand came back; a NaN in either operand gives NaN. le is 1 or 0.
+ */
 export const BINARY_REF: Record<BinaryOp, (a: number, b: number) => number> = {
   add: (a, b) => a + b,
   sub: (a, b) => a - b,
   mul: (a, b) => a * b,
   div: (a, b) => a / b,
+  min: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a === b ? a : a < b ? a : b),
+  max: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a === b ? a : a > b ? a : b),
+  le: (a, b) => (a <= b ? 1 : 0),
 };
+
+/** The select of `where`: a where the mask is nonzero (NaN included), else b. */
+export function whereRef(mask: number, a: number, b: number): number {
+  return mask !== 0 ? a : b;
+}
 
 /** Calls fn(flatIndex, multiIndex) over a shape in row-major order. */
 export function forEachIndex(shape: readonly number[], fn: (flat: number, idx: number[]) => void): void {

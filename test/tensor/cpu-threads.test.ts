@@ -1,6 +1,6 @@
 /**
- * The CPU backend's kernels split over worker threads (pool.ts, tasks.ts): on sizes large enough
- * to be split, a 2-thread backend must give exactly the bits of a 1-thread one (fixed chunks, no
+ * The CPU backend's kernels split over worker threads (pool.ts, worker-kernels.ts): on sizes large
+ * enough to be split, a 2-thread backend must give exactly the bits of a 1-thread one (fixed chunks, no
  * racy sums), its counters must show the split ran, and the f32 results (which use expF) must
  * stay within f32 tolerance of an f64 reference written here. Also: expF against Math.exp, a task
  * that throws inside a worker, and NPR_THREADS=1 turning the workers off.

@@ -3,13 +3,16 @@
  * fresh seeded random inputs against an independent reference: decodeRmsnorm against a float64
  * RMSNorm (and the CPU backend's rmsnorm + bf16 cast, bit for bit but for rare summation-order
  * ties); decodeGemv's three epilogues (several matrices per launch, partial 16-row tiles, k not a
- * multiple of 32, bias, a row stride, bf16 and f32 x, 1..16 rows, both ring depths and every warp
- * count) against float64 products of the same bf16 values, and with the RMSNorm fused into its
- * x reads (and the separate-kernel fallback for more rows) against a float64 norm; decodeQkNormRope against the CPU
- * backend's rmsnorm + rope + a host scatter (padding slot -1, positions up to 70,000).
+ * multiple of 32, bias, a row stride, bf16 and f32 x, 1..16 rows, 4 and 8 warps, x staged in
+ * shared memory or read from global) against float64 products of the same bf16 values, and with
+ * the RMSNorm fused into its x reads (and the separate-kernel fallback for more rows) against a
+ * float64 norm; decodeQkNormRope against the CPU backend's rmsnorm + rope + a host scatter
+ * (padding slot -1, positions up to 70,000).
  * Programmatic dependent launch: a 3-layer decode step built from these ops and the decode
  * attention (each kernel reading what the previous one wrote) gives the same bits with PDL on and
  * off, eagerly and replayed from a captured graph, and the PDL launches really happened.
+ * The measured-and-dropped variants (k-split GEMV, 8 ring stages, L2 prefetch, early PDL
+ * scheduling) are validated by their own harness, dev/cuda/decode_gemv.ts.
  * Skipped without a GPU (the PDL part also without sm_90).
  */
 import { test } from "node:test";
@@ -18,51 +21,12 @@ import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/inde
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { bf16BitsToF32Array, toBf16Bits } from "../../src/tensor/dtype.ts";
 import { Rng } from "../../src/util/rng.ts";
-import { DEFAULT_SPLIT, SPLIT_MAX_UNITS, gemvBlocksPerSm, splitFor } from "../../src/tensor/backend/cuda/decode.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../../src/engine/attention-plan.ts";
+import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout } from "../../src/tensor/backend/decode-attention-plan.ts";
 import { diffStats } from "../util/check-close.ts";
 
 const why = cudaUnavailable();
 
 const fmt = (d: { max: number; mean: number }) => `max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`;
-
-test("splitFor: k-slices per tile, automatic and forced, within its bounds", () => {
-  const auto = { unroll: 0, warps: 0, split: 0 };
-  const r528 = () => 528;
-  // The Qwen3-4B launches at one row (528 blocks resident): q/k/v 384 tiles, o_proj and down_proj
-  // 160, gate/up 608, lm_head 9,496.
-  assert.equal(splitFor(384, 80, auto, r528), 1);
-  assert.equal(splitFor(160, 128, auto, r528), 3);
-  assert.equal(splitFor(160, 304, auto, r528), 3);
-  assert.equal(splitFor(608, 80, auto, r528), 1);
-  assert.equal(splitFor(9496, 80, auto, r528), 1);
-  assert.equal(splitFor(160, 304, { ...auto, splitUnits: 1056 }, r528), 4);
-  // Fewer blocks resident with more slices (a larger staged x): the most slices that fit.
-  assert.equal(splitFor(160, 304, auto, (s) => (s >= 3 ? 396 : 528)), 2);
-  assert.equal(splitFor(160, 304, auto, () => 300), 1);
-  // Short k: each automatic slice keeps at least 16 steps of 32.
-  assert.equal(splitFor(3, 40, auto, r528), 2);
-  assert.equal(splitFor(3, 8, auto, r528), 1);
-  // Forced: at most one slice per step, at most SPLIT_MAX_UNITS blocks.
-  assert.equal(splitFor(3, 8, { ...auto, split: 6 }, r528), 6);
-  assert.equal(splitFor(3, 4, { ...auto, split: 6 }, r528), 4);
-  assert.equal(splitFor(SPLIT_MAX_UNITS / 2, 100, { ...auto, split: 4 }, r528), 2);
-  assert.equal(splitFor(384, 80, { ...auto, split: 1 }, r528), 1);
-  // The default (split undefined): DEFAULT_SPLIT slices.
-  assert.equal(splitFor(160, 304, { unroll: 0, warps: 0 }, r528), DEFAULT_SPLIT === 0 ? 3 : DEFAULT_SPLIT);
-});
-
-test("gemvBlocksPerSm: registers, shared memory or threads, whichever binds", () => {
-  // 1 n-tile, 1 weight tile (56 registers), 8 warps, ring 32 KB + 5 KB of x: registers allow 4.
-  assert.equal(gemvBlocksPerSm(1, 1, 8, 37 * 1024), 4);
-  // gate/up (70 -> 72 registers): 3; 2 n-tiles and 2 weight tiles (96 registers): 2.
-  assert.equal(gemvBlocksPerSm(1, 2, 8, 69 * 1024), 3);
-  assert.equal(gemvBlocksPerSm(2, 2, 8, 64 * 1024), 2);
-  // Shared memory binds: 58 KB of ring + staged x leave room for 3.
-  assert.equal(gemvBlocksPerSm(1, 1, 8, 58 * 1024), 3);
-  // 4 warps, 16 KB: registers allow 9, shared memory 13, threads 16.
-  assert.equal(gemvBlocksPerSm(1, 1, 4, 16 * 1024), 9);
-});
 
 if (why) {
   test("cuda fused decode ops", { skip: `no CUDA here: ${why}` }, () => {});
@@ -139,9 +103,10 @@ if (why) {
 
   test("decodeGemv store/add: several matrices, partial tiles, bias, row stride, bf16 and f32 x", (t) => {
     const ns = [48, 37, 16];
-    // [rows, k, x f32, ring stages, warps, x not staged in shared memory (it is only for <= 4 rows)]
-    const cases = [[1, 264, false, 0, 0, 0], [3, 1024, true, 8, 16, 1], [8, 520, false, 4, 4, 0], [11, 264, true, 0, 8, 1], [16, 1024, false, 8, 0, 0], [2, 264, false, 4, 8, 0]] as const;
-    for (const [rows, k, xF32, unroll, warps, noStage] of cases) {
+    // [rows, k, x f32]: 4 warps below k = 1024 (32 steps of 32), 8 from there; x staged in shared
+    // memory for <= 4 rows of at most 48 KB (not at k = 6400), read from global otherwise.
+    const cases = [[1, 264, false], [3, 1024, true], [8, 520, false], [11, 264, true], [16, 1024, false], [2, 264, false], [4, 6400, true]] as const;
+    for (const [rows, k, xF32] of cases) {
       const ws = ns.map((n) => randBf16(n * k));
       const xb = randBf16(rows * k);
       // f32 x: values off the bf16 grid, which the kernel rounds to nearest even as it loads.
@@ -152,16 +117,14 @@ if (why) {
       const y0 = randn(rows * ldy0);
       const ys = [dev(y0), be.alloc("f32", rows * ns[1]!), be.alloc("f32", rows * ns[2]!)];
       const W = ws.map((w) => dev(w.bits));
-      be.decodeTuning = { unroll, warps, noStage };
       const c0 = be.counters()["decodeGemv"] ?? 0;
       be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [
         { w: W[0]!, y: ys[0]!, n: ns[0]!, ldy: ldy0 },
         { w: W[1]!, y: ys[1]!, n: ns[1]!, bias: dev(bias) },
         { w: W[2]!, y: ys[2]!, n: ns[2]! },
-      ], { rows, k, epilogue: "store", prefetch: [W[0]!, W[1]!] });
-      // "add" into the first output (the residual's use), same x; the L2 prefetch changes nothing.
-      be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [{ w: W[2]!, y: ys[2]!, n: ns[2]! }], { rows, k, epilogue: "add", prefetch: [W[0]!, W[1]!, W[2]!] });
-      be.decodeTuning = { unroll: 0, warps: 0 };
+      ], { rows, k, epilogue: "store" });
+      // "add" into the third output (the residual's use), same x.
+      be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [{ w: W[2]!, y: ys[2]!, n: ns[2]! }], { rows, k, epilogue: "add" });
       assert.equal((be.counters()["decodeGemv"] ?? 0) - c0, 2);
       let worst = 0;
       const all: number[] = [];
@@ -183,16 +146,17 @@ if (why) {
         if (m === 0) for (let b = 0; b < rows; b++) for (let j = n; j < ld; j++) assert.equal(got[b * ld + j], y0[b * ld + j]);
       });
       const d = diffStats(all, refs);
-      t.diagnostic(`rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, stages ${unroll || "auto"}, warps ${warps || "auto"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`);
+      const staged = rows <= 4 && rows * (k + 8) * 2 <= 48 * 1024;
+      t.diagnostic(`rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, ${k >= 1024 ? 8 : 4} warps, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`);
       assert.ok(worst < 1e-5, `error ${worst} of the terms' magnitude exceeds fp32 accumulation`);
     }
   });
 
   test("decodeGemv with the RMSNorm fused (f32 residual in), and its separate-kernel fallback", (t) => {
     const eps = 1e-6;
-    // [rows, k, scratch given, epilogue, x not staged in shared memory]
-    const cases = [[1, 264, false, "store", 0], [3, 1024, true, "swiglu", 0], [9, 520, true, "store", 0], [9, 264, false, "swiglu", 0], [2, 2560, false, "store", 1]] as const;
-    for (const [rows, k, scratch, epilogue, noStage] of cases) {
+    // [rows, k, scratch given, epilogue]; the last case's x is too large to stage (read from global).
+    const cases = [[1, 264, false, "store"], [3, 1024, true, "swiglu"], [9, 520, true, "store"], [9, 264, false, "swiglu"], [2, 2560, false, "store"], [4, 6400, true, "store"]] as const;
+    for (const [rows, k, scratch, epilogue] of cases) {
       const n = 40;
       const h = randn(rows * k, 2);
       const nw = randn(k);
@@ -210,11 +174,9 @@ if (why) {
       const swiglu = epilogue === "swiglu";
       const y = be.alloc(swiglu ? "bf16" : "f32", rows * n);
       const r0 = be.counters()["decodeRmsnorm"] ?? 0;
-      be.decodeTuning = { unroll: 0, warps: 0, noStage };
       be.decodeGemv(dev(h), swiglu ? [{ w: dev(g.bits), y, n }, { w: dev(u.bits), y, n }] : [{ w: dev(g.bits), y, n }], {
         rows, k, epilogue, norm: { w: dev(nw), eps, scratch: scratch ? be.alloc("bf16", rows * k) : undefined },
       });
-      be.decodeTuning = { unroll: 0, warps: 0 };
       const separate = (be.counters()["decodeRmsnorm"] ?? 0) - r0;
       assert.equal(separate, scratch && rows > 4 ? 1 : 0, "the norm runs fused for few rows or without scratch");
       const gr = gemvRef(xv, g.vals, rows, n, k);
@@ -230,21 +192,20 @@ if (why) {
         worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / allowed);
       }
       const d = diffStats(got, ref);
-      t.diagnostic(`rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${noStage || rows > 4 ? "from global" : "staged"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
+      const staged = rows <= 4 && rows * (k + 8) * 2 <= 48 * 1024;
+      t.diagnostic(`rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
       assert.ok(worst <= 1, `normed GEMV error ${worst} times the allowed`);
     }
   });
 
   test("decodeGemv swiglu: gate and up in one launch, bf16 out", (t) => {
-    for (const [rows, k, unroll, warps] of [[1, 136, 0, 0], [9, 512, 4, 16], [16, 264, 8, 4]] as const) {
+    for (const [rows, k] of [[1, 136], [9, 512], [16, 264], [4, 1024]] as const) {
       const n = 40;
       const g = randBf16(n * k);
       const u = randBf16(n * k);
       const xb = randBf16(rows * k, 0.5);
       const out = be.alloc("bf16", rows * n);
-      be.decodeTuning = { unroll, warps };
       be.decodeGemv(dev(xb.bits), [{ w: dev(g.bits), y: out, n }, { w: dev(u.bits), y: out, n }], { rows, k, epilogue: "swiglu" });
-      be.decodeTuning = { unroll: 0, warps: 0 };
       const got = bf16BitsToF32Array(be.read(out) as Uint16Array);
       const gr = gemvRef(xb.vals, g.vals, rows, n, k);
       const ur = gemvRef(xb.vals, u.vals, rows, n, k);
@@ -261,111 +222,6 @@ if (why) {
       t.diagnostic(`rows ${rows}, k ${k}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
       assert.ok(worst <= 1, `swiglu error ${worst} times the allowed`);
     }
-  });
-
-  test("decodeGemv split k: slices of a tile summed by its last block, every epilogue, 1..16 rows, same bits twice", (t) => {
-    const eps = 1e-6;
-    // [rows, k, split (0: automatic), warps, epilogue, x: bf16, f32, or the f32 residual normed]
-    const cases = [
-      [1, 1000, 3, 0, "store", "bf16"], [1, 2560, 0, 0, "add", "f32"], [3, 1024, 4, 4, "swiglu", "norm"], [8, 1000, 2, 0, "add", "bf16"],
-      [8, 776, 6, 4, "swiglu", "norm"], [16, 1024, 4, 8, "store", "norm"], [16, 520, 8, 16, "add", "f32"], [3, 264, 9, 0, "store", "bf16"],
-    ] as const;
-    for (const [rows, k, split, warps, epilogue, xKind] of cases) {
-      const ns = epilogue === "swiglu" ? [56, 56] : [72, 33];
-      const ws = ns.map((n) => randBf16(n * k));
-      const swiglu = epilogue === "swiglu";
-      // x: the kernel's bf16 input values, as the reference sees them.
-      const xf = randn(rows * k, xKind === "norm" ? 2 : 1);
-      const nw = randn(k);
-      const xVals = new Float32Array(rows * k);
-      for (let b = 0; b < rows; b++) {
-        let ss = 0;
-        for (let i = 0; i < k; i++) ss += xf[b * k + i]! ** 2;
-        const rs = xKind === "norm" ? 1 / Math.sqrt(ss / k + eps) : 1;
-        for (let i = 0; i < k; i++) xVals[b * k + i] = xKind === "norm" ? xf[b * k + i]! * rs * nw[i]! : xf[b * k + i]!;
-      }
-      const xq = bf16BitsToF32Array(toBf16Bits(xVals));
-      const X = xKind === "bf16" ? dev(toBf16Bits(xf)) : dev(xf);
-      const NW = dev(nw);
-      const bias = randn(ns[0]!);
-      const y0 = ns.map((n) => randn(rows * n));
-      const W = ws.map((w) => dev(w.bits));
-      /** One launch on fresh outputs (y0 for "add"); returns the outputs' bits. */
-      const launch = (): Uint32Array[] => {
-        const ys = swiglu ? [be.alloc("bf16", rows * ns[0]!)] : y0.map((y) => dev(y));
-        const mats = swiglu ? [{ w: W[0]!, y: ys[0]!, n: ns[0]! }, { w: W[1]!, y: ys[0]!, n: ns[1]! }]
-          : [{ w: W[0]!, y: ys[0]!, n: ns[0]!, bias: dev(bias) }, { w: W[1]!, y: ys[1]!, n: ns[1]! }];
-        be.decodeTuning = { unroll: 0, warps, split };
-        be.decodeGemv(X, mats, { rows, k, epilogue, norm: xKind === "norm" ? { w: NW, eps } : undefined });
-        be.decodeTuning = { unroll: 0, warps: 0 };
-        return ys.map((y) => {
-          const a = be.read(y);
-          return a instanceof Uint16Array ? Uint32Array.from(a) : new Uint32Array(a.buffer, a.byteOffset, a.length);
-        });
-      };
-      const s0 = be.counters()["decodeGemv.split"] ?? 0;
-      const first = launch();
-      const splitRan = (be.counters()["decodeGemv.split"] ?? 0) - s0;
-      assert.equal(splitRan, 1, `rows ${rows}, k ${k}: the split path ran`);
-      const second = launch();
-      first.forEach((a, i) => assert.deepEqual(second[i], a, `rows ${rows}, k ${k}, split ${split}: a second launch gives other bits`));
-      // Against float64 over the same bf16 values, relative to the terms' magnitude.
-      const got: number[] = [];
-      const want: number[] = [];
-      let worst = 0;
-      if (swiglu) {
-        const out = bf16BitsToF32Array(Uint16Array.from(first[0]!));
-        const [gr, ur] = ws.map((w) => gemvRef(xq, w.vals, rows, ns[0]!, k)) as [ReturnType<typeof gemvRef>, ReturnType<typeof gemvRef>];
-        const silu = (v: number) => v / (1 + Math.exp(-v));
-        for (let i = 0; i < out.length; i++) {
-          const ref = silu(gr.y[i]!) * ur.y[i]!;
-          const acc = 1e-5 * (gr.mag[i]! * 1.1 * Math.abs(ur.y[i]!) + ur.mag[i]! * Math.abs(silu(gr.y[i]!)));
-          worst = Math.max(worst, Math.abs(out[i]! - ref) / (2 ** -8 * Math.abs(ref) + acc + 1e-6));
-          got.push(out[i]!);
-          want.push(ref);
-        }
-      } else {
-        ns.forEach((n, m) => {
-          const { y, mag } = gemvRef(xq, ws[m]!.vals, rows, n, k);
-          const out = new Float32Array(first[m]!.buffer, first[m]!.byteOffset, first[m]!.length);
-          for (let i = 0; i < rows * n; i++) {
-            const ref = y[i]! + (m === 0 ? bias[i % n]! : 0) + (epilogue === "add" ? y0[m]![i]! : 0);
-            // Allowed: fp32 accumulation (1e-5 of the terms' magnitude), and for f32 x after the norm, the
-            // x values' own bf16 rounding ties (1e-6).
-            worst = Math.max(worst, Math.abs(out[i]! - ref) / (1e-5 * (mag[i]! + Math.abs(ref)) + 1e-6));
-            got.push(out[i]!);
-            want.push(ref);
-          }
-        });
-      }
-      const d = diffStats(got, want);
-      t.diagnostic(`rows ${rows}, k ${k}, split ${split || "auto"}, warps ${warps || "auto"}, ${epilogue}, x ${xKind}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}; bits equal twice`);
-      assert.ok(worst <= 1, `split GEMV error ${worst} times the allowed`);
-    }
-  });
-
-  test("decodeGemv split k: counters left at zero across launches of other tile counts", (t) => {
-    // The same launch before and after split launches over more tiles (which use more counters):
-    // any counter left non-zero would make a tile's reduction run early (wrong sums) or never.
-    const k = 1024;
-    const rows = 2;
-    const xb = randBf16(rows * k);
-    const X = dev(xb.bits);
-    const out = (n: number, split: number) => {
-      const w = randBf16(n * k);
-      const y = be.alloc("f32", rows * n);
-      be.decodeTuning = { unroll: 0, warps: 0, split };
-      be.decodeGemv(X, [{ w: dev(w.bits), y, n }], { rows, k, epilogue: "store" });
-      be.decodeTuning = { unroll: 0, warps: 0 };
-      const { y: ref, mag } = gemvRef(xb.vals, w.vals, rows, n, k);
-      const got = be.read(y) as Float32Array;
-      let worst = 0;
-      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - ref[i]!) / (1e-5 * mag[i]! + 1e-6));
-      return worst;
-    };
-    const worst = [out(40, 2), out(300, 4), out(16, 8), out(300, 3), out(40, 2)];
-    t.diagnostic(`max error / allowed per launch: ${worst.map((w) => w.toFixed(3)).join(", ")}`);
-    for (const w of worst) assert.ok(w <= 1, `a split launch after others is off by ${w} times the allowed`);
   });
 
   test("decodeGemv refuses what it cannot read", () => {
@@ -432,8 +288,8 @@ if (why) {
     });
   }
 
-  for (const [rows, split] of [[1, 0], [6, 0], [1, 3], [6, 3]] as const) {
-    test(`PDL: a ${rows}-row decode step of dependent fused kernels (GEMV k-split ${split || "auto"}) gives the same bits with PDL on and off, eager and in a graph`, (t) => {
+  for (const rows of [1, 6]) {
+    test(`PDL: a ${rows}-row decode step of dependent fused kernels gives the same bits with PDL on and off, eager and in a graph`, (t) => {
       if (!be.pdlSupported) {
         t.skip(`PDL needs sm_90+ (device ${be.arch})`);
         return;
@@ -494,35 +350,26 @@ if (why) {
       const keep = be.pdl;
       try {
         be.pdl = false;
-        be.decodeTuning = { unroll: 0, warps: 0, split };
-        const s0 = be.counters()["decodeGemv.split"] ?? 0;
         const c0 = be.counters()["cuda.launch.pdl"] ?? 0;
         const l00 = be.counters()["cuda.launch"] ?? 0;
         const ref = run();
         // The step's kernels (the decode attention's count is its own file's business).
         const stepLaunches = (be.counters()["cuda.launch"] ?? 0) - l00;
         assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - c0, 0, "PDL off launches nothing with PDL");
-        // Split 3: every GEMV of the step splits its k (their k have at least 3 steps of 32).
-        if (split) assert.equal((be.counters()["decodeGemv.split"] ?? 0) - s0, 4 * L + 1, "every GEMV ran split");
         const offGraph = be.captureGraph(body);
         const results: Array<[string, Float32Array[]]> = [["graph, PDL off", run(offGraph.replay)]];
         be.pdl = true;
-        // Both orders of the small kernels (DecodeTuning.pdlEarly: schedule the next kernel before
-        // or after their wait).
-        for (const early of [0, 1]) {
-          be.decodeTuning = { unroll: 0, warps: 0, pdlEarly: early, split };
-          const l0 = be.counters()["cuda.launch"] ?? 0;
-          const p0 = be.counters()["cuda.launch.pdl"] ?? 0;
-          results.push([`eager, PDL on, early ${early}`, run()]);
-          // Every kernel of the step is a fused op: all of them launch with PDL.
-          const launched = (be.counters()["cuda.launch"] ?? 0) - l0;
-          assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - p0, launched, "every fused kernel launched with PDL");
-          assert.equal(launched, stepLaunches);
-          assert.ok(launched >= L * (5 + (rows > 4 ? 2 : 0)) + 1 + (rows > 4 ? 1 : 0), `${launched} launches: at least the GEMVs, q/k norm + RoPE, one attention kernel and the norms per layer`);
-          const onGraph = be.captureGraph(body);
-          results.push([`graph, PDL on, early ${early}`, run(onGraph.replay)], [`graph, PDL on, early ${early}, again`, run(onGraph.replay)]);
-          onGraph.destroy();
-        }
+        const l0 = be.counters()["cuda.launch"] ?? 0;
+        const p0 = be.counters()["cuda.launch.pdl"] ?? 0;
+        results.push(["eager, PDL on", run()]);
+        // Every kernel of the step is a fused op: all of them launch with PDL.
+        const launched = (be.counters()["cuda.launch"] ?? 0) - l0;
+        assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - p0, launched, "every fused kernel launched with PDL");
+        assert.equal(launched, stepLaunches);
+        assert.ok(launched >= L * (5 + (rows > 4 ? 2 : 0)) + 1 + (rows > 4 ? 1 : 0), `${launched} launches: at least the GEMVs, q/k norm + RoPE, one attention kernel and the norms per layer`);
+        const onGraph = be.captureGraph(body);
+        results.push(["graph, PDL on", run(onGraph.replay)], ["graph, PDL on, again", run(onGraph.replay)]);
+        onGraph.destroy();
         offGraph.destroy();
         const mag = ref[0]!.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
         assert.ok(Number.isFinite(mag) && mag > 1e-3, `the step's logits are finite and not trivial (max |logit| ${mag})`);
@@ -535,7 +382,6 @@ if (why) {
         }
       } finally {
         be.pdl = keep;
-        be.decodeTuning = { unroll: 0, warps: 0 };
       }
     });
   }

@@ -6,10 +6,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Tensor, cast, linear, mul, sum } from "../../src/tensor/index.ts";
+import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../src/tensor/dtype.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { checkClose, formatStats } from "../util/check-close.ts";
 
+const backend = new CpuBackend({ useBlas: false });
 const bf = (x: number) => bf16BitsToF32(f32ToBf16Bits(x));
 
 function randn(rng: Rng, n: number): Float32Array {
@@ -21,8 +23,8 @@ test("linear: f32 x times a bf16 weight = bf16(x) . w in float64, f32 out", (t) 
   const [R, I, O] = [7, 33, 10];
   const x = randn(rng, R * I);
   const wv = Float32Array.from(randn(rng, O * I), bf);
-  const w = cast(Tensor.fromArray(wv, [O, I]), "bf16");
-  const y = linear(Tensor.fromArray(x, [R, I]), w);
+  const w = cast(Tensor.fromArray(wv, [O, I], { backend }), "bf16");
+  const y = linear(Tensor.fromArray(x, [R, I], { backend }), w);
   assert.equal(y.dtype, "f32");
   const expected = new Float64Array(R * O);
   for (let r = 0; r < R; r++) for (let o = 0; o < O; o++) {
@@ -41,11 +43,11 @@ test("linear: f32 x times a bf16 weight = bf16(x) . w in float64, f32 out", (t) 
 test("gradients flow through cast and the mixed linear in the input's dtype", (t) => {
   const rng = new Rng(42);
   const [R, I, O] = [5, 12, 6];
-  const x = Tensor.fromArray(randn(rng, R * I), [R, I], { requiresGrad: true });
+  const x = Tensor.fromArray(randn(rng, R * I), [R, I], { backend, requiresGrad: true });
   const wv = Float32Array.from(randn(rng, O * I), bf);
-  const w = cast(Tensor.fromArray(wv, [O, I]), "bf16");
+  const w = cast(Tensor.fromArray(wv, [O, I], { backend }), "bf16");
   const gv = randn(rng, R * O);
-  const loss = sum(mul(linear(x, w), Tensor.fromArray(gv, [R, O])));
+  const loss = sum(mul(linear(x, w), Tensor.fromArray(gv, [R, O], { backend })));
   loss.backward();
   assert.equal(x.grad!.dtype, "f32");
   // dx = bf16( bf16(g) @ w ) per the rule; compare with float64 at bf16 tolerance.
@@ -58,7 +60,7 @@ test("gradients flow through cast and the mixed linear in the input's dtype", (t
   const stats = checkClose("dx", x.grad!.toArray(), expected, { atol: 1e-3, rtol: 2 ** -8 });
   t.diagnostic(formatStats("dx", stats));
   // cast's own rule: d(sum(cast(a, bf16)))/da is ones, back in f32.
-  const a = Tensor.fromArray(randn(rng, 8), [8], { requiresGrad: true });
+  const a = Tensor.fromArray(randn(rng, 8), [8], { backend, requiresGrad: true });
   sum(cast(cast(a, "bf16"), "f32")).backward();
   assert.equal(a.grad!.dtype, "f32");
   assert.deepEqual(Array.from(a.grad!.toArray()), new Array(8).fill(1));

@@ -22,6 +22,7 @@ const OUTPUTS: Record<Exclude<PrimitiveName, "cast">, readonly number[]> = {
   unary: [2], // (op, x, out)
   unaryBackward: [4], // (op, x, y, dy, dx)
   binary: [3], // (op, a, b, out, p)
+  where: [3], // (mask, a, b, out, p): a bf16 mask is upcast like any input, an i32 one passes through
   scalar: [3], // (op, x, value, out)
   swiglu: [2],
   swigluBackward: [3, 4],

@@ -1,6 +1,7 @@
 /**
  * CPU kernels for the memory, elementwise and reduce primitives: fill, strided copy, unary ops and
- * their backward, broadcasting binary ops, tensor-scalar ops, SwiGLU and reduceSum.
+ * their backward, broadcasting binary ops (min, max and the le mask included), select by mask
+ * (where), tensor-scalar ops, SwiGLU and reduceSum.
  *
  * Plain functions over typed arrays. They trust their arguments: dtype and size checks happen once
  * in index.ts (CpuBackend), so nothing here knows about DeviceBuffers, counters or errors.
@@ -8,62 +9,10 @@
  * of the f64 reference for single ops, and every sum accumulates in f64.
  */
 import type { BinaryOp, CopyParams, FloatArray, HostArray, ScalarOp, UnaryOp } from "../types.ts";
+import { collapseDims, numel } from "../extents.ts";
 import { expF, sigmoidF } from "./exp.ts";
 
-// ---------------------------------------------------------------- shapes and strides
-
-/** Number of elements of a shape (1 for rank 0). */
-export function numel(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-/**
- * One past the largest element index a strided view reads: offset + sum((shape[i]-1) * stride[i]) + 1,
- * or 0 for an empty view. Strides are non-negative (checked by the caller).
- */
-export function stridedExtent(shape: readonly number[], strides: readonly number[], offset = 0): number {
-  if (numel(shape) === 0) return 0;
-  let last = offset;
-  for (let i = 0; i < shape.length; i++) last += (shape[i] - 1) * strides[i];
-  return last + 1;
-}
-
-/**
- * Merges adjacent dimensions that every operand walks contiguously relative to each other (the
- * output is always contiguous), and drops size-1 dimensions. A [R, C] op [C] broadcast stays
- * 2-D, a same-shape op becomes 1-D, so the row loops below see as few, as long rows as possible.
- * Returns at least one dimension (a size-1 one for a single element).
- */
-export function collapseDims(
-  shape: readonly number[],
-  strides: ReadonlyArray<readonly number[]>,
-): { shape: number[]; strides: number[][] } {
-  // Built innermost-first, then reversed.
-  const outShape: number[] = [];
-  const outStrides: number[][] = strides.map(() => []);
-  for (let i = shape.length - 1; i >= 0; i--) {
-    const size = shape[i];
-    if (size === 1) continue;
-    const last = outShape.length - 1;
-    const mergeable =
-      last >= 0 && strides.every((s, j) => s[i] === outStrides[j][last] * outShape[last]);
-    if (mergeable) {
-      outShape[last] *= size;
-    } else {
-      outShape.push(size);
-      for (let j = 0; j < strides.length; j++) outStrides[j].push(strides[j][i]);
-    }
-  }
-  if (outShape.length === 0) {
-    outShape.push(1);
-    for (const s of outStrides) s.push(0);
-  }
-  outShape.reverse();
-  for (const s of outStrides) s.reverse();
-  return { shape: outShape, strides: outStrides };
-}
+// ---------------------------------------------------------------- row walks
 
 /**
  * Calls fn once per innermost row of a collapsed view, with each operand's element offset of the
@@ -250,6 +199,26 @@ function binaryRow(
     case "div":
       for (let i = o, ai = ao, bi = bo; i < end; i++, ai += as, bi += bs) out[i] = a[ai] / b[bi];
       return;
+    // min and max: ties return a; `u !== u` (u is NaN) keeps a NaN a, and a NaN b fails the
+    // comparison so b is returned: NaN either way, as the CUDA kernel does. Not Math.min, whose
+    // min(+0, -0) = -0 would break the tie rule.
+    case "min":
+      for (let i = o, ai = ao, bi = bo; i < end; i++, ai += as, bi += bs) {
+        const u = a[ai];
+        const v = b[bi];
+        out[i] = u <= v || u !== u ? u : v;
+      }
+      return;
+    case "max":
+      for (let i = o, ai = ao, bi = bo; i < end; i++, ai += as, bi += bs) {
+        const u = a[ai];
+        const v = b[bi];
+        out[i] = u >= v || u !== u ? u : v;
+      }
+      return;
+    case "le":
+      for (let i = o, ai = ao, bi = bo; i < end; i++, ai += as, bi += bs) out[i] = a[ai] <= b[bi] ? 1 : 0;
+      return;
   }
 }
 
@@ -274,6 +243,28 @@ export function binary(op: BinaryOp, a: FloatArray, b: FloatArray, out: FloatArr
     return;
   }
   forEachRow(shape, strides, [0, 0], (offs, o) => binaryRow(op, a, offs[0], as, b, offs[1], bs, out, o, inner));
+}
+
+/**
+ * out = mask != 0 ? a : b over p.shape, broadcasting all three through zero strides. The mask is
+ * an i32 array or a float array of the others' dtype (a NaN in it is nonzero: it selects a).
+ */
+export function where(mask: FloatArray | Int32Array, a: FloatArray, b: FloatArray, out: FloatArray, p: {
+  shape: readonly number[];
+  maskStrides: readonly number[];
+  aStrides: readonly number[];
+  bStrides: readonly number[];
+}): void {
+  if (numel(p.shape) === 0) return;
+  const { shape, strides } = collapseDims(p.shape, [p.maskStrides, p.aStrides, p.bStrides]);
+  const r = shape.length - 1;
+  const inner = shape[r];
+  const [ms, as, bs] = [strides[0][r], strides[1][r], strides[2][r]];
+  forEachRow(shape, strides, [0, 0, 0], (offs, o) => {
+    for (let i = o, mi = offs[0], ai = offs[1], bi = offs[2], end = o + inner; i < end; i++, mi += ms, ai += as, bi += bs) {
+      out[i] = mask[mi] !== 0 ? a[ai] : b[bi];
+    }
+  });
 }
 
 // ---------------------------------------------------------------- scalar, swiglu

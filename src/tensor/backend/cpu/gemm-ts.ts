@@ -358,7 +358,7 @@ function storeTile(t: Float64Array, mr: number, nr: number, alpha: number, beta:
 const CHUNKS_PER_THREAD = 4;
 const MIN_CHUNK = 64;
 
-/** What the "gemm" task of tasks.ts receives besides [A, B, C] (each starting at its element 0). */
+/** What the "gemm" task of worker-kernels.ts receives besides [A, B, C] (each starting at its element 0). */
 export interface GemmChunkParams {
   call: Omit<GemmTsCall, "a" | "b" | "c" | "offA" | "offB" | "offC">;
   /** C is cut into chunks of `chunk` rows (dim "m") or columns (dim "n") out of len, the last shorter. */

@@ -1,11 +1,11 @@
 /**
  * The CPU backend's worker threads, behind a synchronous API: a job is one named task of
- * tasks.ts cut into a fixed number of chunks; the caller and the workers take chunks off a shared
- * atomic counter, and the caller blocks in Atomics.wait until every chunk is finished. Arrays
+ * worker-kernels.ts cut into a fixed number of chunks; the caller and the workers take chunks off
+ * a shared atomic counter, and the caller blocks in Atomics.wait until every chunk is finished. Arrays
  * reach the workers as SharedArrayBuffer views, so a chunk writes its results in place.
  *
  * It knows SharedArrayBuffers, Atomics and task names only: no kernel, no buffer type, no Tensor.
- * This module is also the worker threads' entry point; each worker imports tasks.ts once.
+ * This module is also the worker threads' entry point; each worker imports worker-kernels.ts once.
  */
 
 import v8 from "node:v8";
@@ -27,7 +27,7 @@ export type Task = (arrays: Shareable[], params: never, chunk: number) => void;
 
 // Where the workers find the task table (`export const TASKS: Record<string, Task>`). Resolved
 // here, imported only inside workers: the pool itself never loads a kernel.
-const TASKS_URL = new URL("./tasks.ts", import.meta.url).href;
+const TASKS_URL = new URL("./worker-kernels.ts", import.meta.url).href;
 
 // ---------------------------------------------------------------------------------------------
 // Protocol. The caller posts each worker the job on its port and bumps the worker's JOB counter;

@@ -8,7 +8,7 @@
  * Knows no CUDA calls (the addresses are opaque numbers here) and nothing about Tensors.
  */
 import { invariant } from "../../../util/errors.ts";
-import { collapseDims } from "../cpu/elementwise.ts";
+import { collapseDims } from "../extents.ts";
 import type { DeviceBuffer, DType } from "../types.ts";
 import type { KernelDType } from "./compile.ts";
 import type { KernelArg } from "./ffi/driver.ts";
@@ -101,13 +101,15 @@ export class ArgChecks {
 
   /**
    * Collapses a strided view (as the CPU backend does, so runs of contiguous dims cost one index
-   * step) and packs it as the by-value `Strided` struct: rank, shape[8], sa[8], sb[8] as int64.
+   * step) and packs it as a by-value struct of int64: rank, shape[8], then one [8] stride vector
+   * per operand. Two operands make the `Strided` struct of common.cuh (rank, shape, sa, sb);
+   * three make elementwise.cu's `Strided3` (rank, shape, sm, sa, sb).
    */
-  strided(op: string, shape: readonly number[], sa: readonly number[], sb: readonly number[]): KernelArg {
-    const c = collapseDims(shape, [sa, sb]);
+  strided(op: string, shape: readonly number[], ...strides: ReadonlyArray<readonly number[]>): KernelArg {
+    const c = collapseDims(shape, strides);
     const rank = c.shape.length;
     invariant(rank <= MAX_RANK, () => `${op}: a view of rank ${rank} after collapsing exceeds ${MAX_RANK}`);
     const pad = (v: number[]) => [...v, ...new Array<number>(MAX_RANK - v.length).fill(0)];
-    return { i64s: [rank, ...pad(c.shape), ...pad(c.strides[0]), ...pad(c.strides[1])] };
+    return { i64s: [rank, ...pad(c.shape), ...c.strides.flatMap(pad)] };
   }
 }

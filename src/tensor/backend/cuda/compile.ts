@@ -116,7 +116,7 @@ export function compileNvrtc(nvrtc: Nvrtc, u: CompileUnit, arch: string, driverV
 export function findNvcc(): string | null {
   const candidates = [
     ...(CUDA_ENV.cudaHome ? [path.join(CUDA_ENV.cudaHome, "bin", "nvcc")] : []),
-    ...(process.env["PATH"] ?? "").split(":").filter(Boolean).map((d) => path.join(d, "nvcc")),
+    ...CUDA_ENV.searchPath.map((d) => path.join(d, "nvcc")),
     "/usr/local/cuda/bin/nvcc",
   ];
   return candidates.find((c) => existsSync(c)) ?? null;

@@ -1,15 +1,16 @@
 /**
  * The CUDA backend's memory and elementwise primitives: fill (memsets, or a kernel for f64), copy
  * (one device copy when contiguous, the strided gather kernel otherwise), cast between f32, f64
- * and bf16 (convert.cu), unary / binary / scalar ops and their backwards, SwiGLU and reduceSum
- * (elementwise.cu), and the fused AdamW update, with the CPU backend's argument checks. CudaBackend's methods delegate here.
+ * and bf16 (convert.cu), unary / binary / scalar ops and their backwards, select by mask (where),
+ * SwiGLU and reduceSum (elementwise.cu), and the fused AdamW update, with the CPU backend's
+ * argument checks. CudaBackend's methods delegate here.
  * Knows the Backend contract and the kernels' launch shapes; nothing of models.
  */
 import { invariant } from "../../../util/errors.ts";
 import { f32ToBf16Bits } from "../../dtype.ts";
 import { runViaF32 } from "../bf16.ts";
-import { collapseDims, numel, stridedExtent } from "../cpu/elementwise.ts";
-import type { AdamWParams, BinaryOp, BinaryParams, CopyParams, DeviceBuffer, ReduceParams, ScalarOp, UnaryOp } from "../types.ts";
+import { collapseDims, numel, stridedExtent } from "../extents.ts";
+import type { AdamWParams, BinaryOp, BinaryParams, CopyParams, DeviceBuffer, ReduceParams, ScalarOp, UnaryOp, WhereParams } from "../types.ts";
 import { BINARY_OPS, SCALAR_OPS, UNARY_OPS } from "../types.ts";
 import { ELEM_BYTES } from "./buffers.ts";
 import type { KernelDType } from "./compile.ts";
@@ -138,6 +139,30 @@ export function binary(be: CudaBackend, op: BinaryOp, a: DeviceBuffer, b: Device
     ]);
   }
   be.countCall("binary");
+}
+
+/**
+ * Select by mask (types.ts), one thread per output element over the three broadcast operands; the
+ * mask is i32 (kernel `where_i32`) or the values' float dtype (`where`).
+ */
+export function where(be: CudaBackend, mask: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: WhereParams): void {
+  const name = "where";
+  const rank = p.shape.length;
+  invariant(p.maskStrides.length === rank && p.aStrides.length === rank && p.bStrides.length === rank, () =>
+    `${name}: maskStrides/aStrides/bStrides have ${p.maskStrides.length}/${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`);
+  p.shape.forEach((d, i) => be.checks.dims(name, {
+    [`shape[${i}]`]: d, [`maskStrides[${i}]`]: p.maskStrides[i], [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i],
+  }));
+  const n = numel(p.shape);
+  const [[A, B, O], dt] = be.checks.floats(name, [["a", a, stridedExtent(p.shape, p.aStrides)], ["b", b, stridedExtent(p.shape, p.bStrides)], ["out", out, n]]);
+  const m = be.checks.sized(name, "mask", mask, stridedExtent(p.shape, p.maskStrides));
+  invariant(m.dtype === "i32" || m.dtype === dt, () => `${name}: mask is ${m.dtype} but a is ${dt} (a mask is i32 or the values' float dtype)`);
+  if (n > 0) {
+    be.launchKernel("elementwise.cu", m.dtype === "i32" ? "where_i32" : "where", dt, grid1d(n), BLOCK, [
+      { ptr: m.ptr }, { ptr: A.ptr }, { ptr: B.ptr }, { ptr: O.ptr }, be.checks.strided(name, p.shape, p.maskStrides, p.aStrides, p.bStrides), { i64: n },
+    ]);
+  }
+  be.countCall(name);
 }
 
 export function scalar(be: CudaBackend, op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {

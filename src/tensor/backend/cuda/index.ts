@@ -18,8 +18,9 @@
  * which gives the CPU reference's results.
  * This file owns the device, the stream, buffers, kernel loading and launching (the extension
  * surface), graphs and error reporting; the op bodies live beside it: elementwise-ops.ts,
- * matmul-ops.ts, nn-ops.ts, attention-ops.ts, and the engine's fused ops decode.ts (decode step),
- * decode-attention.ts (paged decode attention) and sampling.ts (on-device sampling).
+ * matmul-ops.ts, nn-ops.ts, attention-ops.ts, and the optional capabilities of types.ts (all
+ * four declared): graphs here, decode.ts (fused decode ops), decode-attention.ts (paged decode
+ * attention) and sampling.ts (on-device sampling).
  * Knows nothing about Tensors or autograd.
  */
 import { invariant, InvariantError } from "../../../util/errors.ts";
@@ -46,6 +47,7 @@ import type {
   RowsParams,
   ScalarOp,
   UnaryOp,
+  WhereParams,
 } from "../types.ts";
 import { compileNvrtc, compileUnit, type KernelDType, type KernelFile } from "./compile.ts";
 import { CUBLAS_SONAMES, Cublas } from "./ffi/cublas.ts";
@@ -54,7 +56,11 @@ import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
 
 export { CudaBuffer } from "./buffers.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
-import { decodeAttention, decodeAttentionScratchLength, type DecodeAttentionCapacity, type DecodeAttentionParams } from "./decode-attention.ts";
+import type {
+  Capability, CapturedGraph, DecodeAttentionCapacity, DecodeAttentionParams, DecodeNormParams, DeviceSampling, FusedDecodeOps, GemvParams,
+  GemvTarget, GraphCapture, PagedDecodeAttention, QkNormRopeParams, ScatterRowsParams,
+} from "../types.ts";
+import { decodeAttention, decodeAttentionScratchLength } from "./decode-attention.ts";
 import { sampleRows } from "./sampling.ts";
 import { matmul } from "./matmul-ops.ts";
 import * as fusedDecode from "./decode.ts";
@@ -104,8 +110,13 @@ export function cudaUnavailable(): string | null {
   return null;
 }
 
-export class CudaBackend implements Backend {
+/** The optional capabilities of types.ts the CUDA backend implements: all four. */
+export const CUDA_CAPABILITIES: readonly Capability[] = Object.freeze(["graphCapture", "fusedDecode", "decodeAttention", "deviceSampling"] as const);
+
+export class CudaBackend implements Backend, GraphCapture, FusedDecodeOps, PagedDecodeAttention, DeviceSampling {
   readonly name = "cuda";
+  /** CUDA_CAPABILITIES (the engine's decode fast path finds them through the guards of types.ts). */
+  readonly capabilities = CUDA_CAPABILITIES;
   readonly device: DeviceInfo;
   /** "sm_90" etc.: the architecture kernels are compiled for. */
   readonly arch: string;
@@ -296,7 +307,7 @@ export class CudaBackend implements Backend {
    * used inside must have been used once before (loading a module is not capturable), and body must
    * not write, read or alloc from the host.
    */
-  captureGraph(body: () => void): { replay: () => void; destroy: () => void } {
+  captureGraph(body: () => void): CapturedGraph {
     this.driver.beginCapture(this.stream);
     try {
       body();
@@ -376,7 +387,7 @@ export class CudaBackend implements Backend {
    * nothing. The paged KV write of the decode graphs: slots are read on the device, so a graph
    * replays with new ones. Not a Backend primitive.
    */
-  scatterRows(src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: { rows: number; rowSize: number }): void {
+  scatterRows(src: DeviceBuffer, slots: DeviceBuffer, pages: DeviceBuffer, p: ScatterRowsParams): void {
     nn.scatterRows(this, src, slots, pages, p);
   }
 
@@ -438,6 +449,10 @@ export class CudaBackend implements Backend {
 
   binary(op: BinaryOp, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: BinaryParams): void {
     ew.binary(this, op, a, b, out, p);
+  }
+
+  where(mask: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer, p: WhereParams): void {
+    ew.where(this, mask, a, b, out, p);
   }
 
   scalar(op: ScalarOp, x: DeviceBuffer, value: number, out: DeviceBuffer): void {
@@ -529,22 +544,20 @@ export class CudaBackend implements Backend {
 
   // ---------------------------------------------------------------- fused decode ops (decode.ts)
 
-  /** Launch shape of decodeGemv (0 = automatic; benchmarks sweep it). */
-  decodeTuning: fusedDecode.DecodeTuning = { unroll: 0, warps: 0 };
   /** out16 [rows, dim] bf16 = bf16(rmsnorm(x, w)), x f32: the norm and the GEMM input's cast in one kernel. */
-  decodeRmsnorm(x: DeviceBuffer, w: DeviceBuffer, out16: DeviceBuffer, p: { rows: number; dim: number; eps: number }): void {
+  decodeRmsnorm(x: DeviceBuffer, w: DeviceBuffer, out16: DeviceBuffer, p: DecodeNormParams): void {
     fusedDecode.decodeRmsnorm(this, x, w, out16, p);
   }
 
   /** Several bf16 matrices times the same <= 16 rows in one launch, with a fused epilogue (decode.ts). */
-  decodeGemv(x: DeviceBuffer, mats: readonly fusedDecode.GemvTarget[], p: fusedDecode.GemvParams): void {
-    fusedDecode.decodeGemv(this, x, mats, p, this.decodeTuning);
+  decodeGemv(x: DeviceBuffer, mats: readonly GemvTarget[], p: GemvParams): void {
+    fusedDecode.decodeGemv(this, x, mats, p);
   }
 
   /** q/k RMSNorm per head + RoPE at each row's position, k and v written into their page slots. */
   decodeQkNormRope(
     q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer,
-    positions: DeviceBuffer, slots: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer, p: fusedDecode.QkNormRopeParams,
+    positions: DeviceBuffer, slots: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer, p: QkNormRopeParams,
   ): void {
     fusedDecode.decodeQkNormRope(this, q, k, v, qNorm, kNorm, positions, slots, keys, values, p);
   }
@@ -552,7 +565,7 @@ export class CudaBackend implements Backend {
   // ---------------------------------------------------------------- decode attention (decode-attention.ts)
 
   /**
-   * Paged decode attention over a packed work plan (engine/attention-plan.ts): every key read once
+   * Paged decode attention over a packed work plan (../decode-attention-plan.ts): every key read once
    * per step for all rows that see it, long rows split over many blocks. Sizes and layouts in
    * decode-attention.ts; capturable (reads the plan on the device).
    */
@@ -563,7 +576,7 @@ export class CudaBackend implements Backend {
     decodeAttention(this, q, k, v, plan, scratch, out, lse, p);
   }
 
-  /** Float elements of decodeAttention's scratch at this capacity (the engine sizes it without importing cuda/). */
+  /** Float elements of decodeAttention's scratch at this capacity (the engine sizes it through the capability). */
   decodeAttentionScratchLength(cap: DecodeAttentionCapacity, heads: number, headDim: number): number {
     return decodeAttentionScratchLength(cap, heads, headDim);
   }

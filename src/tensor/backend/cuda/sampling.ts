@@ -2,14 +2,16 @@
  * Host side of kernels/sample.cu: samples B rows of a logits buffer in at most two launches
  * (sample_part over a (G chunks x B rows) grid; sample_finish, one block per row, only when some
  * row samples) and reads back each row's id, log-prob and path in one copy. The packed input
- * (records of f64 parameters, then i32 row indices and CSR id lists) is made by the engine's
- * DeviceSampler (engine/sampling/device-sampler.ts); this file checks its sizes and the row
+ * (records of SAMPLE_REC f64 parameters, then i32 row indices and CSR id lists; the layout is the
+ * "deviceSampling" capability's, types.ts) is made by the engine's DeviceSampler
+ * (engine/sampling/device-sampler.ts); this file checks its sizes and the row
  * indices, uploads it and owns the per-backend scratch (partials, candidates, row counters, the
  * fallback's [B, V] f64 rows, the packed words, the output words), allocated once and grown.
  * Knows the packed layout's offsets, the kernels' grid and constants; nothing of sequences, Rngs
  * or processors.
  */
 import { invariant } from "../../../util/errors.ts";
+import { SAMPLE_MODE, SAMPLE_REC } from "../types.ts";
 import type { DeviceBuffer } from "../types.ts";
 import type { CudaBuffer } from "./buffers.ts";
 import type { CudaBackend } from "./index.ts";
@@ -21,16 +23,11 @@ const PT = 256;
 const CH = 2048;
 const CAPF = 4096;
 const PREC = 8;
-/** Doubles per row record (REC in sample.cu): temperature, topK, topP, minP, penalty, u, mode, forced. */
-export const SAMPLE_REC = 8;
 /**
  * Dynamic shared memory of sample_finish (FINISH_SMEM in sample.cu, which static_asserts that its
  * union of the fast paths' lists, 160 KiB, and the fallback's histograms, ~97 KiB, fits).
  */
 const SAMPLE_FINISH_SMEM = 164 * 1024;
-
-/** Row modes of the packed records (mode field). */
-export const SAMPLE_MODE = { greedy: 0, forced: 1, sampled: 2 } as const;
 
 /** How each row was finished (PATH_* in sample.cu), counted as "sampleRows.path.<name>". */
 export const SAMPLE_PATHS = ["part", "full", "cand", "slow", "noscore"] as const;

@@ -4,43 +4,23 @@
  * library that does not load is a value (`{ lib: null, why }`), never an exception, so callers can
  * skip or fall back (tests skip with the reason; the compile check falls back to nvcc).
  *
- * Knows library names, search paths and the NPR_LIB* variables; nothing about kernels or buffers.
+ * Knows library names and search paths (the NPR_LIB* variables come from util/env.ts); nothing
+ * about kernels or buffers.
  */
 import { existsSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import type * as Koffi from "koffi";
+import { ENV } from "../../../../util/env.ts";
+import type { NprEnv } from "../../../../util/env.ts";
 
 export type KoffiModule = typeof Koffi;
 export type CFunction = ReturnType<Koffi.LibraryHandle["func"]>;
 
-/**
- * The CUDA-related environment, read once. util/env.ts owns NPR_* variables for the rest of npr;
- * these live here until the lead moves them there (they matter only to this backend).
- */
-export interface CudaEnv {
-  /** NPR_LIBCUDA / NPR_LIBCUBLAS / NPR_LIBNVRTC: explicit library paths. */
-  readonly libcuda: string | null;
-  readonly libcublas: string | null;
-  readonly libnvrtc: string | null;
-  /** NPR_CACHE_DIR: root of npr's caches (compiled kernels go under nvrtc/); default ~/.cache/npr. */
-  readonly cacheDir: string;
-  /** CUDA_HOME / CUDA_PATH: a toolkit root searched before the usual ones. */
-  readonly cudaHome: string | null;
-}
+/** The CUDA-related part of the environment (util/env.ts reads it, once, with the rest). */
+export type CudaEnv = Pick<NprEnv, "libcuda" | "libcublas" | "libnvrtc" | "cacheDir" | "cudaHome" | "searchPath">;
 
-export function readCudaEnv(env: Record<string, string | undefined> = process.env): CudaEnv {
-  const home = env["HOME"] || "/tmp";
-  return Object.freeze({
-    libcuda: env["NPR_LIBCUDA"] || null,
-    libcublas: env["NPR_LIBCUBLAS"] || null,
-    libnvrtc: env["NPR_LIBNVRTC"] || null,
-    cacheDir: env["NPR_CACHE_DIR"] || path.join(env["XDG_CACHE_HOME"] || path.join(home, ".cache"), "npr"),
-    cudaHome: env["CUDA_HOME"] || env["CUDA_PATH"] || null,
-  });
-}
-
-export const CUDA_ENV: CudaEnv = readCudaEnv();
+export const CUDA_ENV: CudaEnv = ENV;
 
 /** A CUDA, cuBLAS or NVRTC call that returned an error status. */
 export class CudaError extends Error {

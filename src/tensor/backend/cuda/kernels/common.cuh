@@ -121,9 +121,11 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-/** The small kernels' PDL order: `early` schedules the next kernel before this one's wait. */
-__device__ __forceinline__ void pdl_enter(int early) {
-  if (early) pdl_launch_dependents();
+/**
+ * The small kernels' PDL entry: wait for the predecessor, then let the next kernel be scheduled
+ * (scheduling it before the wait measured slower: dev/LOG.md, "PDL order").
+ */
+__device__ __forceinline__ void pdl_enter() {
   pdl_wait();
-  if (!early) pdl_launch_dependents();
+  pdl_launch_dependents();
 }

@@ -1,8 +1,7 @@
 // decode-attention.cu: paged decode attention that reads each key once per step for all the rows
 // that see it (siblings' shared prefix once) and splits long rows over many blocks (split-K).
-// The host planner (src/engine/attention-plan.ts) cuts the step's keys into work items: a few slot
-// ranges plus the mask of rows that see all of them. One kernel (a separate combine is kept for
-// comparison):
+// The host planner (src/tensor/backend/decode-attention-plan.ts) cuts the step's keys into work
+// items: a few slot ranges plus the mask of rows that see all of them. Host side: ../decode-attention.ts.
 //
 // decode_attention_partial_d{64,128,256}: grid-stride over units (item, kv head g), unit =
 //   item * Hkv + g, units < numItems * Hkv (numItems is read from the plan on the device, so a
@@ -10,18 +9,19 @@
 //   128 (4 warps) per block. The block lists the item's slots in shared memory, loads the queries
 //   of every row in the mask x the G = H / Hkv query heads of group g (scaled) in passes of
 //   DA_QMAX, then walks the keys in tiles of DA_KT = 32 slots (K and V rows staged in shared
-//   memory by cp.async, 16-byte copies; with `stages` 2 the next tile is in flight while this one
-//   is used): lane j scores key j against each of its warp's QW queries, the warp keeps an online
-//   softmax (max m, sum l) per query and accumulates acc[d] = sum p v[d] (lane owns dims lane,
-//   lane + 32, ...). Writes unnormalized partials per (partial slot, head).
-//   With `fuse` (the host's default for one row): the block then counts itself in for every row of its mask
-//   (one counter per (row, g mod DA_CNT) in the plan) and the block that completes a counter
-//   merges that row's partials for the heads of the kv groups g' = g (mod DA_CNT), in the row's
-//   slot order (so the result does not depend on which block finishes last), and resets the
+//   memory by cp.async, 16-byte copies): lane j scores key j against each of its warp's QW
+//   queries, the warp keeps an online softmax (max m, sum l) per query and accumulates acc[d] =
+//   sum p v[d] (lane owns dims lane, lane + 32, ...). Writes unnormalized partials per (partial
+//   slot, head).
+//   With `fuse` (the host sets it for a single row): the block then counts itself in for every row
+//   of its mask (one counter per (row, g mod DA_CNT) in the plan) and the block that completes a
+//   counter merges that row's partials for the heads of the kv groups g' = g (mod DA_CNT), in the
+//   row's slot order (so the result does not depend on which block finishes last), and resets the
 //   counter to 0 for the next launch. Rows without partials (padding) are written by block
 //   row % gridDim.x.
-// decode_attention_combine (only without `fuse`; the previous op, kept to compare): grid (B, H),
-//   128 threads, the same merge with serial sums (other rounding).
+// decode_attention_combine (without `fuse`: several rows, where one block completing many rows
+//   would merge them one after another at the launch's tail): grid (B, H), 128 threads, the same
+//   merge with serial sums (other rounding).
 // Merge: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, lse = M + log L; a row with no
 //   partial (padding) gets out 0 and lse -inf.
 //
@@ -35,8 +35,9 @@
 // 16-byte aligned. Accumulation in T (f32 or f64).
 // PDL (programmatic dependent launch, sm_90+, when the host launches with it): both kernels run
 // pdl_enter first, so nothing here (plan, q, pages, scratch, out) is touched before the previous
-// kernel has completed; `early` schedules the next kernel before that wait (the following GEMV's
-// blocks then stream weights while attention runs), else right after it.
+// kernel has completed.
+// Variants measured and left out (double-buffered key tiles, the fused merge for several rows or
+// the combine for one, scheduling the next kernel before the wait): dev/cuda/decode_attention.cu.
 #include "common.cuh"
 
 // PDL helpers (pdl_wait, pdl_launch_dependents, pdl_enter): common.cuh.
@@ -47,7 +48,7 @@
 #define DA_QW_MAX 8
 #define DA_QMAX (DA_WARPS * DA_QW_MAX)
 #define DA_MAX_CHUNK 512
-// Completion counters per row in the plan (attention-plan.ts PLAN_COUNTERS_PER_ROW): kv group g
+// Completion counters per row in the plan (decode-attention-plan.ts PLAN_COUNTERS_PER_ROW): kv group g
 // counts in at g % DA_CNT, so up to DA_CNT blocks merge one row's heads side by side.
 #define DA_CNT 8
 
@@ -83,7 +84,7 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-/** Field offsets of the packed plan (attention-plan.ts planLayout computes the same). */
+/** Field offsets of the packed plan (decode-attention-plan.ts planLayout computes the same). */
 struct PlanOff {
   int mask, pbase, roff, starts, ends, rowOff, rowSlots, counters;
 };
@@ -101,7 +102,7 @@ __device__ __forceinline__ PlanOff plan_off(int B, int I, int R, int P) {
 }
 
 /**
- * The separate combine kernel's merge (the previous op, kept for comparison): row `row`'s
+ * The separate combine kernel's merge (several rows): row `row`'s
  * partials of head h into out / lse, the caller's nt threads sharing the head dim, each summing
  * the partials serially in the row's slot order (a chain of dependent loads per partial: slow for
  * rows of many partials). Partials are read through L2 (__ldcg), never a stale L1 line.
@@ -217,7 +218,7 @@ __device__ __forceinline__ void da_merge_head_warp(const int* plan, const PlanOf
 }
 
 // Shared memory of the partial kernel (dynamic; decode-attention.ts smemBytes computes the size):
-// Ks [stages][DA_KT][D + 4]; Vs [stages][DA_KT][D + 4]; Qs [DA_QMAX][D + 4];
+// Ks [DA_KT][D + 4]; Vs [DA_KT][D + 4]; Qs [DA_QMAX][D + 4];
 // Ps [DA_WARPS][DA_QW_MAX][DA_KT]; slots [DA_MAX_CHUNK]; rowsOf [32]; done [32].
 
 /** Queues (cp.async, one committed group per thread) keys [t0, t0 + cnt) of the slot list into Kb / Vb. */
@@ -238,11 +239,11 @@ __device__ __forceinline__ void da_issue_tile(const T* __restrict__ k, const T* 
 
 /**
  * The keys of one unit against one pass of queries; QW queries per warp (warp w: [w QW, w QW + QW)).
- * Tile 0 is already queued into buffer 0 by the caller (it overlaps the query load).
+ * Tile 0 is already queued by the caller (it overlaps the query load).
  */
 template <int PL, int QW>
 __device__ __forceinline__ void da_pass(const T* __restrict__ k, const T* __restrict__ v, T* Ks, T* Vs, const T* Qs, T* Ps,
-                                        const int* slots, int n, int stages, int g, int Hkv, int H, int G, int D, int qb, int nqp,
+                                        const int* slots, int n, int g, int Hkv, int H, int G, int D, int qb, int nqp,
                                         int pbase, T* pacc, T* pml) {
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int DP = D + 4;
@@ -260,22 +261,13 @@ __device__ __forceinline__ void da_pass(const T* __restrict__ k, const T* __rest
   for (int t = 0; t * DA_KT < n; t++) {
     const int t0 = t * DA_KT, cnt = min(DA_KT, n - t0);
     const bool more = t0 + DA_KT < n;
-    const int buf = stages == 2 ? (t & 1) : 0;
-    // Two buffers: tile t + 1 goes into the one tile t - 1 used (released by the barrier that
-    // ended that tile) and stays in flight while tile t is used.
-    if (more && stages == 2) {
-      da_issue_tile(k, v, Ks + ((t + 1) & 1) * DA_KT * DP, Vs + ((t + 1) & 1) * DA_KT * DP, slots, t0 + DA_KT, min(DA_KT, n - t0 - DA_KT), g,
-                    Hkv, D);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    cp_async_wait<0>();
     __syncthreads();  // tile t (and, on the first tile, the queries) visible to every warp
     // Rows past cnt hold stale data: their scores are replaced by -inf (a select, so stale values
     // do not matter) and the P V loop stops at cnt.
     if (nmine > 0) {  // warp-uniform: a warp past the pass's queries only keeps the barriers
-      const T* Kt = Ks + buf * DA_KT * DP;
-      const T* Vt = Vs + buf * DA_KT * DP;
+      const T* Kt = Ks;
+      const T* Vt = Vs;
       // Scores: lane j holds q . k_j for each of the warp's queries (rows past nqp are zero queries).
       T s[QW];
 #pragma unroll
@@ -322,7 +314,7 @@ __device__ __forceinline__ void da_pass(const T* __restrict__ k, const T* __rest
       }
     }
     __syncthreads();  // tile t's buffer (and Pw) consumed before anything refills it
-    if (more && stages != 2) da_issue_tile(k, v, Ks, Vs, slots, t0 + DA_KT, min(DA_KT, n - t0 - DA_KT), g, Hkv, D);
+    if (more) da_issue_tile(k, v, Ks, Vs, slots, t0 + DA_KT, min(DA_KT, n - t0 - DA_KT), g, Hkv, D);
   }
   // Unnormalized partials (an item whose slots were all clamped away leaves m -inf, l 0, acc 0).
 #pragma unroll
@@ -388,12 +380,12 @@ __device__ __forceinline__ void da_finish_unit(int* plan, const PlanOff& o, cons
 template <int PL>
 __device__ __forceinline__ void da_partial(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, int* plan,
                                            T* pacc, T* pml, T* out, T* lse, int B, int I, int R, int P, int keys,
-                                           int H, int Hkv, int D, T scale, int stages, int fuse) {
+                                           int H, int Hkv, int D, T scale, int fuse) {
   extern __shared__ __align__(16) unsigned char da_smem[];
   const int DP = D + 4;
   T* Ks = reinterpret_cast<T*>(da_smem);
-  T* Vs = Ks + stages * DA_KT * DP;
-  T* Qs = Vs + stages * DA_KT * DP;
+  T* Vs = Ks + DA_KT * DP;
+  T* Qs = Vs + DA_KT * DP;
   T* Ps = Qs + DA_QMAX * DP;
   int* slots = reinterpret_cast<int*>(Ps + DA_WARPS * DA_QW_MAX * DA_KT);
   int* rowsOf = slots + DA_MAX_CHUNK;
@@ -443,10 +435,10 @@ __device__ __forceinline__ void da_partial(const T* __restrict__ q, const T* __r
       }
       // Fewest queries per warp that cover the pass (a warp past them idles through the tiles).
       const int qw = (nqp + DA_WARPS - 1) / DA_WARPS;
-      if (qw <= 1) da_pass<PL, 1>(k, v, Ks, Vs, Qs, Ps, slots, n, stages, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
-      else if (qw <= 2) da_pass<PL, 2>(k, v, Ks, Vs, Qs, Ps, slots, n, stages, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
-      else if (qw <= 4) da_pass<PL, 4>(k, v, Ks, Vs, Qs, Ps, slots, n, stages, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
-      else da_pass<PL, 8>(k, v, Ks, Vs, Qs, Ps, slots, n, stages, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
+      if (qw <= 1) da_pass<PL, 1>(k, v, Ks, Vs, Qs, Ps, slots, n, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
+      else if (qw <= 2) da_pass<PL, 2>(k, v, Ks, Vs, Qs, Ps, slots, n, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
+      else if (qw <= 4) da_pass<PL, 4>(k, v, Ks, Vs, Qs, Ps, slots, n, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
+      else da_pass<PL, 8>(k, v, Ks, Vs, Qs, Ps, slots, n, g, Hkv, H, G, D, qb, nqp, pbase, pacc, pml);
     }
     if (fuse) da_finish_unit<PL>(plan, o, pacc, pml, out, lse, rowsOf, done, mask, g, B, P, H, Hkv, D);
   }
@@ -462,17 +454,16 @@ __device__ __forceinline__ void da_partial(const T* __restrict__ q, const T* __r
 
 #define DA_PARTIAL(HD)                                                                                                              \
   KERNEL(decode_attention_partial_d##HD)(const T* q, const T* k, const T* v, int* plan, T* pacc, T* pml, T* out, T* lse, int B, int I,  \
-                                         int R, int P, int keys, int H, int Hkv, int D, T scale, int stages, int fuse, int early) {     \
-    pdl_enter(early);                                                                                                               \
-    da_partial<HD / 32>(q, k, v, plan, pacc, pml, out, lse, B, I, R, P, keys, H, Hkv, D, scale, stages, fuse);                      \
+                                         int R, int P, int keys, int H, int Hkv, int D, T scale, int fuse) {                            \
+    pdl_enter();                                                                                                                    \
+    da_partial<HD / 32>(q, k, v, plan, pacc, pml, out, lse, B, I, R, P, keys, H, Hkv, D, scale, fuse);                              \
   }
 DA_PARTIAL(64)
 DA_PARTIAL(128)
 DA_PARTIAL(256)
 
-KERNEL(decode_attention_combine)(const int* plan, const T* pacc, const T* pml, T* out, T* lse, int B, int I, int R, int P, int H, int D,
-                                 int early) {
-  pdl_enter(early);
+KERNEL(decode_attention_combine)(const int* plan, const T* pacc, const T* pml, T* out, T* lse, int B, int I, int R, int P, int H, int D) {
+  pdl_enter();
   const PlanOff o = plan_off(B, I, R, P);
   da_combine_head(plan, o, pacc, pml, out, lse, blockIdx.x, blockIdx.y, P, H, D, threadIdx.x, blockDim.x);
 }

@@ -3,22 +3,19 @@
 //
 // dec_rmsnorm_bf16: one 256-thread block per row; out16[r, :] = bf16(x[r, :] rstd w), rstd from a
 //   double sum of squares, as nn.cu's rmsnorm followed by convert.cu's cast (same roundings).
-// dec_gemv_<x>_nt<NT>_t<TILES>_u<U>: the weight-streaming GEMV, y[b, j] = sum_k x[b, k] w[j, k]
-//   with fp32 accumulation, on tensor cores (mma.sync m16n8k16, bf16 in, f32 out) with the
-//   operands swapped: 16 weight rows are the M side, the (at most 8 per n-tile) batch rows the N
-//   side, so the weights are read once for all rows. One block per 16-row tile of one matrix
-//   (TILES = 2: the same 16 rows of two matrices, gate and up) and k-slice (`split` slices per
-//   tile when the tiles are too few to keep DRAM busy); its nw warps split the slice into
-//   interleaved 32-wide steps, each warp streaming its weights through a cp.async ring of U
-//   stages; the warps' partial sums meet in shared memory and are added in warp order; a split
-//   tile's slices meet in a global scratch, summed in slice order by the last block to arrive
-//   (an atomic counter per tile), which runs the epilogue (deterministic: same bits every run).
-//   Several matrices (q, k, v) share a launch: `DgMats.start` gives each its first tile. x is bf16 [rows, ldx], or f32 (rounded to bf16 as it is read, which equals a
-//   cast before the GEMM), or the f32 residual RMSNormed as it is read (each block first computes
-//   every row's rstd: dec_rmsnorm_bf16 fused away for few rows); small x is staged in shared
-//   memory once per block. Epilogues: 0 store f32 (+ bias), 1 add into f32 (+ bias; the
-//   residual), 2 SwiGLU of the two tiles rounded to bf16. Each launch also fetches the first MBs
-//   of the next GEMV's weights into L2 (dg_prefetch).
+// dec_gemv_<x>_nt<NT>_t<TILES>: the weight-streaming GEMV, y[b, j] = sum_k x[b, k] w[j, k] with
+//   fp32 accumulation, on tensor cores (mma.sync m16n8k16, bf16 in, f32 out) with the operands
+//   swapped: 16 weight rows are the M side, the (at most 8 per n-tile) batch rows the N side, so
+//   the weights are read once for all rows. One block per 16-row tile of one matrix (TILES = 2:
+//   the same 16 rows of two matrices, gate and up); its nw warps split k into interleaved 32-wide
+//   steps, each warp streaming its weights through a cp.async ring of DG_STAGES stages; the warps'
+//   partial sums meet in shared memory and are added in warp order (the same bits every run).
+//   Several matrices (q, k, v) share a launch: `DgMats.start` gives each its first tile. x is bf16
+//   [rows, ldx], or f32 (rounded to bf16 as it is read, which equals a cast before the GEMM), or
+//   the f32 residual RMSNormed as it is read (each block first computes every row's rstd:
+//   dec_rmsnorm_bf16 fused away for few rows); small x is staged in shared memory once per block.
+//   Epilogues: 0 store f32 (+ bias), 1 add into f32 (+ bias; the residual), 2 SwiGLU of the two
+//   tiles rounded to bf16.
 // dec_qk_norm_rope: one warp per (row, head) over the H query heads then the Hkv kv heads (4
 //   warps per block): RMSNorm over D, rotate-half RoPE at the row's position (angles in double
 //   from the host's theta^(2j/D) table, as nn.cu's rope), q back in place, k and v into page slot
@@ -26,14 +23,14 @@
 // Programmatic dependent launch (PDL, sm_90+; the host launches these kernels with it when the
 //   backend's `pdl` is on): each kernel may start while the previous kernel of the stream still
 //   runs. Before pdl_wait() a kernel touches only the read-only weights (a GEMV fills its cp.async
-//   ring and optionally prefetches its weight tile into L2); everything the step writes (residual,
-//   q/k/v, KV pages, activations) is read or written after it. pdl_wait() returns once the previous
-//   kernel has completed and its writes are visible; as every kernel of the step waits so, the
-//   order is transitive. pdl_launch_dependents() lets the next kernel be scheduled: a GEMV calls it
-//   after its wait (the next kernel's blocks take SMs as this one's last wave drains), the small
-//   kernels too, or before their wait when `early` (the following GEMV's blocks then become
-//   resident and fill their rings while q/k norm + RoPE and attention run; measured slower, see
-//   DEFAULT_PDL_EARLY in ../decode.ts).
+//   ring); everything the step writes (residual, q/k/v, KV pages, activations) is read or written
+//   after it. pdl_wait() returns once the previous kernel has completed and its writes are
+//   visible; as every kernel of the step waits so, the order is transitive. Each kernel lets the
+//   next one be scheduled right after its wait (pdl_launch_dependents), so the next kernel's
+//   blocks take SMs as this one's last wave drains.
+// Variants measured and left out of this file (a k-split GEMV, 8 ring stages, L2 prefetch of the
+//   next or own weights, scheduling the next kernel before the wait): dev/cuda/decode_gemv.cu and
+//   dev/LOG.md.
 // Every kernel here is f32-only: the f64 instance of this file is compiled but never launched.
 #include "common.cuh"
 
@@ -52,9 +49,9 @@ __device__ __forceinline__ u16 dg_bf16(float f) {
 /** Two floats as two bf16 (nearest even) in one register, lo in bits 0..15. */
 __device__ __forceinline__ u32 dg_pack(float lo, float hi) { return (u32)dg_bf16(lo) | ((u32)dg_bf16(hi) << 16); }
 
-KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, double eps, int early) {
+KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, double eps) {
   __shared__ double sh[32];
-  pdl_enter(early);
+  pdl_enter();
   const float* xr = x + (i64)blockIdx.x * dim;
   double ss = 0;
   for (i64 j = threadIdx.x; j < dim; j += blockDim.x) ss += (double)xr[j] * (double)xr[j];
@@ -69,7 +66,7 @@ KERNEL(dec_rmsnorm_bf16)(const float* x, const float* w, u16* out, i64 dim, doub
 /**
  * The matrices of one GEMV launch, by value (all int64: the host packs it as one i64 array).
  * Matrix m: weight w[m] bf16 [n[m], k]; bias[m] f32 [n[m]] or 0; output y[m] with row b at
- * y[m] + b * ldy[m] (f32, or bf16 for SwiGLU); its 16-row tiles are [start[m], start[m + 1]) (split blocks each).
+ * y[m] + b * ldy[m] (f32, or bf16 for SwiGLU); its 16-row tiles are blocks [start[m], start[m + 1]).
  */
 struct DgMats {
   i64 count;
@@ -79,68 +76,13 @@ struct DgMats {
   i64 n[4];
   i64 ldy[4];
   i64 start[5];
-  // L2 prefetch of the weights the next GEMV of the step reads (see dg_prefetch): regions
-  // [pf[r], pf[r] + pfBytes[r]), 16-byte aligned sizes, 0 bytes = none.
-  i64 pf[3];
-  i64 pfBytes[3];
-  // Bytes of each block's own weight tile (16 rows x k, per matrix of the tile) prefetched into L2
-  // before pdl_wait (0 = none): with PDL the whole tile streams while the previous kernel drains.
-  i64 selfPf;
 };
 
-/**
- * L2 cache policies: this launch's weights are read once (evict first); the next launch's,
- * prefetched now, must survive this launch's stream through L2 (evict last).
- */
+/** L2 cache policy of the weight stream: each weight is read once per launch (evict first). */
 __device__ __forceinline__ unsigned long long dg_policy_first() {
   unsigned long long p;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
   return p;
-}
-
-/**
- * Block blockIdx.x's share of each prefetch region into L2 (evict last), one bulk prefetch per
- * region. Why: a GEMV launch of the decode step spends its first microseconds (launch, prologue,
- * the first DRAM round trip) and its tail with DRAM mostly idle, as do the small kernels between
- * GEMVs (q/k norm + RoPE, attention); weights fetched into L2 then are read at L2 speed later.
- */
-__device__ __forceinline__ void dg_prefetch(const i64* pf, const i64* bytes) {
-#if __CUDA_ARCH__ >= 900
-  unsigned long long pol;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-  for (int r = 0; r < 3; r++) {
-    if (bytes[r] <= 0) continue;
-    const i64 share = ((bytes[r] + gridDim.x - 1) / gridDim.x + 15) & ~(i64)15;
-    const i64 a = share * blockIdx.x;
-    const i64 n = a + share <= bytes[r] ? share : bytes[r] - a;
-    if (n <= 0) continue;
-    // One instruction moves at most 2^32 - 16 bytes; shares are far smaller.
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"((const char*)pf[r] + a), "r"((unsigned)n), "l"(pol) : "memory");
-  }
-#endif
-}
-
-/**
- * The first M.selfPf bytes of this block's weight tile(s) into L2 (evict first: read once, soon):
- * rows [row0, row0 + 16) of each matrix of the tile are contiguous (w is [n, k]). Issued before
- * pdl_wait, so with PDL the tile flows from DRAM while the previous kernel finishes; the ring then
- * finds it in L2.
- */
-template <int TILES>
-__device__ __forceinline__ void dg_prefetch_tiles(const DgMats& M, int m, i64 row0, i64 k) {
-#if __CUDA_ARCH__ >= 900
-  const unsigned long long pol = dg_policy_first();
-  const i64 n = M.n[m];
-  const i64 rows = n - row0 < 16 ? n - row0 : 16;
-  i64 bytes = rows * k * 2;  // k % 8 == 0: a multiple of 16, as the bulk prefetch needs
-  if (bytes > M.selfPf) bytes = M.selfPf & ~(i64)15;
-  if (bytes <= 0) return;
-#pragma unroll
-  for (int i = 0; i < TILES; i++) {
-    const u16* w = (const u16*)M.w[TILES == 1 ? m : i] + row0 * k;
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(w), "r"((unsigned)bytes), "l"(pol) : "memory");
-  }
-#endif
 }
 
 /**
@@ -210,27 +152,17 @@ __device__ __forceinline__ float dg_sigmoid(float x) {
  * Dynamic shared memory: nw * S * TILES * 1 KiB of rings (reused for the cross-warp sums at the
  * end), then, when `staged`, x as bf16 [rows, k + 8].
  */
-template <int NT, int TILES, int S, int XM, bool SPLIT>
+template <int NT, int TILES, int S, int XM>
 __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M, int rows, i64 k, int epi, const float* normw, double eps,
-                                        int staged, int splitArg, float* part, unsigned* counts) {
+                                        int staged) {
   extern __shared__ uint4 dg_smem[];
   __shared__ double rsh[16];
   __shared__ double rsp[16][16];
-  __shared__ int lastSlice;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  // Block = (tile, k-slice), the slices of a tile adjacent (they finish close together, so the
-  // tile's last one, which reduces, waits little). Slice sl covers 32-wide k-steps [sb, se).
-  // Without SPLIT (its own instances) split is the constant 1 and all of this folds away: the
-  // split arithmetic cost the unsplit kernel registers and 20-28% of its speed on an H200. 32-bit
-  // divisions (the host bounds steps x split below 2^31): 64-bit ones are long subroutines that
-  // would delay the block's first weight copies.
-  const int split = SPLIT ? splitArg : 1;
-  const int tile = (int)blockIdx.x / split;
-  const int sl = (int)blockIdx.x - tile * split;
+  // Block = one 16-row tile; its warps cover the 32-wide k-steps [0, steps).
+  const int tile = (int)blockIdx.x;
   const i64 steps = (k + 31) >> 5;
-  const i64 sb = SPLIT ? (i64)((int)steps * sl / split) : 0;
-  const i64 se = SPLIT ? (i64)((int)steps * (sl + 1) / split) : steps;
   int m = 0;
   while (m + 1 < M.count && tile >= M.start[m + 1]) m++;
   const i64 row0 = (tile - M.start[m]) * 16;
@@ -258,15 +190,14 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[i][nt][e] = 0.f;
-  // This warp's steps are sb + warp, sb + warp + nw, ... < se: cnt of them. Ring:
+  // This warp's steps are warp, warp + nw, ... < steps: cnt of them. Ring:
   // [warp][stage][tile][h][lane].
-  const i64 own = se - sb;
-  const i64 cnt = own > warp ? (own - warp + nw - 1) / nw : 0;
+  const i64 cnt = steps > warp ? (steps - warp + nw - 1) / nw : 0;
   uint4* ring = dg_smem + (i64)warp * S * TILES * 2 * 32;
   const unsigned long long policy = dg_policy_first();
   auto issue = [&](i64 i) {
     uint4* st = ring + (i % S) * (TILES * 2 * 32);
-    const i64 kk = (sb + warp + i * nw) * 32 + 8 * t;
+    const i64 kk = (warp + i * nw) * 32 + 8 * t;
     const bool ok = i < cnt && kk < k;  // k % 8 == 0: a chunk of 8 is all in or all out
     const i64 kc = ok ? kk : 0;
 #pragma unroll
@@ -278,10 +209,6 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
   for (int i = 0; i < S - 1; i++) {
     issue(i);
     dg_commit();
-  }
-  if (threadIdx.x == 0) {
-    if (M.selfPf > 0) dg_prefetch_tiles<TILES>(M, m, row0, k);
-    dg_prefetch(M.pf, M.pfBytes);
   }
   // Everything above read only weights; x, the residual and y belong to earlier kernels.
   pdl_wait();
@@ -308,19 +235,16 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     }
     __syncthreads();
   }
-  // staged: this slice's x, [k0, k1), as bf16 [rows, xld] in shared memory after the rings,
-  // written once per block, so the loop's critical path (wait, shared loads, mma) has no global
-  // load in it. The host stages when rows * k is small (few rows) and sizes the area for the
-  // longest slice (xcols); the 8-element pad spreads rows over the banks.
-  const i64 k0 = sb * 32, k1 = se * 32 < k ? se * 32 : k;
-  const i64 xcols = SPLIT && (i64)(((int)steps + split - 1) / split) * 32 < k ? (i64)(((int)steps + split - 1) / split) * 32 : k;
-  const i64 xld = xcols + 8;
+  // staged: x as bf16 [rows, xld] in shared memory after the rings, written once per block, so
+  // the loop's critical path (wait, shared loads, mma) has no global load in it. The host stages
+  // when rows * k is small (few rows); the 8-element pad spreads rows over the banks.
+  const i64 xld = k + 8;
   u16* xs = (u16*)(dg_smem + (i64)nw * S * TILES * 2 * 32);
   if (staged) {
-    const i64 k8 = (k1 - k0) >> 3;
+    const i64 k8 = k >> 3;
     for (i64 idx = threadIdx.x; idx < (i64)rows * k8; idx += blockDim.x) {
       const i64 b = idx / k8, c = (idx - b * k8) * 8;
-      *(uint4*)(xs + b * xld + c) = dg_ld_x<XM>(x, b, ldx, k0 + c, normw, XM == DG_XNORM ? rsh[b] : 1.0);
+      *(uint4*)(xs + b * xld + c) = dg_ld_x<XM>(x, b, ldx, c, normw, XM == DG_XNORM ? rsh[b] : 1.0);
     }
     __syncthreads();
   }
@@ -336,12 +260,12 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
     for (int i2 = 0; i2 < TILES; i2++)
 #pragma unroll
       for (int h = 0; h < 2; h++) wv[i2][h] = st[(i2 * 2 + h) * 32 + lane];
-    const i64 kk = (sb + warp + i * nw) * 32 + 8 * t;
+    const i64 kk = (warp + i * nw) * 32 + 8 * t;
     const bool ok = kk < k;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
       if (!(ok && xok[nt])) xv[nt] = zero;
-      else if (staged) xv[nt] = *(const uint4*)(xs + (nt * 8 + g) * xld + (kk - k0));
+      else if (staged) xv[nt] = *(const uint4*)(xs + (nt * 8 + g) * xld + kk);
       else xv[nt] = dg_ld_x<XM>(x, nt * 8 + g, ldx, kk, normw, rs[nt]);
     }
     // Refill the stage read one iteration ago (its registers are consumed), then multiply.
@@ -373,21 +297,8 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
       DG_RED(warp, i, g + 8, c + 1) = acc[i][nt][3];
     }
   __syncthreads();
-  // The epilogue of output (batch row b, weight row j) from its finished sums v[TILES].
-  auto finish = [&](int b, i64 j, const float* v) {
-    if (TILES == 2) {
-      // epi 2: SwiGLU of gate (tile 0) and up (tile 1), as elementwise.cu's swiglu, then bf16.
-      const float gt = v[0];
-      ((u16*)M.y[0])[b * M.ldy[0] + j] = dg_bf16(gt * dg_sigmoid(gt) * v[TILES - 1]);
-    } else {
-      float y = v[0];
-      if (M.bias[m]) y += ((const float*)M.bias[m])[j];
-      float* p = (float*)M.y[m] + b * M.ldy[m] + j;
-      *p = epi == 1 ? *p + y : y;
-    }
-  };
-  // One output (batch row b, weight row r) per thread; consecutive threads, consecutive rows. Its
-  // slice's sum: the warps' partials in warp order.
+  // One output (batch row b, weight row r) per thread; consecutive threads, consecutive rows: the
+  // warps' partials summed in warp order, then the epilogue.
   for (int o = threadIdx.x; o < 16 * rows; o += blockDim.x) {
     const int b = o >> 4, r = o & 15;
     const i64 j = row0 + r;
@@ -399,58 +310,31 @@ __device__ __forceinline__ void dg_gemv(const void* x, i64 ldx, const DgMats& M,
       for (int w = 0; w < nw; w++) s += DG_RED(w, i, r, b);
       v[i] = s;
     }
-    if (!SPLIT) finish(b, j, v);
-    else
-#pragma unroll
-      for (int i = 0; i < TILES; i++) part[((i64)blockIdx.x * TILES + i) * 256 + o] = v[i];
+    if (TILES == 2) {
+      // epi 2: SwiGLU of gate (tile 0) and up (tile 1), as elementwise.cu's swiglu, then bf16.
+      const float gt = v[0];
+      ((u16*)M.y[0])[b * M.ldy[0] + j] = dg_bf16(gt * dg_sigmoid(gt) * v[TILES - 1]);
+    } else {
+      float y = v[0];
+      if (M.bias[m]) y += ((const float*)M.bias[m])[j];
+      float* p = (float*)M.y[m] + b * M.ldy[m] + j;
+      *p = epi == 1 ? *p + y : y;
+    }
   }
 #undef DG_RED
-  if (!SPLIT) return;
-  // Split k: the tile's slices meet through `part` ([block][tile][b][r] f32, block = tile * split
-  // + slice). The last slice to arrive (counts[tile], an atomic counter every launch leaves at 0)
-  // sums all of them in slice order and runs the epilogue: the same bits whichever block is last.
-  // The fences order this block's partials before its arrival, and the others' before its reads.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned seen = atomicAdd(counts + tile, 1u);
-    lastSlice = seen == (unsigned)split - 1;
-    // Reset for the next launch: every slice of the tile has arrived, and the next kernel of the
-    // stream reads counts only after this grid completed (pdl_wait).
-    if (lastSlice) counts[tile] = 0;
-  }
-  __syncthreads();
-  if (!lastSlice) return;
-  __threadfence();
-  for (int o = threadIdx.x; o < 16 * rows; o += blockDim.x) {
-    const int b = o >> 4, r = o & 15;
-    const i64 j = row0 + r;
-    if (j >= n) continue;
-    float v[TILES];
-#pragma unroll
-    for (int i = 0; i < TILES; i++) {
-      float s = 0.f;
-      // __ldcg: from L2, where the other blocks' writes are (not a stale L1 line).
-      for (int q = 0; q < split; q++) s += __ldcg(part + (((i64)tile * split + q) * TILES + i) * 256 + o);
-      v[i] = s;
-    }
-    finish(b, j, v);
-  }
 }
 
+/** Ring stages of every GEMV instance (3 steps of 32 k in flight per warp; ../decode.ts sizes the rings). */
+#define DG_STAGES 4
+
 // Instances: x mode (x16 bf16, x32 f32, xn f32 RMSNormed with normw), NT n-tiles of 8 batch rows,
-// TILES weight tiles per block, a ring of U stages (U - 1 steps in flight; 4 or 8, for tuning:
-// DecodeTuning.unroll in ../decode.ts); suffix _s: split k (split slices per tile meeting in part,
-// with counts; 4 stages only), the others ignore split, part and counts.
-#define DG_GEMV(XN, XM, NT, TILES, U, SP, SFX)                                                                  \
-  KERNEL(dec_gemv_##XN##_nt##NT##_t##TILES##_u##U##SFX)(const void* x, i64 ldx, DgMats mats, int rows, i64 k, int epi, \
-                                                        const float* normw, double eps, int staged, int split,   \
-                                                        float* part, unsigned* counts) {                         \
-    dg_gemv<NT, TILES, U, XM, SP>(x, ldx, mats, rows, k, epi, normw, eps, staged, split, part, counts);          \
+// TILES weight tiles per block.
+#define DG_GEMV(XN, XM, NT, TILES)                                                                                  \
+  KERNEL(dec_gemv_##XN##_nt##NT##_t##TILES)(const void* x, i64 ldx, DgMats mats, int rows, i64 k, int epi, const float* normw, \
+                                            double eps, int staged) {                                            \
+    dg_gemv<NT, TILES, DG_STAGES, XM>(x, ldx, mats, rows, k, epi, normw, eps, staged);                           \
   }
-#define DG_GEMV_NT(XN, XM, NT)                                                                                \
-  DG_GEMV(XN, XM, NT, 1, 4, false, ) DG_GEMV(XN, XM, NT, 1, 8, false, ) DG_GEMV(XN, XM, NT, 2, 4, false, ) \
-  DG_GEMV(XN, XM, NT, 2, 8, false, ) DG_GEMV(XN, XM, NT, 1, 4, true, _s) DG_GEMV(XN, XM, NT, 2, 4, true, _s)
+#define DG_GEMV_NT(XN, XM, NT) DG_GEMV(XN, XM, NT, 1) DG_GEMV(XN, XM, NT, 2)
 DG_GEMV_NT(x16, DG_X16, 1)
 DG_GEMV_NT(x16, DG_X16, 2)
 DG_GEMV_NT(x32, DG_X32, 1)
@@ -461,8 +345,8 @@ DG_GEMV_NT(xn, DG_XNORM, 2)
 #endif
 
 KERNEL(dec_qk_norm_rope)(float* q, const float* k, const float* v, const float* qw, const float* kw, const int* pos, const int* slots,
-                         float* keys, float* values, int rows, int H, int Hkv, int D, double eps, const double* denom, int early) {
-  pdl_enter(early);
+                         float* keys, float* values, int rows, int H, int Hkv, int D, double eps, const double* denom) {
+  pdl_enter();
   const int lane = threadIdx.x & 31;
   const i64 gw = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (gw >= (i64)rows * (H + Hkv)) return;

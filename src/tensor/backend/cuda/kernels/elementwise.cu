@@ -1,5 +1,6 @@
-// elementwise.cu: fill, strided copy, unary (+ backward), broadcast binary, tensor-scalar,
-// SwiGLU (+ backward), reduceSum and the fused AdamW step.
+// elementwise.cu: fill, strided copy, unary (+ backward), broadcast binary (min, max and the le
+// mask included), select by mask (where), tensor-scalar, SwiGLU (+ backward), reduceSum and the
+// fused AdamW step.
 //
 // Mapping: every kernel here is a grid-stride loop, one thread per output element, launched with
 // 256-thread blocks and min(ceil(n / 256), 65535) blocks (index.ts `grid1d`). reduce_sum_rows is
@@ -74,7 +75,12 @@ KERNEL(unary_backward)(const T* x, const T* y, const T* dy, T* dx, i64 n, int op
   }
 }
 
-/** out[i] = a[offset_a(i)] op b[offset_b(i)], broadcasting through zero strides; op: 0 add, 1 sub, 2 mul, 3 div. */
+/**
+ * out[i] = a[offset_a(i)] op b[offset_b(i)], broadcasting through zero strides; op: 0 add, 1 sub,
+ * 2 mul, 3 div, 4 min, 5 max, 6 le. min/max return a on a tie, and NaN when either operand is NaN
+ * (`u != u` keeps a NaN a; a NaN b fails the comparison and is returned), as the CPU reference
+ * does: not fminf/fmaxf, which drop NaNs. le is 1 where u <= v, else 0 (NaN included).
+ */
 KERNEL(binary)(const T* a, const T* b, T* out, Strided desc, i64 n, int op) {
   const int rank = (int)desc.rank;
   GRID_STRIDE(i, n) {
@@ -86,7 +92,56 @@ KERNEL(binary)(const T* a, const T* b, T* out, Strided desc, i64 n, int op) {
       r /= s;
     }
     const T u = a[oa], v = b[ob];
-    out[i] = op == 0 ? u + v : op == 1 ? u - v : op == 2 ? u * v : u / v;
+    T w;
+    switch (op) {
+      case 0: w = u + v; break;
+      case 1: w = u - v; break;
+      case 2: w = u * v; break;
+      case 3: w = u / v; break;
+      case 4: w = (u <= v || u != u) ? u : v; break;
+      case 5: w = (u >= v || u != u) ? u : v; break;
+      default: w = u <= v ? T(1) : T(0); break;
+    }
+    out[i] = w;
+  }
+}
+
+/** Shape and three stride vectors (mask, a, b) of `where`; the host packs it (buffers.ts `strided`). */
+struct Strided3 {
+  i64 rank;
+  i64 shape[MAX_RANK];
+  i64 sm[MAX_RANK];
+  i64 sa[MAX_RANK];
+  i64 sb[MAX_RANK];
+};
+
+/** Offsets of flat output index i in mask, a and b (row-major walk over desc.shape). */
+__device__ __forceinline__ void where_offsets(i64 i, const Strided3& desc, i64& om, i64& oa, i64& ob) {
+  om = 0; oa = 0; ob = 0;
+  for (int d = (int)desc.rank - 1; d >= 0; d--) {
+    const i64 s = desc.shape[d], c = i % s;
+    om += c * desc.sm[d];
+    oa += c * desc.sa[d];
+    ob += c * desc.sb[d];
+    i /= s;
+  }
+}
+
+/** out[i] = mask != 0 ? a : b, all three broadcast; a float mask of type T (NaN counts as nonzero). */
+KERNEL(where)(const T* mask, const T* a, const T* b, T* out, Strided3 desc, i64 n) {
+  GRID_STRIDE(i, n) {
+    i64 om, oa, ob;
+    where_offsets(i, desc, om, oa, ob);
+    out[i] = mask[om] != T(0) ? a[oa] : b[ob];
+  }
+}
+
+/** where with an i32 mask. */
+KERNEL(where_i32)(const int* mask, const T* a, const T* b, T* out, Strided3 desc, i64 n) {
+  GRID_STRIDE(i, n) {
+    i64 om, oa, ob;
+    where_offsets(i, desc, om, oa, ob);
+    out[i] = mask[om] != 0 ? a[oa] : b[ob];
   }
 }
 

@@ -1,21 +1,23 @@
 /**
- * Host planner of the shared-prefix, split-K decode attention (cuda decode-attention.ts): turns
- * the decode rows' visible key slots (sorted disjoint slot ranges per row, what decode-plan's
- * rowRanges gives) into work items, each a few slot ranges plus the mask of rows that see all of
+ * Host planner of the paged decode attention op (the "decodeAttention" capability, types.ts; on
+ * CUDA cuda/decode-attention.ts): turns the decode rows' visible key slots (sorted disjoint slot
+ * ranges per row) into work items, each a few slot ranges plus the mask of rows that see all of
  * them, so that every key is read once per step for all the rows that see it (siblings' shared
- * prefix once, each branch's own keys once) and one long row is split over many items.
- * Pure arrays and numbers: no backend, no model; the packed i32 layout is the one the kernels read.
+ * prefix once, each branch's own keys once) and one long row is split over many items; then
+ * packs the plan into the i32 layout the op reads. It sits beside the op it feeds, below the
+ * engine (which plans each decode step with it). Pure arrays and numbers: no backend, no model.
  */
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../../util/errors.ts";
+import type { DecodeAttentionCapacity } from "./types.ts";
 
 /** Rows one plan may hold (a row is one bit of an i32 mask). */
 export const MAX_PLAN_ROWS = 32;
-/** Largest chunk of keys per item (DA_MAX_CHUNK in decode-attention.cu: the item's slot list in shared memory). */
+/** Largest chunk of keys per item (DA_MAX_CHUNK in cuda/kernels/decode-attention.cu: the item's slot list in shared memory). */
 export const MAX_CHUNK = 512;
 /** An item holds at most this many slot ranges (fragmented block tables split into more items). */
 export const MAX_RANGES_PER_ITEM = 16;
 /**
- * Completion counters per row at the end of a packed plan (DA_CNT in decode-attention.cu): the
+ * Completion counters per row at the end of a packed plan (DA_CNT in cuda/kernels/decode-attention.cu): the
  * kernel's block that finishes a row's last partial for kv group g (counter g % 8) merges that
  * row. packPlan writes them 0 and every launch leaves them 0.
  */
@@ -57,13 +59,6 @@ export function slotRanges(slots: Iterable<number>): Array<[number, number]> {
     else out.push([x, x + 1]);
   }
   return out;
-}
-
-/** Capacities of a packed plan buffer (fixed per captured graph). */
-export interface PlanCapacity {
-  items: number;
-  ranges: number;
-  partials: number;
 }
 
 export interface PlanOptions {
@@ -181,12 +176,12 @@ function popcount(m: number): number {
 }
 
 /** What a packed buffer must hold for this plan. */
-export function planCapacityNeeded(plan: AttentionPlan): PlanCapacity {
+export function planCapacityNeeded(plan: AttentionPlan): DecodeAttentionCapacity {
   return { items: plan.items.length, ranges: plan.numRanges, partials: plan.numPartials };
 }
 
 /** Whether `cap` holds `need` in every field. */
-export function capacityFits(cap: PlanCapacity, need: PlanCapacity): boolean {
+export function capacityFits(cap: DecodeAttentionCapacity, need: DecodeAttentionCapacity): boolean {
   return cap.items >= need.items && cap.ranges >= need.ranges && cap.partials >= need.partials;
 }
 
@@ -195,7 +190,7 @@ export function capacityFits(cap: PlanCapacity, need: PlanCapacity): boolean {
  * small grows to max(2 x current, need + 25%), so a context that grows one chunk at a time
  * recaptures its graph a logarithmic number of times. At least 1 per field.
  */
-export function growCapacity(cur: PlanCapacity | null, need: PlanCapacity): PlanCapacity {
+export function growCapacity(cur: DecodeAttentionCapacity | null, need: DecodeAttentionCapacity): DecodeAttentionCapacity {
   if (cur && capacityFits(cur, need)) return cur;
   const grow = (c: number, n: number) => (c >= n ? c : Math.max(1, 2 * c, Math.ceil(n * 1.25)));
   return {
@@ -207,7 +202,7 @@ export function growCapacity(cur: PlanCapacity | null, need: PlanCapacity): Plan
 
 /**
  * Offsets (i32 elements) of the packed plan for B rows and capacity cap; the kernels compute the
- * same offsets from (B, items, ranges, partials) (decode-attention.cu header):
+ * same offsets from (B, items, ranges, partials) (cuda/kernels/decode-attention.cu header):
  *   [0]                 numItems (the kernels read it; blocks past it exit)
  *   mask[items]         row mask per item
  *   pbase[items]        first partial slot per item
@@ -219,7 +214,7 @@ export function growCapacity(cur: PlanCapacity | null, need: PlanCapacity): Plan
  */
 export interface PlanLayout {
   rows: number;
-  capacity: PlanCapacity;
+  capacity: DecodeAttentionCapacity;
   numItems: number;
   mask: number;
   pbase: number;
@@ -233,7 +228,7 @@ export interface PlanLayout {
   length: number;
 }
 
-export function planLayout(rows: number, cap: PlanCapacity): PlanLayout {
+export function planLayout(rows: number, cap: DecodeAttentionCapacity): PlanLayout {
   const I = cap.items;
   const R = cap.ranges;
   const mask = 1;

@@ -1,21 +1,20 @@
 /**
- * The decode attention planner (src/engine/attention-plan.ts) on random row sets shaped like the
+ * The decode attention planner (src/tensor/backend/decode-attention-plan.ts) on random row sets shaped like the
  * engine's: siblings sharing a fragmented prefix with copy-on-write tails, nested forks, single
  * long rows, independent rows and padding rows. Checks that each row's keys are covered exactly
  * once, that every key lies in exactly one item (shared keys are read once), the item limits, and
  * that a float64 evaluation of the packed plan (partials per item, then the combine) equals direct
- * softmax attention within 1e-12; plus the capacity helpers and the layout the CUDA host module
- * assumes. No GPU.
+ * softmax attention within 1e-12; plus the capacity helpers and the packed layout's offsets (the
+ * CUDA kernels compute the same ones). No GPU.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   MAX_CHUNK, MAX_RANGES_PER_ITEM, PLAN_COUNTERS_PER_ROW, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges,
-} from "../../src/engine/attention-plan.ts";
-import type { AttentionPlan, PlanLayout } from "../../src/engine/attention-plan.ts";
-import { decodePlanLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
+} from "../../src/tensor/backend/decode-attention-plan.ts";
+import type { AttentionPlan, PlanLayout } from "../../src/tensor/backend/decode-attention-plan.ts";
 import { Rng } from "../../src/util/rng.ts";
-import { evalPacked } from "./plan-eval.ts";
+import { evalPacked } from "./decode-attention-eval.ts";
 import { InvariantError } from "../../src/util/errors.ts";
 
 type Ranges = Array<[number, number]>;
@@ -251,10 +250,13 @@ test("capacity: needed, fits, growth, packing refuses a plan that does not fit",
   assert.ok(!capacityFits(small, need));
   const lay = planLayout(c.rows.length, small);
   assert.throws(() => packPlan(plan, lay, new Int32Array(lay.length)), InvariantError);
-  // The CUDA host module sizes the plan buffer with the same layout.
-  for (const [B, cp] of [[1, { items: 1, ranges: 1, partials: 1 }], [16, cap], [8, { items: 300, ranges: 900, partials: 2400 }]] as const) {
-    assert.equal(planLayout(B, cp).length, decodePlanLength(B, cp));
-  }
+  // The offsets decode-attention.cu's plan_off computes from (B, I, R, P): [0] numItems, mask[I],
+  // pbase[I], rangeOff[I + 1], starts[R], ends[R], rowOff[B + 1], rowSlots[P], counters[B * 8].
+  const l2 = planLayout(2, { items: 3, ranges: 4, partials: 5 });
+  assert.deepEqual(
+    [l2.numItems, l2.mask, l2.pbase, l2.rangeOff, l2.starts, l2.ends, l2.rowOff, l2.rowSlots, l2.counters, l2.length],
+    [0, 1, 4, 7, 11, 15, 19, 22, 27, 27 + 2 * PLAN_COUNTERS_PER_ROW],
+  );
 });
 
 test("autoChunk and the split of one long row", () => {

@@ -1,13 +1,13 @@
 /**
- * A float64 evaluation of a packed decode attention plan (src/engine/attention-plan.ts), written
- * from the kernels' algorithm (decode-attention.cu): per item, every row of its mask and every
+ * A float64 evaluation of a packed decode attention plan (src/tensor/backend/decode-attention-plan.ts),
+ * written from the kernels' algorithm (decode-attention.cu): per item, every row of its mask and every
  * query head against the item's keys (max, sum of exp, weighted values), then per row the combine
  * of its partials in the row's slot order (the plan's completion counters must be 0, as the kernel
  * needs them). The planner test checks it against direct softmax attention; the graph decode test
  * uses it as a CPU stand-in for the CUDA op, so the engine's per-step planning, capacity growth
  * and padding rows run in CI. Test helper only.
  */
-import type { PlanLayout } from "../../src/engine/attention-plan.ts";
+import type { PlanLayout } from "../../src/tensor/backend/decode-attention-plan.ts";
 
 /** The kernels' algorithm on the packed i32 plan, in float64: partials per (item, row, head), then combine. */
 export function evalPacked(buf: Int32Array, lay: PlanLayout, q: Float64Array, k: Float64Array, v: Float64Array, H: number, Hkv: number, D: number, scale: number) {

@@ -80,7 +80,7 @@ function threadGemm(path: "openblas" | "typescript"): att.Gemm {
   if (path === "openblas") {
     if (threadBlas === null) {
       const blas = loadOpenBlas({ threads: null }).blas;
-      if (blas === null) throw new Error("tasks: OpenBLAS did not load in a worker thread");
+      if (blas === null) throw new Error("worker-kernels: OpenBLAS did not load in a worker thread");
       threadBlas = (a, b, c, p) => {
         const { m, n, k, transA, transB } = p;
         const [lda, ldb, alpha, beta] = [transA ? m : k, transB ? k : n, p.alpha ?? 1, p.beta ?? 0];
