@@ -1,7 +1,10 @@
 /**
  * Imports point downward only (DESIGN.md "Layers"): a file under src/<folder>/ may import its own
  * folder or a folder of a lower rank, never a sibling or a higher rank. Every violation is listed
- * with file:line. Also checks that each src file opens with a header comment.
+ * with file:line. Other folders import a folder only through its entry file, src/<folder>/index.ts
+ * (the backends' entry files tensor/backend/cpu/index.ts and tensor/backend/cuda/index.ts count as
+ * entries of their own: only the composition root picks a backend, and loading tensor/ must not
+ * load either). Also checks that each src file opens with a header comment.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -26,6 +29,13 @@ export const RANKS: Record<string, number> = {
   serve: 6,
   cli: 7,
 };
+
+/** The files other folders may import: each folder's index.ts, and the two backend entries. */
+const ENTRY_FILES = new Set([
+  ...Object.keys(RANKS).map((f) => `${f}/index.ts`),
+  "tensor/backend/cpu/index.ts",
+  "tensor/backend/cuda/index.ts",
+]);
 
 function walk(dir: string): string[] {
   const out: string[] = [];
@@ -65,6 +75,10 @@ test("src/ imports point downward only", () => {
         }
         const other = folderOf(target);
         if (other === folder) continue;
+        const rel = relative(SRC, target);
+        if (!ENTRY_FILES.has(rel)) {
+          violations.push(`${relative(ROOT, file)}:${i + 1}: imports ${rel} directly; other folders import src/${other}/ through its index.ts`);
+        }
         const otherRank = RANKS[other];
         if (otherRank === undefined || otherRank >= rank) {
           violations.push(

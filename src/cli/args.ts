@@ -9,7 +9,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { DataFormatError, UsageError } from "../util/errors.ts";
+import { DataFormatError, UsageError } from "../util/index.ts";
 
 /** `[min, max]` as a message fragment ("an integer >= 1" when there is no real upper bound). */
 function rangeText(kind: string, min: number, max: number): string {

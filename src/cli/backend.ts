@@ -10,14 +10,12 @@
  */
 import type { Command } from "commander";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
-import { allUnits, compileCheck, KERNEL_FILES } from "../tensor/backend/cuda/compile.ts";
-import { Nvrtc } from "../tensor/backend/cuda/ffi/nvrtc.ts";
-import { CudaBackend, cudaUnavailable } from "../tensor/backend/cuda/index.ts";
-import type { Backend } from "../tensor/backend/types.ts";
-import { UsageError } from "../util/errors.ts";
+import { CudaBackend, cudaUnavailable, allUnits, compileCheck, KERNEL_FILES, Nvrtc } from "../tensor/backend/cuda/index.ts";
+import type { Backend } from "../tensor/index.ts";
+import { UsageError } from "../util/index.ts";
 import { parseChoice } from "./args.ts";
-import { causalLayout } from "../util/layout.ts";
-import { Rng } from "../util/rng.ts";
+import { causalLayout } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 
 /** The CUDA backend, or a UsageError naming what is missing (driver, device, NVRTC, cuBLAS). */
 export function makeCudaBackend(): CudaBackend {

@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { checkOutputFile } from "./args.ts";
 import { writeOut } from "./io.ts";
 

@@ -17,7 +17,7 @@ import type { GenerateParams, GenerationResult } from "../engine/index.ts";
 import { Qwen3Model, parseQwen3Config, qwen3ParamCount, saveQwen3 } from "../model/index.ts";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { byteTokenizer } from "../tokenizer/index.ts";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { checkOutputDir, parseIntArg } from "./args.ts";
 import { loadForEngine } from "./engine.ts";
 import { streamWithTree } from "./generate.ts";

@@ -14,9 +14,9 @@ import type { EngineVocab, ForcedBlock, GenerationResult, ParamsArg } from "../e
 import { loadQwen3 } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { NprTokenizer } from "../tokenizer/index.ts";
-import { CheckpointFormatError, invariant } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
-import { MAX_PLANS } from "../format/npr-tags.ts";
+import { CheckpointFormatError, invariant } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
+import { MAX_PLANS } from "../format/index.ts";
 import { makeBackend, readModelConfig } from "./model.ts";
 import { checkInputDir, parseChoice, parseComputeDtype, parseIntArg } from "./args.ts";
 import { Progress, writeOut } from "./io.ts";

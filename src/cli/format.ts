@@ -11,9 +11,9 @@ import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { checkStdin, parseChoice } from "./args.ts";
 import { writeOut } from "./io.ts";
-import { buildNprLayout, layoutToJson } from "../format/npr-layout.ts";
-import { parseResponse, type NprTrajectory } from "../format/npr-response.ts";
-import { FORMAT_VARIANTS, checkResponse, type FormatVariant } from "../format/npr-score.ts";
+import { buildNprLayout, layoutToJson } from "../format/index.ts";
+import { parseResponse, type NprTrajectory } from "../format/index.ts";
+import { FORMAT_VARIANTS, checkResponse, type FormatVariant } from "../format/index.ts";
 
 /** Reads stdin JSONL; calls `each` with the parsed object or an error string per non-blank line. */
 async function eachJsonLine(each: (value: Record<string, unknown> | null, error: string | null, line: number) => void): Promise<void> {

@@ -11,7 +11,7 @@
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { parseChoice, parseIntArg } from "./args.ts";
 import { writeOut } from "./io.ts";
 import {

@@ -25,10 +25,10 @@ import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { makeCudaBackend } from "./backend.ts";
 import { checkInputDir, checkInputFile, checkOutputDir, parseChoice, parseComputeDtype, parseIntArg, readJsonFile } from "./args.ts";
 import { writeOut } from "./io.ts";
-import { SafetensorsCheckpoint } from "../format/safetensors.ts";
-import { ConfigError, UsageError } from "../util/errors.ts";
+import { SafetensorsCheckpoint } from "../format/index.ts";
+import { ConfigError, UsageError } from "../util/index.ts";
 import type { ParsedQwen3Config, Qwen3Config } from "../model/index.ts";
-import { causalLayout } from "../util/layout.ts";
+import { causalLayout } from "../util/index.ts";
 import { NprTokenizer, byteTokenizer } from "../tokenizer/index.ts";
 
 const PRESET_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../presets/models");

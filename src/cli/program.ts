@@ -5,7 +5,7 @@
  * code 0; anything else is a bug and prints its stack. Nothing imports this file.
  */
 import { Command, CommanderError } from "commander";
-import { BoundaryError } from "../util/errors.ts";
+import { BoundaryError } from "../util/index.ts";
 import { OutputClosed } from "./io.ts";
 import { registerBackendCommands } from "./backend.ts";
 import { registerBundleCommand } from "./bundle.ts";

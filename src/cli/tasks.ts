@@ -7,7 +7,7 @@
  * Composition only: generators, traces and splits live in src/tasks.
  */
 import type { Command } from "commander";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { parseChoice, parseIntArg } from "./args.ts";
 import { writeOut } from "./io.ts";
 import {

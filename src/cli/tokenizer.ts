@@ -5,12 +5,12 @@
  * the tokenizers live in src/tokenizer, the resize in src/model/resize.ts.
  */
 import type { Command } from "commander";
-import { NPR_TAGS, tagInitText } from "../format/npr-tags.ts";
+import { NPR_TAGS, tagInitText } from "../format/index.ts";
 import { loadQwen3, resizeVocab, saveQwen3 } from "../model/index.ts";
 import { CpuBackend } from "../tensor/backend/cpu/index.ts";
 import { NprTokenizer, byteTokenizer, taskTokenizer } from "../tokenizer/index.ts";
 import { TASK_VOCABULARY } from "../tasks/index.ts";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { checkInputDir, checkOutputDir, checkStdin, parseChoice } from "./args.ts";
 import { writeOut } from "./io.ts";
 

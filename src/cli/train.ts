@@ -23,7 +23,7 @@ import {
   withOverrides,
 } from "../train/index.ts";
 import type { LayoutMode, Progress, Recipe, StageOverrides, SupervisedStage } from "../train/index.ts";
-import { ConfigError, UsageError } from "../util/errors.ts";
+import { ConfigError, UsageError } from "../util/index.ts";
 import { checkInputDir, checkInputFile, checkOutputDir, parseChoice, parseIntArg } from "./args.ts";
 import { makeBackend } from "./model.ts";
 

@@ -13,7 +13,7 @@
  *   [4B + 1, +R)      starts       first slot of each range (inclusive)
  *   [4B + 1 + R, +R)  ends         last slot + 1
  */
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import type { PlanItem } from "./types.ts";
 
 /** Batch sizes with a captured graph; a plan of n items runs in the smallest bucket >= n. */

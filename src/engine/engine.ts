@@ -7,12 +7,12 @@
  */
 import { KVManager } from "../kv/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
-import { UsageError, invariant } from "../util/errors.ts";
+import { UsageError, invariant } from "../util/index.ts";
 import { ModelRunner } from "./runner.ts";
 import type { StepRunner } from "./runner.ts";
 import { Scheduler } from "./scheduler.ts";
 import type { SchedulerOptions } from "./scheduler.ts";
-import type { EngineVocab } from "./structure.ts";
+import type { EngineVocab } from "./forced-structure.ts";
 import { resolveParams } from "./types.ts";
 import type { EngineEvent, GenerateParams, GenerationResult } from "./types.ts";
 

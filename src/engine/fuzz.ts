@@ -9,13 +9,13 @@
  * show the fuzzer reports it: a fuzzer that cannot fail proves nothing.
  * Knows the engine's public pieces and token ids; the model is a function of the last token.
  */
-import { InvariantError } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
+import { InvariantError } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 import { Engine } from "./engine.ts";
 import { sampleItems } from "./runner.ts";
 import type { StepRunner } from "./runner.ts";
-import { randomStructure } from "./structure.ts";
-import type { EngineVocab } from "./structure.ts";
+import { randomStructure } from "./forced-structure.ts";
+import type { EngineVocab } from "./forced-structure.ts";
 import type { FinishReason, GenerateParams, StepPlan, StepResult } from "./types.ts";
 
 /** Counts of one fuzz run (camelCase, as every npr JSON output). */

@@ -19,7 +19,7 @@ import { DecodeStep } from "../model/index.ts";
 import type { DecodeStepBuffers, DecodeStepInputs, PagedKVStorage, Qwen3Model } from "../model/index.ts";
 import { capacityFits, growCapacity, hasGraphCapture, packPlan, planAttention, planCapacityNeeded, planLayout } from "../tensor/index.ts";
 import type { Backend, CapturedGraph, DecodeAttentionCapacity, DeviceBuffer, GraphCapture, HostArray, PlanLayout } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rowRanges } from "./decode-plan.ts";
 import type { InputLayout } from "./decode-plan.ts";
 import type { PlanItem } from "./types.ts";

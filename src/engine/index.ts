@@ -20,7 +20,7 @@ export {
   type EngineVocab,
   type ForcedBlock,
   type ScriptItem,
-} from "./structure.ts";
+} from "./forced-structure.ts";
 export {
   DEFAULT_SAMPLING,
   checkSamplingParams,

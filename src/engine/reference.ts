@@ -11,12 +11,12 @@
 import { NprParser, trajectoryLayout } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
+import { invariant } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 import { sampleToken, streamSeed } from "./sampling/sampler.ts";
 import type { Constraint } from "./sampling/sampler.ts";
-import { branchScript, joinScript, rootScript, sequentialScript } from "./structure.ts";
-import type { EngineVocab, ScriptItem } from "./structure.ts";
+import { branchScript, joinScript, rootScript, sequentialScript } from "./forced-structure.ts";
+import type { EngineVocab, ScriptItem } from "./forced-structure.ts";
 import { resolveParams } from "./types.ts";
 import type { GenerateParams, TokenOrigin } from "./types.ts";
 

@@ -23,8 +23,8 @@
  * prompt later with the same seeds (so the same result); a request that does not fit even alone
  * finishes with "no_kv".
  */
-import { InvariantError, invariant } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
+import { InvariantError, invariant } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 import { NprParser, nextPosition, stepStartPosition, takeawayPosition } from "../format/index.ts";
 import type { BlockTable, KVManager } from "../kv/index.ts";
 import type { SlotRanges } from "../model/index.ts";
@@ -32,8 +32,8 @@ import { budgetExhausted, mayFork } from "./budget.ts";
 import type { BudgetState } from "./budget.ts";
 import { streamSeed } from "./sampling/sampler.ts";
 import type { Constraint } from "./sampling/sampler.ts";
-import { branchScript, joinScript, rootScript, sequentialScript } from "./structure.ts";
-import type { EngineVocab, ScriptItem } from "./structure.ts";
+import { branchScript, joinScript, rootScript, sequentialScript } from "./forced-structure.ts";
+import type { EngineVocab, ScriptItem } from "./forced-structure.ts";
 import type {
   EngineEvent,
   FinishReason,

@@ -3,13 +3,13 @@
  * events of the async stream, and the StepPlan / StepResult that pass between scheduler and
  * runner (STYLE.md habit 10). No behaviour beyond defaults and one validation.
  */
-import { UsageError } from "../util/errors.ts";
-import { MAX_PLANS } from "../format/npr-tags.ts";
+import { UsageError } from "../util/index.ts";
+import { MAX_PLANS } from "../format/index.ts";
 import type { Constraint, SamplingParams } from "./sampling/sampler.ts";
 import { DEFAULT_SAMPLING, checkSamplingParams } from "./sampling/sampler.ts";
-import type { ForcedBlock } from "./structure.ts";
+import type { ForcedBlock } from "./forced-structure.ts";
 import type { PageCopy, SlotRanges } from "../model/index.ts";
-import type { Rng } from "../util/rng.ts";
+import type { Rng } from "../util/index.ts";
 
 export interface GenerateParams extends SamplingParams {
   /** parallel: fork at </guideline>; sequential: the same model, plain autoregressive (baseline). */

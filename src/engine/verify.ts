@@ -8,9 +8,9 @@
 import { trajectoryLayout } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import { noGrad } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import { applyRepetitionPenalty, logProbOf } from "./sampling/sampler.ts";
-import type { EngineVocab } from "./structure.ts";
+import type { EngineVocab } from "./forced-structure.ts";
 import type { GenerateParams, GenerationResult } from "./types.ts";
 
 export interface RescoreReport {

@@ -16,9 +16,9 @@
  *   idx  20     <takeaway>                     pos 16 = g + 1 + 5 (longest step: 5 tokens)
  *   idx  21..   t </takeaway> ans <|im_end|>   pos 17..     causal (sees every step)
  */
-import type { Layout } from "../util/layout.ts";
-import { causalLayout, checkLayout } from "../util/layout.ts";
-import { invariant } from "../util/errors.ts";
+import type { Layout } from "../util/index.ts";
+import { causalLayout, checkLayout } from "../util/index.ts";
+import { invariant } from "../util/index.ts";
 import { NprParser } from "./npr-parser.ts";
 import { STEP_OPEN } from "./npr-tags.ts";
 
@@ -61,7 +61,7 @@ export function nextPosition(previous: number): number {
 
 /**
  * A trajectory: prompt + response as token strings, or as ids with `tokenOf` giving the string
- * the NPR parser reads for each (engine/structure.ts EngineVocab.parserToken). format/ never
+ * the NPR parser reads for each (engine/forced-structure.ts EngineVocab.parserToken). format/ never
  * interprets an id itself.
  */
 export type TrajectoryLayoutInput = {

@@ -12,7 +12,7 @@
  */
 
 import fs from "node:fs";
-import { CheckpointFormatError } from "../util/errors.ts";
+import { CheckpointFormatError } from "../util/index.ts";
 
 export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 

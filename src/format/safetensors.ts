@@ -10,7 +10,7 @@
 
 import fs from "node:fs";
 import path from "node:path";
-import { CheckpointFormatError, invariant } from "../util/errors.ts";
+import { CheckpointFormatError, invariant } from "../util/index.ts";
 import {
   byteLengthOf,
   encodeHeader,

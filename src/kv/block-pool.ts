@@ -9,7 +9,7 @@
  *   allocate(n): pops n from the head (lowest ids first on a fresh pool)
  *   decRef to 0: appends at the tail, so recently freed blocks are reused last
  */
-import { InvariantError, invariant } from "../util/errors.ts";
+import { InvariantError, invariant } from "../util/index.ts";
 
 /** The reserved block id that is never allocated. */
 export const NULL_BLOCK = 0;

@@ -16,7 +16,7 @@
  * may append into its tail block only where its tail entry ends at the frontier, so readers of
  * a shared block never see a slot change under them.
  */
-import { InvariantError, invariant } from "../util/errors.ts";
+import { InvariantError, invariant } from "../util/index.ts";
 import { BlockPool } from "./block-pool.ts";
 
 /** Copy `count` rows from slots [srcBlock, srcStart..) to [dstBlock, dstStart..) (every layer, K and V). */

@@ -12,8 +12,8 @@ import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from "../format/ind
 import type { WriteEntry } from "../format/index.ts";
 import { Tensor } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
-import { bf16BitsToF32Array, decodeToFloat, encodeFloat, toBf16Bits } from "../tensor/dtype.ts";
-import { CheckpointFormatError, ConfigError } from "../util/errors.ts";
+import { bf16BitsToF32Array, decodeToFloat, encodeFloat, toBf16Bits } from "../tensor/index.ts";
+import { CheckpointFormatError, ConfigError } from "../util/index.ts";
 import { parseQwen3Config, qwen3ConfigToJson } from "./config.ts";
 import type { ParsedQwen3Config } from "./config.ts";
 import { Qwen3Model } from "./qwen3.ts";

@@ -6,7 +6,7 @@
  * keys this file has never heard of are reported as `unknown` for the CLI to warn about.
  * This file knows nothing about tensors, weights or files on disk. docs/model-config.md lists the keys.
  */
-import { ConfigError } from "../util/errors.ts";
+import { ConfigError } from "../util/index.ts";
 
 export interface Qwen3Config {
   /** V: vocabulary size (rows of embed_tokens and lm_head). */

@@ -20,7 +20,7 @@ import { hasDecodeAttention, hasFusedDecode, hasGraphCapture } from "../tensor/i
 import type {
   AttentionSegments, Backend, DecodeAttentionCapacity, DeviceBuffer, FusedDecodeOps, GraphCapture, PagedDecodeAttention,
 } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import type { PagedKVStorage } from "./paged-kv.ts";
 import type { Qwen3Model } from "./qwen3.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, layerParamNames } from "./weights.ts";

@@ -24,9 +24,9 @@ import {
   swiglu,
 } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
-import { bf16BitsToF32, f32ToBf16Bits } from "../tensor/dtype.ts";
-import { invariant } from "../util/errors.ts";
-import type { Layout } from "../util/layout.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../tensor/index.ts";
+import { invariant } from "../util/index.ts";
+import type { Layout } from "../util/index.ts";
 import type { Qwen3Config } from "./config.ts";
 
 /**

@@ -8,7 +8,7 @@
  */
 import { Tensor } from "../tensor/index.ts";
 import type { Backend, DeviceBuffer } from "../tensor/index.ts";
-import { BoundaryError, invariant } from "../util/errors.ts";
+import { BoundaryError, invariant } from "../util/index.ts";
 
 /** The cache has no room for the tokens a forward wants to add. */
 export class KVCacheFullError extends BoundaryError {

@@ -24,8 +24,8 @@
  */
 import { Tensor } from "../tensor/index.ts";
 import type { Backend, DeviceBuffer } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
-import { segmentLayout } from "../util/layout.ts";
+import { invariant } from "../util/index.ts";
+import { segmentLayout } from "../util/index.ts";
 import type { KVStore } from "./kv-cache.ts";
 import type { Qwen3Model } from "./qwen3.ts";
 

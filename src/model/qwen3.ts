@@ -10,9 +10,9 @@
  */
 import { Tensor, cast, noGrad } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
-import { UsageError, invariant } from "../util/errors.ts";
-import { checkLayout } from "../util/layout.ts";
-import type { Layout } from "../util/layout.ts";
+import { UsageError, invariant } from "../util/index.ts";
+import { checkLayout } from "../util/index.ts";
+import type { Layout } from "../util/index.ts";
 import type { Qwen3Config } from "./config.ts";
 import { HfBf16Math, plainMath } from "./forward-math.ts";
 import type { ForwardMath } from "./forward-math.ts";

@@ -8,7 +8,7 @@
  * This file must not know tokenizers: the caller passes the sub-token ids in.
  */
 import { Tensor } from "../tensor/index.ts";
-import { UsageError, invariant } from "../util/errors.ts";
+import { UsageError, invariant } from "../util/index.ts";
 import type { Qwen3Config } from "./config.ts";
 import { Qwen3Model } from "./qwen3.ts";
 import { EMBED, LM_HEAD, qwen3ParamSpecs } from "./weights.ts";

@@ -5,8 +5,8 @@
  * The rules are the ones loading applies (checkpoint.ts), so `npr model info` passes exactly the
  * checkpoints that load. Reads headers only (format/safetensors.ts); knows names and shapes, no math.
  */
-import type { SafetensorsCheckpoint } from "../format/safetensors.ts";
-import { CheckpointFormatError } from "../util/errors.ts";
+import type { SafetensorsCheckpoint } from "../format/index.ts";
+import { CheckpointFormatError } from "../util/index.ts";
 import type { Qwen3Config } from "./config.ts";
 import { EMBED, LM_HEAD, qwen3ParamSpecs } from "./weights.ts";
 

@@ -5,9 +5,9 @@
  * It knows names, shapes and init values only: no files, no forward math.
  */
 import { Tensor } from "../tensor/index.ts";
-import { toBf16Bits } from "../tensor/dtype.ts";
+import { toBf16Bits } from "../tensor/index.ts";
 import type { Backend } from "../tensor/index.ts";
-import { Rng } from "../util/rng.ts";
+import { Rng } from "../util/index.ts";
 import type { Qwen3Config } from "./config.ts";
 
 /** How a parameter starts (as HF `_init_weights` does for Qwen3). */

@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { DataFormatError, UsageError } from "../util/errors.ts";
+import { DataFormatError, UsageError } from "../util/index.ts";
 import { gradeAnswer, type GradeOptions } from "./grader.ts";
 import { malformed, readJsonl, stringField, withInstruction, type Example, type Outcome, type PromptStyle, type Task } from "./task.ts";
 import { gradeZebraGrid, isZebraSolution, zebraAnswerJson, type ZebraSolution } from "./zebra.ts";

@@ -7,8 +7,8 @@
  * traces in sequential and NPR parallel form from countdown-search.ts.
  * Knows strings and the Rng; nothing about models.
  */
-import { ConfigError, invariant } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
+import { ConfigError, invariant } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 import { DEFAULT_COUNTDOWN_SEARCH, VALUE_CAP, countdownMoves, parallelTrace, sequentialTrace, type CountdownSearchOptions, type CountdownTrace } from "./countdown-search.ts";
 import { lastBoxed } from "./extract.ts";
 import { exampleSeed, MAX_TEST_EXAMPLES, testProblems, trainProblem, type Split, type SplitSource } from "./splits.ts";

@@ -1,6 +1,6 @@
 /**
  * Math answer equivalence: are two answer strings the same mathematical answer? Normalises both
- * (normalize.ts), parses their shapes (structure.ts) and compares: containers by their rule
+ * (normalize.ts), parses their shapes (answer-shape.ts) and compares: containers by their rule
  * (unordered lists and sets, ordered tuples with significant brackets, matrices element-wise), leaves
  * in this order: exact key, text, base-n literals, equations, exact integer arithmetic (BigInt),
  * numeric value with tolerance, random-point evaluation for expressions with variables, and
@@ -9,9 +9,9 @@
  * differences are listed in docs/grading.md. Knows nothing about responses or benchmarks.
  */
 import { ComputeEngine } from "@cortex-js/compute-engine";
-import { Rng } from "../util/rng.ts";
+import { Rng } from "../util/index.ts";
 import { normalizeAnswer } from "./normalize.ts";
-import { parseAnswer, type AnswerNode } from "./structure.ts";
+import { parseAnswer, type AnswerNode } from "./answer-shape.ts";
 
 export interface EquivOptions {
   /** Relative tolerance when either side is a decimal approximation (Qwen: 1e-4). */

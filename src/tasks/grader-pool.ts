@@ -10,7 +10,7 @@
  */
 import { availableParallelism, totalmem } from "node:os";
 import { Worker } from "node:worker_threads";
-import { UsageError, invariant } from "../util/errors.ts";
+import { UsageError, invariant } from "../util/index.ts";
 
 /** Memory one grader worker may take (its own Node isolate and compute engine, plus headroom). */
 const WORKER_BYTES = 256 * 2 ** 20;

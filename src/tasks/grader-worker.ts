@@ -5,7 +5,7 @@
  * Knows the message shapes of grader-pool.ts and nothing else.
  */
 import { parentPort } from "node:worker_threads";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import { gradeAnswer, type GradeOptions } from "./grader.ts";
 
 export interface WorkerRequest {

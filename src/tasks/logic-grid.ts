@@ -7,8 +7,8 @@
  * and the reference traces in sequential and NPR parallel form from logic-search.ts.
  * Knows strings and the Rng; nothing about models.
  */
-import { ConfigError, invariant } from "../util/errors.ts";
-import { Rng } from "../util/rng.ts";
+import { ConfigError, invariant } from "../util/index.ts";
+import { Rng } from "../util/index.ts";
 import { lastBoxed } from "./extract.ts";
 import {
   countSolutions,

@@ -7,8 +7,8 @@
  * Also the seed mixing shared by the generators and the caps on how many examples one call makes.
  * Knows strings and numbers only; nothing about any particular task.
  */
-import { Rng } from "../util/rng.ts";
-import { BoundaryError } from "../util/errors.ts";
+import { Rng } from "../util/index.ts";
+import { BoundaryError } from "../util/index.ts";
 
 export type Split = "train" | "test";
 export const SPLITS: readonly Split[] = ["train", "test"];

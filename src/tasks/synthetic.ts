@@ -6,7 +6,7 @@
  * `npr grade --task`); TASK_VOCABULARY lists every word the generators write, for the task
  * tokenizer. Knows the two task modules; nothing about tokenizers or models.
  */
-import { ConfigError, invariant } from "../util/errors.ts";
+import { ConfigError, invariant } from "../util/index.ts";
 import { VALUE_CAP } from "./countdown-search.ts";
 import { COUNTDOWN_PRESETS, CountdownTask, countdownProblemText, evaluateCountdown, type CountdownDifficulty, type CountdownExample } from "./countdown.ts";
 import { clueText, evaluateLogicGrid, LOGIC_ATTRIBUTES, LOGIC_GRID_PRESETS, LogicGridTask, logicGridProblemText, type LogicGridDifficulty, type LogicGridExample } from "./logic-grid.ts";

@@ -8,7 +8,7 @@
  * Knows nothing about models, engines or the NPR tag grammar (that is format/).
  */
 import { readFileSync } from "node:fs";
-import { DataFormatError } from "../util/errors.ts";
+import { DataFormatError } from "../util/index.ts";
 
 export interface Example {
   id: string;

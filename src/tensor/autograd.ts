@@ -8,7 +8,7 @@
  * scope must keep it (scope.ts, `keepGraph`).
  */
 import type { Tensor } from "./tensor.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import { RULES } from "./gradients.ts";
 import { keep } from "./scope.ts";
 

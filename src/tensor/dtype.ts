@@ -8,7 +8,7 @@
  * hands bytes up; the model layer calls these to make arrays). It assumes a little-endian host.
  */
 
-import { DataFormatError, InvariantError, invariant } from "../util/errors.ts";
+import { DataFormatError, InvariantError, invariant } from "../util/index.ts";
 
 // Typed-array views use host byte order, and safetensors is little-endian: on a big-endian host
 // every multi-byte path below would silently byte-swap, so refuse to run there at all.

@@ -5,10 +5,10 @@
  * Dimension letters as in backend/types.ts. This file knows the backend contract only.
  */
 import type { BinaryOp, DeviceBuffer, FloatDType, ScalarOp, UnaryOp, Backend, AttentionSegments } from "./backend/types.ts";
-import type { Layout } from "../util/layout.ts";
+import type { Layout } from "../util/index.ts";
 import { Tensor, numel } from "./tensor.ts";
 import { record } from "./autograd.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 
 function c(t: Tensor): Tensor {
   return t.contiguous();

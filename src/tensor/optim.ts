@@ -7,7 +7,7 @@
 import type { DeviceBuffer } from "./backend/types.ts";
 import { Tensor } from "./tensor.ts";
 import { noGrad } from "./autograd.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 
 export interface AdamWOptions {
   lr: number;

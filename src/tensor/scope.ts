@@ -8,7 +8,7 @@
  */
 import type { DeviceBuffer } from "./backend/types.ts";
 import { Tensor } from "./tensor.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 
 /**
  * NOTE(lifetime): autograd nodes hold what they saved (inputs, outputs, lse, rstd...) by

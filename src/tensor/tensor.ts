@@ -6,8 +6,8 @@
  * particular backend's internals, and nothing about models or files.
  */
 import type { Backend, DeviceBuffer, DType, HostArray } from "./backend/types.ts";
-import { invariant } from "../util/errors.ts";
-import type { Rng } from "../util/rng.ts";
+import { invariant } from "../util/index.ts";
+import type { Rng } from "../util/index.ts";
 import type { GradNode } from "./autograd.ts";
 import { backward as runBackward, isGradEnabled, record } from "./autograd.ts";
 import { adopt, markForeign, release } from "./scope.ts";

@@ -7,7 +7,7 @@
  * (PreTrainedTokenizerFast). 267 ids; a model for it has vocab_size 320 (padded to 64).
  * Knows tokenizer files only.
  */
-import { NPR_TAGS } from "../format/npr-tags.ts";
+import { NPR_TAGS } from "../format/index.ts";
 import { NprTokenizer } from "./tokenizer.ts";
 
 export const BYTE_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] as const;

@@ -6,7 +6,7 @@
  * Knows strings only.
  */
 import { Template } from "@huggingface/jinja";
-import { CheckpointFormatError } from "../util/errors.ts";
+import { CheckpointFormatError } from "../util/index.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";

@@ -8,7 +8,7 @@
  * like any HF tokenizer, and transformers' PreTrainedTokenizerFast reads it unchanged.
  * Knows tokenizer files only; the word list comes from the caller (tasks' TASK_VOCABULARY).
  */
-import { NPR_TAGS } from "../format/npr-tags.ts";
+import { NPR_TAGS } from "../format/index.ts";
 import { BYTE_SPECIAL_TOKENS, CHATML_TEMPLATE, byteToUnicode } from "./byte-tokenizer.ts";
 import { NprTokenizer } from "./tokenizer.ts";
 

@@ -10,8 +10,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { NPR_TAGS, type NprTag } from "../format/npr-tags.ts";
-import { CheckpointFormatError } from "../util/errors.ts";
+import { NPR_TAGS, type NprTag } from "../format/index.ts";
+import { CheckpointFormatError } from "../util/index.ts";
 import { renderChatTemplate, type ChatMessage, type ChatOptions } from "./chat-template.ts";
 
 type Json = Record<string, unknown>;

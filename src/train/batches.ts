@@ -8,8 +8,8 @@
  * Knows encoded examples and packing; nothing about tensors or files.
  */
 import { createHash } from "node:crypto";
-import { Rng } from "../util/rng.ts";
-import { invariant } from "../util/errors.ts";
+import { Rng } from "../util/index.ts";
+import { invariant } from "../util/index.ts";
 import type { EncodedExample } from "./examples.ts";
 import { fillRow, packExamples } from "./packing.ts";
 import type { PackedBatch } from "./packing.ts";

@@ -13,13 +13,13 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { SafetensorsFile, writeSafetensors } from "../format/safetensors.ts";
-import type { StDType, WriteEntry } from "../format/safetensors.ts";
+import { SafetensorsFile, writeSafetensors } from "../format/index.ts";
+import type { StDType, WriteEntry } from "../format/index.ts";
 import { Qwen3Model, loadQwen3, qwen3ParamSpecs, saveQwen3 } from "../model/index.ts";
 import type { Qwen3ModelOptions } from "../model/index.ts";
 import type { AdamW, AdamWState, Backend } from "../tensor/index.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
-import { CheckpointFormatError, invariant } from "../util/errors.ts";
+import { CheckpointFormatError, invariant } from "../util/index.ts";
 import type { DataCursor } from "./batches.ts";
 
 export const MANIFEST = "manifest.json";

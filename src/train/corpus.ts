@@ -11,7 +11,7 @@
  */
 import { streamExamples, syntheticTask } from "../tasks/index.ts";
 import type { SyntheticDifficulty, SyntheticExample, SyntheticTaskName } from "../tasks/index.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import type { EvalProblem } from "./evaluate.ts";
 import type { TextExample } from "./examples.ts";
 import type { PretrainHyper, Recipe } from "./recipe.ts";

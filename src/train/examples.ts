@@ -9,8 +9,8 @@
  */
 import { canonicalizeResponse, trajectoryLayout as formatTrajectoryLayout } from "../format/index.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
-import { ConfigError, invariant } from "../util/errors.ts";
-import type { Layout } from "../util/layout.ts";
+import { ConfigError, invariant } from "../util/index.ts";
+import type { Layout } from "../util/index.ts";
 
 /** One training example as text: the user's prompt (instruction included) and the response. */
 export interface TextExample {

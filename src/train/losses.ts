@@ -14,7 +14,7 @@
  */
 import type { Qwen3Model } from "../model/index.ts";
 import { Tensor, logprobs, mulScalar, noGrad, sum, tidy } from "../tensor/index.ts";
-import { invariant } from "../util/errors.ts";
+import { invariant } from "../util/index.ts";
 import { IGNORE } from "./examples.ts";
 import type { PackedBatch, PackedSpan } from "./packing.ts";
 

@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DataFormatError } from "../util/errors.ts";
+import { DataFormatError } from "../util/index.ts";
 
 /** The line a training step writes. */
 export interface TrainLine {

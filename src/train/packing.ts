@@ -11,9 +11,9 @@
  *   ex1 token at row index 9 sees [7, 10) (its own prefix), never ex0's keys
  *   targets:  ex0's last token -> IGNORE (it would otherwise "predict" ex1's first token)
  */
-import { invariant } from "../util/errors.ts";
-import { checkLayout } from "../util/layout.ts";
-import type { Layout } from "../util/layout.ts";
+import { invariant } from "../util/index.ts";
+import { checkLayout } from "../util/index.ts";
+import type { Layout } from "../util/index.ts";
 import type { EncodedExample } from "./examples.ts";
 
 /** Where one example sits in a packed row. */

@@ -14,7 +14,7 @@ import type { Backend } from "../tensor/index.ts";
 import { TASK_VOCABULARY } from "../tasks/index.ts";
 import { byteTokenizer, taskTokenizer } from "../tokenizer/index.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
-import { ConfigError } from "../util/errors.ts";
+import { ConfigError } from "../util/index.ts";
 import { buildCorpus } from "./corpus.ts";
 import { evaluateStage } from "./evaluate.ts";
 import { encodeAll, ExampleEncoder } from "./examples.ts";

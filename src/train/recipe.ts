@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { SYNTHETIC_TASKS } from "../tasks/index.ts";
-import { ConfigError, UsageError } from "../util/errors.ts";
+import { ConfigError, UsageError } from "../util/index.ts";
 
 const posInt = z.number().int().positive();
 const count = z.number().int().nonnegative();

@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/index.ts";
 import { verifyFolder } from "./checkpoint-io.ts";
 import { MetricsLog } from "./metrics.ts";
 

@@ -12,7 +12,7 @@ import { Qwen3Model, loadQwen3, resizeVocab } from "../model/index.ts";
 import type { Backend } from "../tensor/index.ts";
 import { readJsonl } from "../tasks/index.ts";
 import { NprTokenizer } from "../tokenizer/index.ts";
-import { DataFormatError } from "../util/errors.ts";
+import { DataFormatError } from "../util/index.ts";
 import { encodeAll, ExampleEncoder } from "./examples.ts";
 import type { LayoutMode, TextExample } from "./examples.ts";
 import { evalProblems } from "./corpus.ts";

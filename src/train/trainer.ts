@@ -18,7 +18,7 @@ import type { Qwen3Model, Qwen3ModelOptions } from "../model/index.ts";
 import { AdamW, clipGradNorm, constantLr, cosineLr, gradNorm, tidy } from "../tensor/index.ts";
 import type { Backend, LrSchedule, Tensor } from "../tensor/index.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
-import { ConfigError, invariant } from "../util/errors.ts";
+import { ConfigError, invariant } from "../util/index.ts";
 import { DataOrder, datasetFingerprint, nextStepBatch } from "./batches.ts";
 import type { StepBatch } from "./batches.ts";
 import type { TrainerState } from "./checkpoint-io.ts";

@@ -10,7 +10,7 @@
  */
 import { SAMPLE_MODE, SAMPLE_REC, hasDeviceSampling } from "../../tensor/index.ts";
 import type { Backend, DeviceBuffer, DeviceSampling } from "../../tensor/index.ts";
-import { invariant } from "../../util/errors.ts";
+import { invariant } from "../../util/index.ts";
 import type { SampleInput } from "./sampler.ts";
 
 export type Sampled = { id: number; logprob: number };

@@ -7,8 +7,8 @@
  * processor, so the trainer's masked forward must reproduce it exactly.
  * Knows arrays of numbers and an Rng; nothing about models, sequences or tags.
  */
-import type { Rng } from "../../util/rng.ts";
-import { UsageError } from "../../util/errors.ts";
+import type { Rng } from "../../util/index.ts";
+import { UsageError } from "../../util/index.ts";
 
 export interface SamplingParams {
   /** 0 = greedy (argmax, lowest id on ties). */

@@ -6,7 +6,7 @@
  * the ops that have no native bf16 kernel. This file also says which dtype mixes the contract
  * allows. Knows the Backend contract only: no typed arrays, no device memory.
  */
-import { invariant } from "../../util/errors.ts";
+import { invariant } from "../../util/index.ts";
 import type { Backend, DeviceBuffer, PrimitiveName } from "./types.ts";
 import { PRIMITIVES } from "./types.ts";
 

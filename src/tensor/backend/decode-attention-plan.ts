@@ -7,7 +7,7 @@
  * packs the plan into the i32 layout the op reads. It sits beside the op it feeds, below the
  * engine (which plans each decode step with it). Pure arrays and numbers: no backend, no model.
  */
-import { invariant } from "../../util/errors.ts";
+import { invariant } from "../../util/index.ts";
 import type { DecodeAttentionCapacity } from "./types.ts";
 
 /** Rows one plan may hold (a row is one bit of an i32 mask). */

@@ -18,7 +18,7 @@
  * After the contract: the optional capabilities a backend may declare beyond it (graph capture,
  * fused decode ops, paged decode attention, device sampling), one guard each.
  */
-import { invariant } from "../../util/errors.ts";
+import { invariant } from "../../util/index.ts";
 
 /**
  * Dtypes a buffer can hold. bf16 is held as its 16-bit patterns (a Uint16Array on the host) and

@@ -5,7 +5,7 @@
  * and the argument (a bug in the tensor layer, never user input). Knows the Backend's parameter
  * types and typed arrays; no arithmetic, no counters, no threads.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { AttentionParams, AttentionSegments, DeviceBuffer, DType, FloatArray, RowsParams } from "../types.ts";
 import { allocShared } from "./pool.ts";
 

@@ -9,7 +9,7 @@
  */
 
 import { availableParallelism } from "node:os";
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import { sharedPool } from "./pool.ts";
 import type { WorkerPool } from "./pool.ts";
 

@@ -7,7 +7,7 @@
  * It knows typed arrays and `MatmulParams` only: no DeviceBuffer, no counters, no Tensor.
  */
 
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { MatmulParams } from "../types.ts";
 import { GemmTs, scaleC } from "./gemm-ts.ts";
 import type { GemmTsCall } from "./gemm-ts.ts";

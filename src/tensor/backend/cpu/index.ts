@@ -13,7 +13,7 @@
  */
 import { bf16BitsToF32Array, toBf16Bits } from "../../dtype.ts";
 import { installBf16 } from "../bf16.ts";
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type {
   AdamWParams,
   AttentionParams,

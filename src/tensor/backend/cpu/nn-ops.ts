@@ -5,7 +5,7 @@
  * thread or split over the worker pool (runtime.ts), and counts the call. Knows the Backend
  * contract's buffers and parameter types; nothing about Tensors or autograd.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type {
   AttentionParams,
   AttentionSegments,

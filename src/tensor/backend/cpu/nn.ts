@@ -8,7 +8,7 @@
  * otherwise read a neighbour's row silently. Row sums accumulate in JS doubles (f64) whatever the
  * buffer dtype, and each result is rounded once when stored.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { FloatArray } from "../types.ts";
 import { expF } from "./exp.ts";
 

@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type * as Koffi from "koffi";
-import { ENV } from "../../../util/env.ts";
+import { ENV } from "../../../util/index.ts";
 
 type CFunction = ReturnType<Koffi.LibraryHandle["func"]>;
 

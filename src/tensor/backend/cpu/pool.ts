@@ -12,8 +12,8 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { MessageChannel, Worker, isMainThread, receiveMessageOnPort, workerData } from "node:worker_threads";
 import type { MessagePort } from "node:worker_threads";
-import { ENV } from "../../../util/env.ts";
-import { InvariantError, invariant } from "../../../util/errors.ts";
+import { ENV } from "../../../util/index.ts";
+import { InvariantError, invariant } from "../../../util/index.ts";
 
 /** An array a task can receive: a typed array over a SharedArrayBuffer. */
 export type Shareable = Float32Array | Float64Array | Int32Array;

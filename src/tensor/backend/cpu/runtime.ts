@@ -7,7 +7,7 @@
  * GEMM; no DeviceBuffer, no argument checks, no op semantics.
  */
 import { availableParallelism } from "node:os";
-import { ENV } from "../../../util/env.ts";
+import { ENV } from "../../../util/index.ts";
 import type { PrimitiveName } from "../types.ts";
 import type { AttentionDims, AttentionOptions, AttentionStats, Band, Tile } from "./attention.ts";
 import { CpuGemm } from "./gemm.ts";

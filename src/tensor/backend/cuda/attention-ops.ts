@@ -7,7 +7,7 @@
  * Knows the Backend contract's attention semantics and the kernels' launch shapes; nothing about
  * models or the engine's paged decode (decode-attention.ts owns that).
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { AttentionParams, AttentionSegments, DeviceBuffer } from "../types.ts";
 import { ELEM_BYTES, type CudaBuffer } from "./buffers.ts";
 import type { KernelDType } from "./compile.ts";

@@ -7,7 +7,7 @@
  *
  * Knows no CUDA calls (the addresses are opaque numbers here) and nothing about Tensors.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import { collapseDims } from "../extents.ts";
 import type { DeviceBuffer, DType } from "../types.ts";
 import type { KernelDType } from "./compile.ts";

@@ -11,7 +11,7 @@
  * dependent launch when the backend's `pdl` is on.
  * Knows the plan's packed layout (offsets only) and the kernels; nothing of block tables or models.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import { MAX_CHUNK, MAX_PLAN_ROWS, planLayout } from "../decode-attention-plan.ts";
 import type { DecodeAttentionCapacity, DecodeAttentionParams, DeviceBuffer } from "../types.ts";
 import { ELEM_BYTES } from "./buffers.ts";

@@ -17,7 +17,7 @@
  * Functions of a CudaBackend through its extension surface (launchKernel, countCall, checks); the
  * backend's thin methods call them. Knows nothing of models or the engine.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { DecodeNormParams, DeviceBuffer, GemvEpilogue, GemvParams, GemvTarget, QkNormRopeParams } from "../types.ts";
 import type { CudaBuffer } from "./buffers.ts";
 import type { CudaBackend } from "./index.ts";

@@ -6,7 +6,7 @@
  * argument checks. CudaBackend's methods delegate here.
  * Knows the Backend contract and the kernels' launch shapes; nothing of models.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import { f32ToBf16Bits } from "../../dtype.ts";
 import { runViaF32 } from "../bf16.ts";
 import { collapseDims, numel, stridedExtent } from "../extents.ts";

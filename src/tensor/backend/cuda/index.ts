@@ -23,8 +23,8 @@
  * attention) and sampling.ts (on-device sampling).
  * Knows nothing about Tensors or autograd.
  */
-import { invariant, InvariantError } from "../../../util/errors.ts";
-import { ENV } from "../../../util/env.ts";
+import { invariant, InvariantError } from "../../../util/index.ts";
+import { ENV } from "../../../util/index.ts";
 import { installBf16 } from "../bf16.ts";
 import { ArgChecks, CudaBuffer, ELEM_BYTES, isCount } from "./buffers.ts";
 import type {
@@ -55,6 +55,9 @@ import { CUDA_ENV, openLibrary } from "./ffi/libs.ts";
 import { type DeviceInfo, CudaDriver, type KernelArg } from "./ffi/driver.ts";
 
 export { CudaBuffer } from "./buffers.ts";
+// For `npr backend check --compile-only`: the kernel list and the nvcc/NVRTC compile checks.
+export { allUnits, compileCheck, KERNEL_FILES } from "./compile.ts";
+export { Nvrtc } from "./ffi/nvrtc.ts";
 import { Nvrtc } from "./ffi/nvrtc.ts";
 import type {
   Capability, CapturedGraph, DecodeAttentionCapacity, DecodeAttentionParams, DecodeNormParams, DeviceSampling, FusedDecodeOps, GemvParams,

@@ -6,7 +6,7 @@
  * Kernels that meet a bad id or target record it in the backend's error word (read at the next
  * synchronization). Knows the Backend contract and the kernels' launch shapes; nothing of models.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import type { DeviceBuffer, LogprobParams, PrimitiveName, RmsNormParams, RopeParams, RowsParams } from "../types.ts";
 import type { CudaBuffer } from "./buffers.ts";
 import type { KernelDType } from "./compile.ts";

@@ -10,7 +10,7 @@
  * Knows the packed layout's offsets, the kernels' grid and constants; nothing of sequences, Rngs
  * or processors.
  */
-import { invariant } from "../../../util/errors.ts";
+import { invariant } from "../../../util/index.ts";
 import { SAMPLE_MODE, SAMPLE_REC } from "../types.ts";
 import type { DeviceBuffer } from "../types.ts";
 import type { CudaBuffer } from "./buffers.ts";

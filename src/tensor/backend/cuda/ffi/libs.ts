@@ -11,8 +11,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import type * as Koffi from "koffi";
-import { ENV } from "../../../../util/env.ts";
-import type { NprEnv } from "../../../../util/env.ts";
+import { ENV } from "../../../../util/index.ts";
+import type { NprEnv } from "../../../../util/index.ts";
 
 export type KoffiModule = typeof Koffi;
 export type CFunction = ReturnType<Koffi.LibraryHandle["func"]>;

@@ -11,11 +11,11 @@
  *   join b          [engine: <takeaway>] f f </takeaway> then trunk b+1, or f f f <eos>
  *   sequential      the same tokens serialized, with the engine's forced ones in the script
  */
-import { MAX_PLANS, NPR_TAGS } from "../format/npr-tags.ts";
-import type { NprTag } from "../format/npr-tags.ts";
+import { MAX_PLANS, NPR_TAGS } from "../format/index.ts";
+import type { NprTag } from "../format/index.ts";
 import type { NprTokenizer } from "../tokenizer/index.ts";
-import { UsageError } from "../util/errors.ts";
-import type { Rng } from "../util/rng.ts";
+import { UsageError } from "../util/index.ts";
+import type { Rng } from "../util/index.ts";
 
 export interface EngineVocab {
   readonly size: number;
