@@ -73,8 +73,21 @@ function findTorchPython(): { python: string | null; why: string } {
 function benchTorch(python: string, configFile: string): Result & { version: string } {
   const r = spawnSync(
     python,
-    [path.join(ROOT, "bench/torch_train.py"), "--config", configFile, "--seq", String(S), "--batch", String(B),
-      "--steps", String(STEPS), "--warmup", String(WARMUP), "--threads", String(os.availableParallelism())],
+    [
+      path.join(ROOT, "bench/torch_train.py"),
+      "--config",
+      configFile,
+      "--seq",
+      String(S),
+      "--batch",
+      String(B),
+      "--steps",
+      String(STEPS),
+      "--warmup",
+      String(WARMUP),
+      "--threads",
+      String(os.availableParallelism()),
+    ],
     { encoding: "utf8" },
   );
   if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
@@ -84,7 +97,9 @@ function benchTorch(python: string, configFile: string): Result & { version: str
 
 const torch = args["no-torch"] ? { python: null, why: "--no-torch given" } : findTorchPython();
 console.log(`machine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, Node ${process.version}`);
-console.log(`step: forward + cross-entropy + backward + clip + AdamW, B=${B} packed sequences x S=${S} tokens; median of ${STEPS} steps after ${WARMUP} warm-up, best of ${ROUNDS} alternating rounds\n`);
+console.log(
+  `step: forward + cross-entropy + backward + clip + AdamW, B=${B} packed sequences x S=${S} tokens; median of ${STEPS} steps after ${WARMUP} warm-up, best of ${ROUNDS} alternating rounds\n`,
+);
 const header = ["preset", "params", "npr ts-gemm tok/s", "npr openblas tok/s", "torch tok/s", "openblas/torch"];
 const rows: string[][] = [];
 for (const preset of String(args.presets).split(",")) {
@@ -109,7 +124,14 @@ for (const preset of String(args.presets).split(",")) {
     torchCell = tt.tokensPerS.toFixed(0);
     ratio = `${(blas.tokensPerS / tt.tokensPerS).toFixed(2)}x`;
   }
-  rows.push([preset, qwen3ParamCount(config).toLocaleString("en-US"), ts.tokensPerS.toFixed(0), blas.tokensPerS.toFixed(0) + blasNote, torchCell, ratio]);
+  rows.push([
+    preset,
+    qwen3ParamCount(config).toLocaleString("en-US"),
+    ts.tokensPerS.toFixed(0),
+    blas.tokensPerS.toFixed(0) + blasNote,
+    torchCell,
+    ratio,
+  ]);
   console.error(`  ${preset}: loss npr ${blas.loss.toFixed(3)} (ts ${ts.loss.toFixed(3)})`);
 }
 if (!torch.python) console.log(`PyTorch comparison skipped: ${torch.why}\n`);

@@ -18,7 +18,14 @@ import { parseArgs } from "node:util";
 import { CudaBackend } from "../src/tensor/backend/cuda/index.ts";
 import { decodeAttentionScratchLength } from "../src/tensor/backend/cuda/decode-attention.ts";
 import type { DeviceBuffer } from "../src/tensor/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../src/tensor/backend/decode-attention-plan.ts";
+import {
+  growCapacity,
+  packPlan,
+  planAttention,
+  planCapacityNeeded,
+  planLayout,
+  slotRanges,
+} from "../src/tensor/backend/decode-attention-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const { values: args } = parseArgs({ options: { reps: { type: "string", default: "20" }, layers: { type: "string", default: "36" } } });
@@ -91,7 +98,10 @@ for (const [name, prefix, n, own] of scenarios) {
     const v = be.alloc("f32", kvLen);
     if (l === 0) {
       be.write(k, host);
-      be.write(v, host.map((x) => -x));
+      be.write(
+        v,
+        host.map((x) => -x),
+      );
     } else {
       be.copy(ks[0], k, { shape: [kvLen], srcStrides: [1], srcOffset: 0, dstOffset: 0 });
       be.copy(vs[0], v, { shape: [kvLen], srcStrides: [1], srcOffset: 0, dstOffset: 0 });
@@ -100,7 +110,10 @@ for (const [name, prefix, n, own] of scenarios) {
     vs.push(v);
   }
   const q = be.alloc("f32", B * H * D);
-  be.write(q, Float32Array.from({ length: B * H * D }, () => rng.normal()));
+  be.write(
+    q,
+    Float32Array.from({ length: B * H * D }, () => rng.normal()),
+  );
   const o1 = be.alloc("f32", B * H * D);
   const o2 = be.alloc("f32", B * H * D);
   const lse = be.alloc("f32", B * H);
@@ -133,8 +146,18 @@ for (const [name, prefix, n, own] of scenarios) {
   const msOld = timeGraph(gOld);
   gOld.destroy();
   const ref = be.read(o1, 0, B * H * D);
-  out({ bench: "decode_attention", layout: name, kernel: "segment", ms: msOld, keys_seen: seen, keys_distinct: distinct, gbps_min_bytes: bytes / msOld / 1e6 });
-  table.push(`| ${name} | segment attention | - | - | ${msOld.toFixed(3)} | ${((msOld / LAYERS) * 1000).toFixed(1)} | ${(bytes / msOld / 1e6).toFixed(0)} | |`);
+  out({
+    bench: "decode_attention",
+    layout: name,
+    kernel: "segment",
+    ms: msOld,
+    keys_seen: seen,
+    keys_distinct: distinct,
+    gbps_min_bytes: bytes / msOld / 1e6,
+  });
+  table.push(
+    `| ${name} | segment attention | - | - | ${msOld.toFixed(3)} | ${((msOld / LAYERS) * 1000).toFixed(1)} | ${(bytes / msOld / 1e6).toFixed(0)} | |`,
+  );
 
   const vname = B === 1 ? "one kernel" : "partial + combine";
   for (const chunk of [undefined, 32, 64, 128, 256]) {
@@ -161,10 +184,21 @@ for (const [name, prefix, n, own] of scenarios) {
     const ms = timeGraph(g);
     g.destroy();
     out({
-      bench: "decode_attention", layout: name, kernel: `decodeAttention: ${vname}`, chunk: plan.chunk, items: plan.items.length, ms,
-      us_per_layer: (ms / LAYERS) * 1000, speedup: msOld / ms, gbps_min_bytes: bytes / ms / 1e6, max_abs_diff_vs_segment: diff, plan_us: planUs,
+      bench: "decode_attention",
+      layout: name,
+      kernel: `decodeAttention: ${vname}`,
+      chunk: plan.chunk,
+      items: plan.items.length,
+      ms,
+      us_per_layer: (ms / LAYERS) * 1000,
+      speedup: msOld / ms,
+      gbps_min_bytes: bytes / ms / 1e6,
+      max_abs_diff_vs_segment: diff,
+      plan_us: planUs,
     });
-    table.push(`| ${name} | decodeAttention: ${vname} | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${((ms / LAYERS) * 1000).toFixed(1)} | ${(bytes / ms / 1e6).toFixed(0)} | ${(msOld / ms).toFixed(2)}x (plan ${planUs.toFixed(0)} us, diff ${diff.toExponential(1)}) |`);
+    table.push(
+      `| ${name} | decodeAttention: ${vname} | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${((ms / LAYERS) * 1000).toFixed(1)} | ${(bytes / ms / 1e6).toFixed(0)} | ${(msOld / ms).toFixed(2)}x (plan ${planUs.toFixed(0)} us, diff ${diff.toExponential(1)}) |`,
+    );
     be.free(planBuf);
     be.free(scratch);
   }

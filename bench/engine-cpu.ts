@@ -20,7 +20,17 @@ const repeats = Number(process.argv[3] ?? 3);
 const Bs = (process.argv[4] ?? "1,2,4,8").split(",").map(Number);
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
-  makeQwen3Config({ vocabSize: 320, hiddenSize: 128, intermediateSize: 384, numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, ropeTheta: 10000, tieWordEmbeddings: true }),
+  makeQwen3Config({
+    vocabSize: 320,
+    hiddenSize: 128,
+    intermediateSize: 384,
+    numHiddenLayers: 4,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 32,
+    ropeTheta: 10000,
+    tieWordEmbeddings: true,
+  }),
   { seed: 0, backend: new CpuBackend() },
 );
 const vocab = engineVocab(tok, 320);
@@ -37,7 +47,14 @@ function once(B: number, mode: GenerateParams["mode"]): Run {
   const engine = new Engine(model, vocab, { numBlocks: 2048, blockSize: 16, maxBatchTokens: 512 });
   const forceStructure = parseForceStructure(`${B}x${L}`);
   const t0 = performance.now();
-  const [res] = engine.generateSync([prompt], { mode, temperature: 0, maxNewTokens: 100_000, minForkBudget: 0, forceStructure, maxPlans: forcedMaxPlans(forceStructure) });
+  const [res] = engine.generateSync([prompt], {
+    mode,
+    temperature: 0,
+    maxNewTokens: 100_000,
+    minForkBudget: 0,
+    forceStructure,
+    maxPlans: forcedMaxPlans(forceStructure),
+  });
   const s = (performance.now() - t0) / 1000;
   const steps = engine.runner instanceof ModelRunner ? engine.runner.steps : 0;
   engine.dispose();
@@ -49,7 +66,9 @@ const best = (a: Run | null, b: Run): Run => (a === null || b.s < a.s ? b : a);
 
 once(2, "parallel"); // warm-up (JIT, buffer pools)
 once(2, "sequential");
-console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "?"}, Node ${process.version}; L = ${L}, best of ${repeats}, modes alternating`);
+console.log(
+  `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "?"}, Node ${process.version}; L = ${L}, best of ${repeats}, modes alternating`,
+);
 console.log(`| B | L | serialized tokens | critical path | sequential tok/s (steps) | parallel tok/s (steps) | speed-up |`);
 console.log(`|---|---|---|---|---|---|---|`);
 for (const B of Bs) {
@@ -68,5 +87,7 @@ for (const B of Bs) {
   if (seq!.tokens !== par!.tokens) throw new Error(`B=${B}: sequential serialized ${seq!.tokens} tokens, parallel ${par!.tokens}`);
   const ts = seq!.tokens / seq!.s;
   const tp = par!.tokens / par!.s;
-  console.log(`| ${B} | ${L} | ${par!.tokens} | ${par!.criticalPath} | ${ts.toFixed(0)} (${seq!.steps}) | ${tp.toFixed(0)} (${par!.steps}) | ${(tp / ts).toFixed(2)}x |`);
+  console.log(
+    `| ${B} | ${L} | ${par!.tokens} | ${par!.criticalPath} | ${ts.toFixed(0)} (${seq!.steps}) | ${tp.toFixed(0)} (${par!.steps}) | ${(tp / ts).toFixed(2)}x |`,
+  );
 }

@@ -58,7 +58,17 @@ function random(len: number): Float32Array {
  */
 function measure(gemm: CpuGemm, s: Shape, a: Float32Array, b: Float32Array, c: Float32Array): number {
   const batch = s.batch ?? 1;
-  const p: MatmulParams = { batch, m: s.m, n: s.n, k: s.k, transA: s.transA, transB: s.transB, strideA: s.m * s.k, strideB: s.k * s.n, strideC: s.m * s.n };
+  const p: MatmulParams = {
+    batch,
+    m: s.m,
+    n: s.n,
+    k: s.k,
+    transA: s.transA,
+    transB: s.transB,
+    strideA: s.m * s.k,
+    strideB: s.k * s.n,
+    strideC: s.m * s.n,
+  };
   gemm.run(a, b, c, p);
   let best = Infinity;
   const t0 = performance.now();
@@ -86,5 +96,7 @@ for (const s of shapes) {
   const g = (gemm: CpuGemm) => measure(gemm, s, a, b, c).toFixed(1);
   const dims = `${batch > 1 ? `${batch} x ` : ""}${s.m} x ${s.n} x ${s.k}${s.transA ? " tA" : ""}${s.transB ? " tB" : ""}`;
   const mflop = ((2 * batch * s.m * s.n * s.k) / 1e6).toFixed(1);
-  console.log(`| ${s.name} | ${dims} | ${mflop} | ${blas.path === "openblas" ? g(blas) : "-"} | ${g(ts1)} | ${threads > 1 ? g(tsN) : "-"} |`);
+  console.log(
+    `| ${s.name} | ${dims} | ${mflop} | ${blas.path === "openblas" ? g(blas) : "-"} | ${g(ts1)} | ${threads > 1 ? g(tsN) : "-"} |`,
+  );
 }

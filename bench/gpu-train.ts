@@ -30,10 +30,15 @@ import { Rng } from "../src/util/rng.ts";
 
 const { values } = parseArgs({
   options: {
-    seqs: { type: "string", default: "4" }, iters: { type: "string", default: "5" }, warm: { type: "string", default: "2" },
-    torch: { type: "boolean", default: false }, layers: { type: "string", default: "28" },
-    profile: { type: "boolean", default: false }, top: { type: "string", default: "15" },
-    "skip-attn": { type: "boolean", default: false }, "pool-release": { type: "boolean", default: false },
+    seqs: { type: "string", default: "4" },
+    iters: { type: "string", default: "5" },
+    warm: { type: "string", default: "2" },
+    torch: { type: "boolean", default: false },
+    layers: { type: "string", default: "28" },
+    profile: { type: "boolean", default: false },
+    top: { type: "string", default: "15" },
+    "skip-attn": { type: "boolean", default: false },
+    "pool-release": { type: "boolean", default: false },
   },
 });
 
@@ -58,7 +63,10 @@ function nprShapeLayout(seqs: number): { layout: Layout; visible: Array<Array<[n
       }
     };
     causal(128);
-    for (const [branches, len] of [[4, 128], [3, 96]] as const) {
+    for (const [branches, len] of [
+      [4, 128],
+      [3, 96],
+    ] as const) {
       causal(32); // guideline
       const prefixEnd = positions.length;
       const p0 = pos;
@@ -66,7 +74,10 @@ function nprShapeLayout(seqs: number): { layout: Layout; visible: Array<Array<[n
         const start = positions.length;
         for (let j = 0; j < len; j++) {
           positions.push(p0 + j);
-          visible.push([[base, prefixEnd], [start, start + j + 1]]);
+          visible.push([
+            [base, prefixEnd],
+            [start, start + j + 1],
+          ]);
         }
       }
       pos = p0 + len;
@@ -97,15 +108,25 @@ out({ part: "d_layout", tokens: T, seqs: Number(values.seqs), mean_visible_keys:
 if (values.torch) {
   const file = path.join(tmpdir(), `npr-train-layout-${process.pid}.json`);
   writeFileSync(file, JSON.stringify({ ids, targets: targetIds, positions: Array.from(layout.positions), visible }));
-  const py = execFileSync("python3", [path.join(import.meta.dirname, "torch_train_gpu.py"), "--layout", file,
-    "--iters", String(ITERS), "--warm", String(WARM)], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  const py = execFileSync(
+    "python3",
+    [path.join(import.meta.dirname, "torch_train_gpu.py"), "--layout", file, "--iters", String(ITERS), "--warm", String(WARM)],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
   process.stdout.write(py);
 }
 
 // The Qwen3-0.6B shape (bench/hf_parity.py "0.6b"), f32 masters, bf16 compute.
 const config = makeQwen3Config({
-  vocabSize: V, hiddenSize: 1024, intermediateSize: 3072, numHiddenLayers: Number(values.layers),
-  numAttentionHeads: 16, numKeyValueHeads: 8, headDim: 128, tieWordEmbeddings: true, ropeTheta: 1e6,
+  vocabSize: V,
+  hiddenSize: 1024,
+  intermediateSize: 3072,
+  numHiddenLayers: Number(values.layers),
+  numAttentionHeads: 16,
+  numKeyValueHeads: 8,
+  headDim: 128,
+  tieWordEmbeddings: true,
+  ropeTheta: 1e6,
 });
 let t0 = performance.now();
 const model = Qwen3Model.random(config, { seed: 3, backend: be, dtype: "f32", computeDtype: "bf16", std: 0.02 });
@@ -120,12 +141,17 @@ const hostMs: number[] = [];
 async function sample(fn: () => void): Promise<number> {
   be.synchronize();
   const a = performance.now();
-  tidy(() => { fn(); });
+  tidy(() => {
+    fn();
+  });
   hostMs.push(performance.now() - a);
   be.synchronize();
   const ms = performance.now() - a;
   for (const p of model.parameters()) {
-    if (p.grad) { be.free(p.grad.buffer); p.grad = null; }
+    if (p.grad) {
+      be.free(p.grad.buffer);
+      p.grad = null;
+    }
   }
   await new Promise((r) => setImmediate(r)); // let collected buffers be freed
   return ms;
@@ -146,8 +172,14 @@ async function timeIt(fn: () => void): Promise<{ ms: number; all: number[]; host
 
 const step = await timeIt(() => crossEntropy(model.forward(ids, layout), targets).backward());
 out({
-  part: "d_npr", tokens: T, ms: step.ms, tok_s: Math.round(T / step.ms * 1e3), all_ms: step.all, host_ms: step.hostMs,
-  live_gb: +(be.liveBytes() / 1e9).toFixed(2), pool: values["pool-release"] ? "release" : "retain",
+  part: "d_npr",
+  tokens: T,
+  ms: step.ms,
+  tok_s: Math.round((T / step.ms) * 1e3),
+  all_ms: step.all,
+  host_ms: step.hostMs,
+  live_gb: +(be.liveBytes() / 1e9).toFixed(2),
+  pool: values["pool-release"] ? "release" : "retain",
 });
 if (values.profile) {
   const prof = installProfiler(be);
@@ -162,18 +194,33 @@ if (values.profile) {
   const wall = performance.now() - a;
   prof.uninstall();
   for (const p of model.parameters()) {
-    if (p.grad) { be.free(p.grad.buffer); p.grad = null; }
+    if (p.grad) {
+      be.free(p.grad.buffer);
+      p.grad = null;
+    }
   }
   await new Promise((r) => setImmediate(r));
   const rows = [...prof.stats.entries()].sort((x, y) => y[1].ms - x[1].ms);
-  const phaseMs = (ph: string) => +rows.filter(([k]) => k.startsWith(ph)).reduce((t, [, e]) => t + e.ms, 0).toFixed(1);
+  const phaseMs = (ph: string) =>
+    +rows
+      .filter(([k]) => k.startsWith(ph))
+      .reduce((t, [, e]) => t + e.ms, 0)
+      .toFixed(1);
   const timed = phaseMs("fwd") + phaseMs("bwd");
   out({
-    part: "d_profile", step_ms: +wall.toFixed(1), timed_ms: +timed.toFixed(1), fwd_ms: phaseMs("fwd"), bwd_ms: phaseMs("bwd"),
-    untimed_host_ms: +(wall - timed).toFixed(1), calls: rows.reduce((t, [, e]) => t + e.calls, 0),
+    part: "d_profile",
+    step_ms: +wall.toFixed(1),
+    timed_ms: +timed.toFixed(1),
+    fwd_ms: phaseMs("fwd"),
+    bwd_ms: phaseMs("bwd"),
+    untimed_host_ms: +(wall - timed).toFixed(1),
+    calls: rows.reduce((t, [, e]) => t + e.calls, 0),
   });
-  rows.slice(0, Number(values.top)).forEach(([key, e], i) =>
-    out({ part: "d_profile_top", rank: i + 1, op: key, calls: e.calls, ms: +e.ms.toFixed(2), ms_per_call: +(e.ms / e.calls).toFixed(3) }));
+  rows
+    .slice(0, Number(values.top))
+    .forEach(([key, e], i) =>
+      out({ part: "d_profile_top", rank: i + 1, op: key, calls: e.calls, ms: +e.ms.toFixed(2), ms_per_call: +(e.ms / e.calls).toFixed(3) }),
+    );
 }
 
 const fwd = await timeIt(() => noGrad(() => crossEntropy(model.forward(ids, layout), targets)));
@@ -182,7 +229,9 @@ out({ part: "d_npr_forward_only", ms: fwd.ms, all_ms: fwd.all, host_ms: fwd.host
 if (!values["skip-attn"]) {
   // One layer's attention (f32 buffers, the layout above), forward and forward + backward, x layers,
   // with bf16 inner products allowed as the bf16-compute model does (the flash kernels under "auto").
-  const H = 16, Hkv = 8, D = 128;
+  const H = 16,
+    Hkv = 8,
+    D = 128;
   const q = Tensor.randn([T, H, D], rng, { backend: be, requiresGrad: true });
   const k = Tensor.randn([T, Hkv, D], rng, { backend: be, requiresGrad: true });
   const v = Tensor.randn([T, Hkv, D], rng, { backend: be, requiresGrad: true });
@@ -193,7 +242,9 @@ if (!values["skip-attn"]) {
     for (const t of [q, k, v]) t.grad = null;
   });
   out({
-    part: "d_npr_attention", per_layer_fwd_ms: attF.ms, per_layer_fwd_bwd_ms: attFB.ms,
+    part: "d_npr_attention",
+    per_layer_fwd_ms: attF.ms,
+    per_layer_fwd_bwd_ms: attFB.ms,
     all_layers_fwd_bwd_ms: +(attFB.ms * config.numHiddenLayers).toFixed(1),
   });
   // The same layer on the f32 reference kernels (attention.cu), for comparison with the flash path above.

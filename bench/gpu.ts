@@ -52,9 +52,16 @@ import { Rng } from "../src/util/rng.ts";
 
 const { values } = parseArgs({
   options: {
-    n: { type: "string", default: "8192" }, iters: { type: "string", default: "20" },
-    decode: { type: "string" }, prompt: { type: "string", default: "32" }, steps: { type: "string", default: "128" }, hf: { type: "boolean", default: false },
-    npr: { type: "string" }, "no-collect": { type: "boolean", default: false }, "gemm-graph": { type: "boolean", default: false }, "gc-steps": { type: "string", default: "0" },
+    n: { type: "string", default: "8192" },
+    iters: { type: "string", default: "20" },
+    decode: { type: "string" },
+    prompt: { type: "string", default: "32" },
+    steps: { type: "string", default: "128" },
+    hf: { type: "boolean", default: false },
+    npr: { type: "string" },
+    "no-collect": { type: "boolean", default: false },
+    "gemm-graph": { type: "boolean", default: false },
+    "gc-steps": { type: "string", default: "0" },
   },
 });
 const N = Number(values.n);
@@ -106,7 +113,27 @@ for (const type of ["bf16", "f32"] as const) {
   const a = randomDevice(type, N * N, rng);
   const b = randomDevice(type, N * N, rng);
   const c = drv.allocAsync(N * N * (type === "bf16" ? 2 : 4), 0);
-  const ms = timeMs(() => blas.gemm({ type, batch: 1, m: N, n: N, k: N, transA: false, transB: true, a, b, c, strideA: 0, strideB: 0, strideC: 0, alpha: 1, beta: 0 }), ITERS);
+  const ms = timeMs(
+    () =>
+      blas.gemm({
+        type,
+        batch: 1,
+        m: N,
+        n: N,
+        k: N,
+        transA: false,
+        transB: true,
+        a,
+        b,
+        c,
+        strideA: 0,
+        strideB: 0,
+        strideC: 0,
+        alpha: 1,
+        beta: 0,
+      }),
+    ITERS,
+  );
   out({ bench: "gemm", type, n: N, ms, tflops: (2 * N ** 3) / (ms * 1e-3) / 1e12 });
   for (const p of [a, b, c]) drv.freeAsync(p, 0);
 }
@@ -215,9 +242,20 @@ if (values.decode) {
   const kvBytes = 2 * c.numHiddenLayers * c.numKeyValueHeads * c.headDim * 4 * (P + steps / 2);
   const rooflineTokPerS = (copyGbps * 1e9) / (weightBytes + kvBytes);
   out({
-    bench: "decode", dir: path.basename(dir), layers: c.numHiddenLayers, hidden: c.hiddenSize, prompt: P, steps, load_s: loadS,
-    s: r.s, ms_per_token: (1000 * r.s) / steps, tokens_per_s: tokPerS, bytes_per_step: weightBytes + kvBytes,
-    roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: tokPerS / rooflineTokPerS, first_tokens: r.tokens.slice(0, 16),
+    bench: "decode",
+    dir: path.basename(dir),
+    layers: c.numHiddenLayers,
+    hidden: c.hiddenSize,
+    prompt: P,
+    steps,
+    load_s: loadS,
+    s: r.s,
+    ms_per_token: (1000 * r.s) / steps,
+    tokens_per_s: tokPerS,
+    bytes_per_step: weightBytes + kvBytes,
+    roofline_tokens_per_s: rooflineTokPerS,
+    fraction_of_roofline: tokPerS / rooflineTokPerS,
+    first_tokens: r.tokens.slice(0, 16),
     kernel_launches_per_token: Math.round(launchesPerStep),
   });
   // ---- (a) again through the engine's GraphDecoder: paged KV, one CUDA graph replay per token
@@ -332,13 +370,21 @@ if (values.decode) {
       const gv = graphDecode(steps, WARM, true, variant);
       pdlOffTokens ??= gv.tokens;
       out({
-        bench: "decode_graph_pdl", variant: name, pdl: variant.pdl, steps, tokens_per_s: steps / gv.s,
-        replay_ms_per_step: gv.replayMs, replay_fraction_of_roofline: 1000 / gv.replayMs / rooflineTokPerS, kernels_per_step: gv.kernels,
-        pdl_kernels_per_step: gv.pdlKernels, tokens_agreeing_with_generic: agreeing(gv.tokens), tokens_agreeing_with_pdl_off: same(pdlOffTokens, gv.tokens),
+        bench: "decode_graph_pdl",
+        variant: name,
+        pdl: variant.pdl,
+        steps,
+        tokens_per_s: steps / gv.s,
+        replay_ms_per_step: gv.replayMs,
+        replay_fraction_of_roofline: 1000 / gv.replayMs / rooflineTokPerS,
+        kernels_per_step: gv.kernels,
+        pdl_kernels_per_step: gv.pdlKernels,
+        tokens_agreeing_with_generic: agreeing(gv.tokens),
+        tokens_agreeing_with_pdl_off: same(pdlOffTokens, gv.tokens),
         of: r.tokens.length,
       });
     } catch (e) {
-      out({ bench: "decode_graph_pdl", variant: name, error: e instanceof Error ? e.stack ?? e.message : String(e) });
+      out({ bench: "decode_graph_pdl", variant: name, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
       // The rest of the run goes on without PDL rather than stopping here.
       if (variant.pdl && name === "on") be.pdl = false;
     }
@@ -347,19 +393,43 @@ if (values.decode) {
   const g = graphDecode(steps, WARM, true); // steps timed after WARM untimed ones (eager first step + capture)
   const gTokPerS = steps / g.s;
   out({
-    bench: "decode_graph_unfused", steps, s: gu.s, ms_per_token: (1000 * gu.s) / steps, tokens_per_s: steps / gu.s, replay_ms_per_step: gu.replayMs,
-    fraction_of_roofline: steps / gu.s / rooflineTokPerS, kernels_per_step: gu.kernels, tokens_agreeing_with_generic: agreeing(gu.tokens), of: r.tokens.length,
+    bench: "decode_graph_unfused",
+    steps,
+    s: gu.s,
+    ms_per_token: (1000 * gu.s) / steps,
+    tokens_per_s: steps / gu.s,
+    replay_ms_per_step: gu.replayMs,
+    fraction_of_roofline: steps / gu.s / rooflineTokPerS,
+    kernels_per_step: gu.kernels,
+    tokens_agreeing_with_generic: agreeing(gu.tokens),
+    of: r.tokens.length,
   });
   out({
-    bench: "decode_graph", fused: g.info.fused, pdl: be.pdl, steps, s: g.s, ms_per_token: (1000 * g.s) / steps, tokens_per_s: gTokPerS,
-    roofline_tokens_per_s: rooflineTokPerS, fraction_of_roofline: gTokPerS / rooflineTokPerS, speedup_over_generic: gTokPerS / tokPerS,
-    replay_ms_per_step: g.replayMs, replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS, kernels_per_step: g.kernels, pdl_kernels_per_step: g.pdlKernels,
-    host_launches_per_token: g.launches, graph_captures: g.info.captures, graph_replays: g.info.replays,
-    tokens_agreeing_with_generic: agreeing(g.tokens), tokens_agreeing_with_unfused: (() => {
+    bench: "decode_graph",
+    fused: g.info.fused,
+    pdl: be.pdl,
+    steps,
+    s: g.s,
+    ms_per_token: (1000 * g.s) / steps,
+    tokens_per_s: gTokPerS,
+    roofline_tokens_per_s: rooflineTokPerS,
+    fraction_of_roofline: gTokPerS / rooflineTokPerS,
+    speedup_over_generic: gTokPerS / tokPerS,
+    replay_ms_per_step: g.replayMs,
+    replay_fraction_of_roofline: 1000 / g.replayMs / rooflineTokPerS,
+    kernels_per_step: g.kernels,
+    pdl_kernels_per_step: g.pdlKernels,
+    host_launches_per_token: g.launches,
+    graph_captures: g.info.captures,
+    graph_replays: g.info.replays,
+    tokens_agreeing_with_generic: agreeing(g.tokens),
+    tokens_agreeing_with_unfused: (() => {
       let a = 0;
       while (a < gu.tokens.length && gu.tokens[a] === g.tokens[a]) a++;
       return a;
-    })(), of: r.tokens.length, first_tokens: g.tokens.slice(0, 16),
+    })(),
+    of: r.tokens.length,
+    first_tokens: g.tokens.slice(0, 16),
     // At the first token where the fused step chose differently: the generic path's top-2 logit gap
     // there, against the median gap over all tokens (a near-tie flipped by summation order, or not).
     generic_top2_gap_at_divergence: agreeing(g.tokens) < r.tokens.length ? r.gaps[agreeing(g.tokens)] : null,
@@ -378,7 +448,16 @@ if (values.decode) {
     const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
     gemms.push([head, 0, 0]);
     // The backend's matmul GEMV (gemvMaxRows 16) against cuBLAS (0), at 1 and more rows.
-    for (const [kernel, maxRows, m] of [["gemv", 16, 1], ["cublas", 0, 1], ["gemv", 16, 4], ["cublas", 0, 4], ["gemv", 16, 8], ["cublas", 0, 8], ["gemv", 16, 16], ["cublas", 0, 16]] as const) {
+    for (const [kernel, maxRows, m] of [
+      ["gemv", 16, 1],
+      ["cublas", 0, 1],
+      ["gemv", 16, 4],
+      ["cublas", 0, 4],
+      ["gemv", 16, 8],
+      ["cublas", 0, 8],
+      ["gemv", 16, 16],
+      ["cublas", 0, 16],
+    ] as const) {
       const keep = be.gemvMaxRows;
       be.gemvMaxRows = maxRows;
       const ms = graphMs(() => {
@@ -409,10 +488,43 @@ if (values.decode) {
     // The norms are fused into q/k/v, gate/up and lm_head (a separate kernel into x16 beyond 4 rows).
     const norm = { w: w(FINAL_NORM), eps: 1e-6, scratch: x16 };
     const groups: Array<{ name: string; bytes: number; launch: (l: number, rows: number) => void }> = [
-      { name: "norm_qkv", bytes: 2 * (HD + 2 * KV) * C, launch: (l, rows) => be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y, n: HD }, { w: w(at(l, "self_attn.k_proj")), y, n: KV }, { w: w(at(l, "self_attn.v_proj")), y, n: KV }], { rows, k: C, epilogue: "store", norm }) },
-      { name: "o_add", bytes: 2 * C * HD, launch: (l, rows) => be.decodeGemv(a32, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows, k: HD, epilogue: "add" }) },
-      { name: "norm_gate_up_swiglu", bytes: 2 * 2 * I * C, launch: (l, rows) => be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows, k: C, epilogue: "swiglu", norm }) },
-      { name: "down_add", bytes: 2 * C * I, launch: (l, rows) => be.decodeGemv(x16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows, k: I, epilogue: "add" }) },
+      {
+        name: "norm_qkv",
+        bytes: 2 * (HD + 2 * KV) * C,
+        launch: (l, rows) =>
+          be.decodeGemv(
+            h32,
+            [
+              { w: w(at(l, "self_attn.q_proj")), y, n: HD },
+              { w: w(at(l, "self_attn.k_proj")), y, n: KV },
+              { w: w(at(l, "self_attn.v_proj")), y, n: KV },
+            ],
+            { rows, k: C, epilogue: "store", norm },
+          ),
+      },
+      {
+        name: "o_add",
+        bytes: 2 * C * HD,
+        launch: (l, rows) => be.decodeGemv(a32, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows, k: HD, epilogue: "add" }),
+      },
+      {
+        name: "norm_gate_up_swiglu",
+        bytes: 2 * 2 * I * C,
+        launch: (l, rows) =>
+          be.decodeGemv(
+            h32,
+            [
+              { w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I },
+              { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I },
+            ],
+            { rows, k: C, epilogue: "swiglu", norm },
+          ),
+      },
+      {
+        name: "down_add",
+        bytes: 2 * C * I,
+        launch: (l, rows) => be.decodeGemv(x16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows, k: I, epilogue: "add" }),
+      },
     ];
     const headBytes = 2 * c.vocabSize * C;
     for (const rows of [1, 4, 8, 16]) {
@@ -428,7 +540,15 @@ if (values.decode) {
       const hms = graphMs(() => be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows, k: C, epilogue: "store", norm }));
       per["norm_lm_head"] = { ms: hms, gb_s: headBytes / hms / 1e6 };
       total += hms;
-      out({ bench: "fused_gemv", pdl: be.pdl, rows, ms_per_step: total, weight_gb_s: weightBytes / total / 1e6, fraction_of_copy: weightBytes / total / 1e6 / copyGbps, per_launch: per });
+      out({
+        bench: "fused_gemv",
+        pdl: be.pdl,
+        rows,
+        ms_per_step: total,
+        weight_gb_s: weightBytes / total / 1e6,
+        fraction_of_copy: weightBytes / total / 1e6 / copyGbps,
+        per_launch: per,
+      });
     }
     // The other kernels of a fused batch-1 step, each kind alone as a graph: the norms (2 per layer
     // + final; a separate kernel only beyond 4 rows), q/k norm + RoPE + KV write, and the decode
@@ -463,12 +583,25 @@ if (values.decode) {
       const nw = w(FINAL_NORM);
       const qn = w(layerParamNames(0).qNorm);
       const kn = w(layerParamNames(0).kNorm);
-      const rope = () => be.decodeQkNormRope(q, kb, vb, qn, kn, ints(0), ints(1), pages[0]!, pages[1]!, {
-        rows: 1, heads: H, kvHeads: Hkv, headDim: D, eps: 1e-6, theta: c.ropeTheta,
-      });
-      const attend = () => be.decodeAttention(q, pages[0]!, pages[1]!, planBuf, scratch, att, lse, {
-        rows: 1, keys: len, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D), capacity: cap,
-      });
+      const rope = () =>
+        be.decodeQkNormRope(q, kb, vb, qn, kn, ints(0), ints(1), pages[0]!, pages[1]!, {
+          rows: 1,
+          heads: H,
+          kvHeads: Hkv,
+          headDim: D,
+          eps: 1e-6,
+          theta: c.ropeTheta,
+        });
+      const attend = () =>
+        be.decodeAttention(q, pages[0]!, pages[1]!, planBuf, scratch, att, lse, {
+          rows: 1,
+          keys: len,
+          heads: H,
+          kvHeads: Hkv,
+          headDim: D,
+          scale: 1 / Math.sqrt(D),
+          capacity: cap,
+        });
       const keepPdl = be.pdl;
       for (const pdl of be.pdlSupported ? [false, true] : [false]) {
         be.pdl = pdl;
@@ -481,18 +614,47 @@ if (values.decode) {
         const attMs = graphMs(() => {
           for (let l = 0; l < L; l++) attend();
         });
-        out({ bench: "fused_step_parts", pdl, rows: 1, keys: len, attention_items: cap.items, rmsnorm_ms: normMs, qk_norm_rope_ms: ropeMs, decode_attention_ms: attMs, launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, decode_attention: 2 * L } });
+        out({
+          bench: "fused_step_parts",
+          pdl,
+          rows: 1,
+          keys: len,
+          attention_items: cap.items,
+          rmsnorm_ms: normMs,
+          qk_norm_rope_ms: ropeMs,
+          decode_attention_ms: attMs,
+          launches: { rmsnorm: 2 * L + 1, qk_norm_rope: L, decode_attention: 2 * L },
+        });
         // The step's kernel sequence (embedding aside), rebuilt: GEMVs alone, + q/k norm + RoPE, +
         // attention (= the fused step). The differences are what those kernels cost inside the step.
         const mix: Record<string, number> = {};
-        for (const [name, withRope, withAtt] of [["gemvs", false, false], ["gemvs_rope", true, false], ["gemvs_rope_attention", true, true]] as const) {
+        for (const [name, withRope, withAtt] of [
+          ["gemvs", false, false],
+          ["gemvs_rope", true, false],
+          ["gemvs_rope_attention", true, true],
+        ] as const) {
           mix[name] = graphMs(() => {
             for (let l = 0; l < L; l++) {
-              be.decodeGemv(h32, [{ w: w(at(l, "self_attn.q_proj")), y: q, n: HD }, { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV }, { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm });
+              be.decodeGemv(
+                h32,
+                [
+                  { w: w(at(l, "self_attn.q_proj")), y: q, n: HD },
+                  { w: w(at(l, "self_attn.k_proj")), y: kb, n: KV },
+                  { w: w(at(l, "self_attn.v_proj")), y: vb, n: KV },
+                ],
+                { rows: 1, k: C, epilogue: "store", norm },
+              );
               if (withRope) rope();
               if (withAtt) attend();
               be.decodeGemv(att, [{ w: w(at(l, "self_attn.o_proj")), y: h32, n: C }], { rows: 1, k: HD, epilogue: "add" });
-              be.decodeGemv(h32, [{ w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I }, { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I }], { rows: 1, k: C, epilogue: "swiglu", norm });
+              be.decodeGemv(
+                h32,
+                [
+                  { w: w(at(l, "mlp.gate_proj")), y: mlp16, n: I },
+                  { w: w(at(l, "mlp.up_proj")), y: mlp16, n: I },
+                ],
+                { rows: 1, k: C, epilogue: "swiglu", norm },
+              );
               be.decodeGemv(mlp16, [{ w: w(at(l, "mlp.down_proj")), y: h32, n: C }], { rows: 1, k: I, epilogue: "add" });
             }
             be.decodeGemv(h32, [{ w: w(head), y, n: c.vocabSize }], { rows: 1, k: C, epilogue: "store", norm });
@@ -500,9 +662,18 @@ if (values.decode) {
         }
         const perLayerUs = (a: number, b: number) => ((b - a) * 1000) / L;
         out({
-          bench: "fused_step_mix", pdl, rows: 1, keys: len, ms: mix, weight_bytes: weightBytes, gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
+          bench: "fused_step_mix",
+          pdl,
+          rows: 1,
+          keys: len,
+          ms: mix,
+          weight_bytes: weightBytes,
+          gemvs_fraction_of_copy: weightBytes / mix["gemvs"]! / 1e6 / copyGbps,
           step_fraction_of_roofline: 1000 / mix["gemvs_rope_attention"]! / rooflineTokPerS,
-          added_us_per_layer: { qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!), attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!) },
+          added_us_per_layer: {
+            qk_norm_rope: perLayerUs(mix["gemvs"]!, mix["gemvs_rope"]!),
+            attention_pair: perLayerUs(mix["gemvs_rope"]!, mix["gemvs_rope_attention"]!),
+          },
         });
       }
       be.pdl = keepPdl;
@@ -513,7 +684,10 @@ if (values.decode) {
   if (values.hf) {
     // ---- (b) transformers generate, same checkpoint, prompt and lengths, in this run
     const script = path.join(path.dirname(new URL(import.meta.url).pathname), "hf_generate.py");
-    const line = execFileSync("python3", [script, "--dir", dir, "--prompt", String(P), "--steps", String(steps)], { encoding: "utf8" }).trim().split("\n").pop()!;
+    const line = execFileSync("python3", [script, "--dir", dir, "--prompt", String(P), "--steps", String(steps)], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .pop()!;
     const hf = JSON.parse(line) as { tokens_per_s: number };
     out({ ...hf, npr_over_hf: tokPerS / hf.tokens_per_s, npr_graph_over_hf: gTokPerS / hf.tokens_per_s });
   }
@@ -529,7 +703,14 @@ if (values.decode) {
       const runner = new ModelRunner(model, numBlocks, 16, { graphDecode: graphs });
       const engine = new Engine(runner, vocab, { numBlocks, blockSize: 16, maxBatchTokens: 512 });
       const t0 = performance.now();
-      const [res] = engine.generateSync([chat], { mode, temperature: 0, maxNewTokens: 100_000, minForkBudget: 0, forceStructure: structure, maxPlans: forcedMaxPlans(structure) });
+      const [res] = engine.generateSync([chat], {
+        mode,
+        temperature: 0,
+        maxNewTokens: 100_000,
+        minForkBudget: 0,
+        forceStructure: structure,
+        maxPlans: forcedMaxPlans(structure),
+      });
       const sec = (performance.now() - t0) / 1000;
       const stats = { steps: runner.steps, graphSteps: runner.decoder?.steps ?? 0 };
       engine.dispose();
@@ -541,9 +722,15 @@ if (values.decode) {
     const par = run("parallel", true);
     if (seq.tokens !== par.tokens) throw new Error(`npr: sequential serialized ${seq.tokens} tokens, parallel ${par.tokens}`);
     out({
-      bench: "npr", structure: values.npr, serialized_tokens: par.tokens, critical_path: par.critical,
-      sequential_tokens_per_s: seq.tokens / seq.s, parallel_tokens_per_s: par.tokens / par.s, speedup: seq.s / par.s,
-      sequential: seq, parallel: par,
+      bench: "npr",
+      structure: values.npr,
+      serialized_tokens: par.tokens,
+      critical_path: par.critical,
+      sequential_tokens_per_s: seq.tokens / seq.s,
+      parallel_tokens_per_s: par.tokens / par.s,
+      speedup: seq.s / par.s,
+      sequential: seq,
+      parallel: par,
     });
   }
 

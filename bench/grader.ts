@@ -11,7 +11,9 @@ import { GraderPool, loadBenchmark } from "../src/tasks/index.ts";
 const args = process.argv.slice(2);
 const poolAt = args.indexOf("--pool");
 const size = poolAt >= 0 ? Number(args[poolAt + 1]) : 2;
-const dataDir = args.find((a, i) => !a.startsWith("--") && (poolAt < 0 || i !== poolAt + 1)) ?? fileURLToPath(new URL("../../shared/data", import.meta.url));
+const dataDir =
+  args.find((a, i) => !a.startsWith("--") && (poolAt < 0 || i !== poolAt + 1)) ??
+  fileURLToPath(new URL("../../shared/data", import.meta.url));
 
 const task = loadBenchmark("math500", dataDir);
 const items = Array.from({ length: task.size }, (_, i) => task.get(i));
@@ -26,7 +28,9 @@ async function run(label: string, batch: typeof oracle, fastPath: boolean): Prom
   const s = (performance.now() - t0) / 1000;
   const correct = res.filter((r) => r.correct).length;
   const timeouts = res.filter((r) => r.timeout).length;
-  console.log(`| ${label.padEnd(34)} | ${String(batch.length).padStart(5)} | ${String(size).padStart(4)} | ${(batch.length / s).toFixed(0).padStart(8)} | ${String(correct).padStart(7)} | ${String(timeouts).padStart(8)} |`);
+  console.log(
+    `| ${label.padEnd(34)} | ${String(batch.length).padStart(5)} | ${String(size).padStart(4)} | ${(batch.length / s).toFixed(0).padStart(8)} | ${String(correct).padStart(7)} | ${String(timeouts).padStart(8)} |`,
+  );
   await pool.close();
 }
 

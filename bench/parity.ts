@@ -78,7 +78,10 @@ function compare(a: Float32Array, b: Float32Array, T: number, V: number): { rel:
 function main(): void {
   const { values } = parseArgs({
     options: {
-      dir: { type: "string" }, backend: { type: "string", default: "cuda" }, configs: { type: "string" }, cpu: { type: "boolean", default: false },
+      dir: { type: "string" },
+      backend: { type: "string", default: "cuda" },
+      configs: { type: "string" },
+      cpu: { type: "boolean", default: false },
       // bf16: mixed precision (bf16 weights and GEMM inputs, fp32 accumulation, f32 norms/softmax/residual).
       dtype: { type: "string", default: "f32" },
       // bf16: activations rounded as transformers' bf16 forward rounds them (eager attention, materialized).
@@ -86,9 +89,12 @@ function main(): void {
     },
   });
   if (!values.dir) throw new Error("--dir is required (the OUT folder of bench/hf_parity.py)");
-  const names = values.configs ? values.configs.split(",") : fs.readdirSync(values.dir).filter((n) => fs.existsSync(path.join(values.dir!, n, "meta.json")));
+  const names = values.configs
+    ? values.configs.split(",")
+    : fs.readdirSync(values.dir).filter((n) => fs.existsSync(path.join(values.dir!, n, "meta.json")));
   const backends = [values.backend!, ...(values.cpu ? ["cpu"] : [])];
-  if (values.activations !== undefined && values.activations !== "bf16") throw new Error(`--activations ${values.activations}: only bf16 is known`);
+  if (values.activations !== undefined && values.activations !== "bf16")
+    throw new Error(`--activations ${values.activations}: only bf16 is known`);
   const activations = values.activations as "bf16" | undefined;
   const label = `${values.dtype}${activations ? " act-bf16" : ""}`;
   const rows: Row[] = [];
@@ -107,8 +113,20 @@ function main(): void {
       // transformers' bf16 against its own fp32: the floor for an unrounded npr against hf bf16.
       const c = compare(hfRefs[0]![1], hfRefs[1]![1], T, V);
       const row: Row = {
-        name, layers: meta.shape.num_hidden_layers, tokens: T, vocab: V, backend: "hf bf16", ref: "hf fp32",
-        relError: c.rel, relHead: NaN, relTail: NaN, maxAbs: c.maxAbs, argmaxAgree: c.agree, mismatchGap: c.gap, loadS: 0, forwardS: 0,
+        name,
+        layers: meta.shape.num_hidden_layers,
+        tokens: T,
+        vocab: V,
+        backend: "hf bf16",
+        ref: "hf fp32",
+        relError: c.rel,
+        relHead: NaN,
+        relTail: NaN,
+        maxAbs: c.maxAbs,
+        argmaxAgree: c.agree,
+        mismatchGap: c.gap,
+        loadS: 0,
+        forwardS: 0,
         ok: c.rel <= REL_TARGET && c.agree >= ARGMAX_TARGET,
       };
       console.log(JSON.stringify({ ...row, device: meta.device }));
@@ -134,8 +152,20 @@ function main(): void {
         const head = compare(logits.subarray(0, q * V), hf.subarray(0, q * V), q, V);
         const tail = compare(logits.subarray((T - q) * V), hf.subarray((T - q) * V, T * V), q, V);
         const row: Row = {
-          name, layers: meta.shape.num_hidden_layers, tokens: T, vocab: V, backend: `${be} ${label}`, ref,
-          relError: c.rel, relHead: head.rel, relTail: tail.rel, maxAbs: c.maxAbs, argmaxAgree: c.agree, mismatchGap: c.gap, loadS, forwardS,
+          name,
+          layers: meta.shape.num_hidden_layers,
+          tokens: T,
+          vocab: V,
+          backend: `${be} ${label}`,
+          ref,
+          relError: c.rel,
+          relHead: head.rel,
+          relTail: tail.rel,
+          maxAbs: c.maxAbs,
+          argmaxAgree: c.agree,
+          mismatchGap: c.gap,
+          loadS,
+          forwardS,
           ok: c.rel <= REL_TARGET && c.agree >= ARGMAX_TARGET,
         };
         rows.push(row);
@@ -143,10 +173,14 @@ function main(): void {
       }
     }
   }
-  console.log("\n| config | layers | tokens | backend | reference | rel. error | first/last quarter | max abs | argmax agree | worst mismatch gap | load s | forward s | ok |");
+  console.log(
+    "\n| config | layers | tokens | backend | reference | rel. error | first/last quarter | max abs | argmax agree | worst mismatch gap | load s | forward s | ok |",
+  );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
-    console.log(`| ${r.name} | ${r.layers} | ${r.tokens} | ${r.backend} | ${r.ref} | ${r.relError.toExponential(2)} | ${Number.isNaN(r.relHead) ? "-" : `${r.relHead.toExponential(1)} / ${r.relTail.toExponential(1)}`} | ${r.maxAbs.toExponential(2)} | ${(r.argmaxAgree * 100).toFixed(1)}% | ${r.mismatchGap.toExponential(1)} | ${r.loadS.toFixed(1)} | ${r.forwardS.toFixed(3)} | ${r.ok ? "yes" : "NO"} |`);
+    console.log(
+      `| ${r.name} | ${r.layers} | ${r.tokens} | ${r.backend} | ${r.ref} | ${r.relError.toExponential(2)} | ${Number.isNaN(r.relHead) ? "-" : `${r.relHead.toExponential(1)} / ${r.relTail.toExponential(1)}`} | ${r.maxAbs.toExponential(2)} | ${(r.argmaxAgree * 100).toFixed(1)}% | ${r.mismatchGap.toExponential(1)} | ${r.loadS.toFixed(1)} | ${r.forwardS.toFixed(3)} | ${r.ok ? "yes" : "NO"} |`,
+    );
   }
   if (rows.some((r) => !r.ok && r.backend !== "hf bf16")) process.exitCode = 1;
 }

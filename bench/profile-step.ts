@@ -66,12 +66,16 @@ for (let s = 0; s < WARMUP + STEPS; s++) {
   const { ms: phase } = trainStep(setup);
   const ms = phase.forward + phase.backward + phase.optimizer;
   if (s >= WARMUP) stepMs.push(ms);
-  console.log(`step ${s}${s < WARMUP ? " (warm-up)" : ""}: ${ms.toFixed(0)} ms (forward ${phase.forward.toFixed(0)}, backward ${phase.backward.toFixed(0)}, optimizer ${phase.optimizer.toFixed(0)})`);
+  console.log(
+    `step ${s}${s < WARMUP ? " (warm-up)" : ""}: ${ms.toFixed(0)} ms (forward ${phase.forward.toFixed(0)}, backward ${phase.backward.toFixed(0)}, optimizer ${phase.optimizer.toFixed(0)})`,
+  );
 }
 const mean = stepMs.reduce((a, b) => a + b, 0) / stepMs.length;
 const sorted = Object.entries(times).sort((a, b) => b[1] - a[1]);
 const inBackend = sorted.reduce((a, [, v]) => a + v, 0) / STEPS;
-console.log(`${STEPS} steps: mean ${mean.toFixed(1)} ms, min ${Math.min(...stepMs).toFixed(1)} ms (${((B * S) / (mean / 1000)).toFixed(0)} tok/s at the mean); ${inBackend.toFixed(1)} ms a step inside the backend`);
+console.log(
+  `${STEPS} steps: mean ${mean.toFixed(1)} ms, min ${Math.min(...stepMs).toFixed(1)} ms (${((B * S) / (mean / 1000)).toFixed(0)} tok/s at the mean); ${inBackend.toFixed(1)} ms a step inside the backend`,
+);
 for (const [k, v] of sorted.slice(0, 24)) {
   console.log(`  ${k.padEnd(26)} ${(v / STEPS).toFixed(2).padStart(7)} ms  ${String(calls[k] / STEPS).padStart(5)} calls a step`);
 }

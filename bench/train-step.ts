@@ -60,7 +60,16 @@ function randomExamples(config: Qwen3Config, n: number): EncodedExample[] {
   });
 }
 
-const HP: OptimizerHyper = { lr: 1e-3, schedule: "cosine", warmup_steps: 2, min_lr_ratio: 0.1, weight_decay: 0.1, betas: [0.9, 0.95], eps: 1e-8, grad_clip: 1.0 };
+const HP: OptimizerHyper = {
+  lr: 1e-3,
+  schedule: "cosine",
+  warmup_steps: 2,
+  min_lr_ratio: 0.1,
+  weight_decay: 0.1,
+  betas: [0.9, 0.95],
+  eps: 1e-8,
+  grad_clip: 1.0,
+};
 
 /** The raw step's state and one step of it (ACCUM times forward + backward + clip + AdamW, as cpu-train.ts times). */
 function rawRunner(config: Qwen3Config, backend: Backend): () => number {
@@ -89,7 +98,19 @@ function trainerRunner(config: Qwen3Config, backend: Backend, dir: string): { st
       const r = optimizerStep(model, opt, batch, lr(s), HP.grad_clip);
       const sec = (performance.now() - t0) / 1000;
       s++;
-      metrics.append({ kind: "train", step: s, stage: "bench", loss: r.loss, lr: r.lr, grad_norm: r.gradNorm, tokens: batch.numTokens, loss_tokens: batch.numLossTokens, tokens_per_s: batch.numTokens / sec, epoch: order.epochs, elapsed_s: sec });
+      metrics.append({
+        kind: "train",
+        step: s,
+        stage: "bench",
+        loss: r.loss,
+        lr: r.lr,
+        grad_norm: r.gradNorm,
+        tokens: batch.numTokens,
+        loss_tokens: batch.numLossTokens,
+        tokens_per_s: batch.numTokens / sec,
+        epoch: order.epochs,
+        elapsed_s: sec,
+      });
       loss = r.loss;
       return (performance.now() - t0) / 1000;
     },
@@ -100,8 +121,12 @@ function trainerRunner(config: Qwen3Config, backend: Backend, dir: string): { st
 const backend = await makeBackend(String(args.backend));
 const { config } = loadPreset(String(args.preset));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "npr-train-step-"));
-console.log(`machine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, Node ${process.version}, backend ${backend.name}${backend instanceof CpuBackend ? ` (${backend.gemmPath})` : ""}`);
-console.log(`shape: preset ${args.preset} (${qwen3ParamCount(config).toLocaleString("en-US")} params), ${ACCUM} x [B=${B} x S=${S}] tokens per step; ${STEPS * ROUNDS} alternating step pairs after ${WARMUP} warm-up pair(s)`);
+console.log(
+  `machine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, Node ${process.version}, backend ${backend.name}${backend instanceof CpuBackend ? ` (${backend.gemmPath})` : ""}`,
+);
+console.log(
+  `shape: preset ${args.preset} (${qwen3ParamCount(config).toLocaleString("en-US")} params), ${ACCUM} x [B=${B} x S=${S}] tokens per step; ${STEPS * ROUNDS} alternating step pairs after ${WARMUP} warm-up pair(s)`,
+);
 // Both models live side by side and their steps alternate (raw, trainer, raw, ...), so load from
 // other processes lands on both alike; the ratio is the median of the per-pair ratios.
 const raw = rawRunner(config, backend);
@@ -127,5 +152,7 @@ console.log(`| step    | median s | tokens/s |`);
 console.log(`|---------|----------|----------|`);
 console.log(`| raw     | ${mr.toFixed(4)}   | ${(tokens / mr).toFixed(0).padStart(8)} |`);
 console.log(`| trainer | ${mt.toFixed(4)}   | ${(tokens / mt).toFixed(0).padStart(8)} |`);
-console.log(`trainer / raw = ${median(ratios).toFixed(3)} (median of ${ratios.length} paired steps; min ${Math.min(...ratios).toFixed(3)}, max ${Math.max(...ratios).toFixed(3)}); trainer loss ${trainer.loss().toFixed(3)}`);
+console.log(
+  `trainer / raw = ${median(ratios).toFixed(3)} (median of ${ratios.length} paired steps; min ${Math.min(...ratios).toFixed(3)}, max ${Math.max(...ratios).toFixed(3)}); trainer loss ${trainer.loss().toFixed(3)}`,
+);
 fs.rmSync(dir, { recursive: true, force: true });

@@ -77,7 +77,9 @@ test("src/ imports point downward only", () => {
         if (other === folder) continue;
         const rel = relative(SRC, target);
         if (!ENTRY_FILES.has(rel)) {
-          violations.push(`${relative(ROOT, file)}:${i + 1}: imports ${rel} directly; other folders import src/${other}/ through its index.ts`);
+          violations.push(
+            `${relative(ROOT, file)}:${i + 1}: imports ${rel} directly; other folders import src/${other}/ through its index.ts`,
+          );
         }
         const otherRank = RANKS[other];
         if (otherRank === undefined || otherRank >= rank) {
@@ -93,5 +95,8 @@ test("src/ imports point downward only", () => {
 
 test("every src file opens with a header comment", () => {
   const missing = walk(SRC).filter((f) => !/^\s*(\/\*\*|\/\/)/.test(readFileSync(f, "utf8")));
-  assert.deepEqual(missing.map((f) => relative(ROOT, f)), []);
+  assert.deepEqual(
+    missing.map((f) => relative(ROOT, f)),
+    [],
+  );
 });

@@ -15,7 +15,14 @@
 import assert from "node:assert/strict";
 import { parseArgs } from "node:util";
 import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../../src/tensor/backend/decode-attention-plan.ts";
+import {
+  growCapacity,
+  packPlan,
+  planAttention,
+  planCapacityNeeded,
+  planLayout,
+  slotRanges,
+} from "../../src/tensor/backend/decode-attention-plan.ts";
 import type { DecodeAttentionParams, DeviceBuffer } from "../../src/tensor/backend/types.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { type AttentionTune, DevAttention, TWO_STAGE_SMEM, smemBytes } from "./decode_attention_host.ts";
@@ -23,8 +30,11 @@ import { DevModule, bitDiff, compileOnly, graphMs } from "./harness.ts";
 
 const { values: args } = parseArgs({
   options: {
-    reps: { type: "string", default: "20" }, layers: { type: "string", default: "36" }, chunks: { type: "string", default: "auto,64,128,256" },
-    "compile-only": { type: "boolean", default: false }, "skip-timing": { type: "boolean", default: false },
+    reps: { type: "string", default: "20" },
+    layers: { type: "string", default: "36" },
+    chunks: { type: "string", default: "auto,64,128,256" },
+    "compile-only": { type: "boolean", default: false },
+    "skip-timing": { type: "boolean", default: false },
   },
 });
 if (args["compile-only"]) process.exit(compileOnly(["decode_attention.cu"]) ? 0 : 1);
@@ -65,7 +75,16 @@ function layout(rng: Rng, prefix: number, n: number, own: number, padding = 0): 
 }
 
 /** float64 softmax attention of each row over its slots: out [B, H, D], lse [B, H] (-inf for a row without keys). */
-function direct(rows: Ranges[], q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, H: number, Hkv: number, D: number, scale: number) {
+function direct(
+  rows: Ranges[],
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  H: number,
+  Hkv: number,
+  D: number,
+  scale: number,
+) {
   const B = rows.length;
   const G = H / Hkv;
   const out = new Float64Array(B * H * D);
@@ -95,13 +114,19 @@ function direct(rows: Ranges[], q: ArrayLike<number>, k: ArrayLike<number>, v: A
 }
 
 const be = new CudaBackend();
-const mods = { f32: new DevAttention(be, new DevModule(be, "decode_attention.cu", "f32"), "f32"), f64: new DevAttention(be, new DevModule(be, "decode_attention.cu", "f64"), "f64") };
+const mods = {
+  f32: new DevAttention(be, new DevModule(be, "decode_attention.cu", "f32"), "f32"),
+  f64: new DevAttention(be, new DevModule(be, "decode_attention.cu", "f64"), "f64"),
+};
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 
 // ---------------------------------------------------------------- validation
 for (const dtype of ["f32", "f64"] as const) {
   const tol = dtype === "f32" ? 2e-5 : 1e-12;
-  for (const [H, Hkv, D] of [[32, 8, 128], [6, 2, 64]] as const) {
+  for (const [H, Hkv, D] of [
+    [32, 8, 128],
+    [6, 2, 64],
+  ] as const) {
     const cases: Array<[string, { rows: Ranges[]; slots: number }]> = [
       ["1 row x 90", layout(new Rng(1), 90, 1, 0)],
       ["1 row x 2,500", layout(new Rng(2), 2500, 1, 0)],
@@ -154,18 +179,30 @@ for (const dtype of ["f32", "f64"] as const) {
         }
         const repeat = bitDiff(a.out, b.out) + bitDiff(a.lse, b.lse);
         const vsProduct = bitDiff(a.out, product.out) + bitDiff(a.lse, product.lse);
-        out({ check: "decode_attention", dtype, shape: `H${H} Hkv${Hkv} D${D}`, layout: name, version: vname, max_abs_diff_vs_float64: max, differing_on_repeat: repeat, differing_vs_product: vsProduct });
+        out({
+          check: "decode_attention",
+          dtype,
+          shape: `H${H} Hkv${Hkv} D${D}`,
+          layout: name,
+          version: vname,
+          max_abs_diff_vs_float64: max,
+          differing_on_repeat: repeat,
+          differing_vs_product: vsProduct,
+        });
         assert.ok(max < tol, `${vname} ${name} ${dtype}: ${max} from float64`);
         assert.equal(repeat, 0, `${vname} ${name}: a repeat gives other bits`);
         // A version that merges as the product does (fused exactly for one row) computes its bits:
         // the product kernel is this file's version 1 with the other versions' code removed.
-        if ((tune.fused ?? B === 1) === (B === 1) && (tune.stages ?? 1) === 1) assert.equal(vsProduct, 0, `${vname} ${name}: differs from the product op`);
+        if ((tune.fused ?? B === 1) === (B === 1) && (tune.stages ?? 1) === 1)
+          assert.equal(vsProduct, 0, `${vname} ${name}: differs from the product op`);
       }
       for (const x of [q, k, v, planBuf, scratch, o, lse]) be.free(x);
     }
   }
 }
-console.log("# validation passed: every version within tolerance of float64, bit-identical on a repeat, the product's launch equal to the product op");
+console.log(
+  "# validation passed: every version within tolerance of float64, bit-identical on a repeat, the product's launch equal to the product op",
+);
 if (args["skip-timing"]) process.exit(0);
 
 // ---------------------------------------------------------------- timing (bench/decode-attention.ts's layouts)
@@ -173,8 +210,12 @@ const REPS = Number(args.reps);
 const LAYERS = Number(args.layers);
 const [H, HKV, D] = [32, 8, 128];
 const scenarios: Array<[string, number, number, number]> = [
-  ["1 row x 100", 100, 1, 0], ["1 row x 512", 512, 1, 0], ["1 row x 4096", 4096, 1, 0], ["1 row x 16384", 16384, 1, 0],
-  ["8 rows: 600 shared + 512 own", 600, 8, 512], ["16 rows: 600 shared + 256 own", 600, 16, 256],
+  ["1 row x 100", 100, 1, 0],
+  ["1 row x 512", 512, 1, 0],
+  ["1 row x 4096", 4096, 1, 0],
+  ["1 row x 16384", 16384, 1, 0],
+  ["8 rows: 600 shared + 512 own", 600, 8, 512],
+  ["16 rows: 600 shared + 256 own", 600, 16, 256],
 ];
 const chunks = args.chunks.split(",").map((c) => (c === "auto" ? undefined : Number(c)));
 const table: string[] = [];
@@ -190,12 +231,18 @@ for (const [name, prefix, n, own] of scenarios) {
     const k = be.alloc("f32", kvLen);
     const v = be.alloc("f32", kvLen);
     be.write(k, host);
-    be.write(v, host.map((x) => -x));
+    be.write(
+      v,
+      host.map((x) => -x),
+    );
     ks.push(k);
     vs.push(v);
   }
   const q = be.alloc("f32", B * H * D);
-  be.write(q, Float32Array.from({ length: B * H * D }, () => rng.normal()));
+  be.write(
+    q,
+    Float32Array.from({ length: B * H * D }, () => rng.normal()),
+  );
   const o = be.alloc("f32", B * H * D);
   const lse = be.alloc("f32", B * H);
   const distinct = new Set(rows.flatMap((r) => r.flatMap(([s, e]) => Array.from({ length: e - s }, (_, i) => s + i)))).size;
@@ -220,15 +267,28 @@ for (const [name, prefix, n, own] of scenarios) {
         }
       };
       const ms = graphMs(be, body, REPS);
-      out({ bench: "decode_attention", layout: name, version: vname, chunk: plan.chunk, items: plan.items.length, ms, us_per_layer: (ms / LAYERS) * 1000, gbps_min_bytes: bytes / ms / 1e6 });
-      table.push(`| ${name} | ${vname} | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${((ms / LAYERS) * 1000).toFixed(1)} | ${(bytes / ms / 1e6).toFixed(0)} |`);
+      out({
+        bench: "decode_attention",
+        layout: name,
+        version: vname,
+        chunk: plan.chunk,
+        items: plan.items.length,
+        ms,
+        us_per_layer: (ms / LAYERS) * 1000,
+        gbps_min_bytes: bytes / ms / 1e6,
+      });
+      table.push(
+        `| ${name} | ${vname} | ${plan.chunk}${chunk === undefined ? " (auto)" : ""} | ${plan.items.length} | ${ms.toFixed(3)} | ${((ms / LAYERS) * 1000).toFixed(1)} | ${(bytes / ms / 1e6).toFixed(0)} |`,
+      );
     }
     be.free(planBuf);
     be.free(scratch);
   }
   for (const b of [...ks, ...vs, q, o, lse]) be.free(b);
 }
-console.log(`\n${LAYERS} layers, H ${H}, Hkv ${HKV}, D ${D}, f32 pages, ${REPS} replays, on ${be.device.name}; GB/s = distinct K+V bytes / time\n`);
+console.log(
+  `\n${LAYERS} layers, H ${H}, Hkv ${HKV}, D ${D}, f32 pages, ${REPS} replays, on ${be.device.name}; GB/s = distinct K+V bytes / time\n`,
+);
 console.log("| layout | version | chunk | items | ms / step (all layers) | us / layer | GB/s (min bytes) |");
 console.log("|---|---|---|---|---|---|---|");
 for (const l of table) console.log(l);

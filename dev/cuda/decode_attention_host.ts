@@ -52,12 +52,20 @@ export class DevAttention {
 
   /** Same arguments and result as the product's decodeAttention, with a variant. */
   run(
-    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer, out: DeviceBuffer, lse: DeviceBuffer,
-    p: DecodeAttentionParams, tune: AttentionTune = {},
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    plan: DeviceBuffer,
+    scratch: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    p: DecodeAttentionParams,
+    tune: AttentionTune = {},
   ): void {
     const { rows: B, keys: S, heads: H, kvHeads: Hkv, headDim: D, capacity: cap } = p;
     const stages = tune.stages ?? 1;
-    if (stages === 2 && smemBytes(D, this.elem, 2) > TWO_STAGE_SMEM) throw new Error(`2 stages need ${smemBytes(D, this.elem, 2)} bytes of shared memory`);
+    if (stages === 2 && smemBytes(D, this.elem, 2) > TWO_STAGE_SMEM)
+      throw new Error(`2 stages need ${smemBytes(D, this.elem, 2)} bytes of shared memory`);
     const P = (b: DeviceBuffer) => ({ ptr: ptr(this.be, b) });
     const SC = ptr(this.be, scratch);
     const pml = SC + cap.partials * H * D * this.elem;
@@ -65,14 +73,41 @@ export class DevAttention {
     const hd = D <= 64 ? 64 : D <= 128 ? 128 : 256;
     const fused = tune.fused ?? B === 1;
     const early = { i32: tune.pdlEarly ? 1 : 0 };
-    this.mod.launch(`decode_attention_partial_d${hd}`, Math.min(cap.items * Hkv, MAX_GRID), DA_THREADS, [
-      P(q), P(k), P(v), P(plan), { ptr: SC }, { ptr: pml }, P(out), P(lse), ...sizes, { i32: S }, { i32: H }, { i32: Hkv }, { i32: D },
-      this.elem === 4 ? { f32: p.scale } : { f64: p.scale }, { i32: stages }, { i32: fused ? 1 : 0 }, early,
-    ], smemBytes(D, this.elem, stages), true);
+    this.mod.launch(
+      `decode_attention_partial_d${hd}`,
+      Math.min(cap.items * Hkv, MAX_GRID),
+      DA_THREADS,
+      [
+        P(q),
+        P(k),
+        P(v),
+        P(plan),
+        { ptr: SC },
+        { ptr: pml },
+        P(out),
+        P(lse),
+        ...sizes,
+        { i32: S },
+        { i32: H },
+        { i32: Hkv },
+        { i32: D },
+        this.elem === 4 ? { f32: p.scale } : { f64: p.scale },
+        { i32: stages },
+        { i32: fused ? 1 : 0 },
+        early,
+      ],
+      smemBytes(D, this.elem, stages),
+      true,
+    );
     if (!fused) {
-      this.mod.launch("decode_attention_combine", [B, H, 1], COMBINE_THREADS, [
-        P(plan), { ptr: SC }, { ptr: pml }, P(out), P(lse), ...sizes, { i32: H }, { i32: D }, early,
-      ], 0, true);
+      this.mod.launch(
+        "decode_attention_combine",
+        [B, H, 1],
+        COMBINE_THREADS,
+        [P(plan), { ptr: SC }, { ptr: pml }, P(out), P(lse), ...sizes, { i32: H }, { i32: D }, early],
+        0,
+        true,
+      );
     }
   }
 }

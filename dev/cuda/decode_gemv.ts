@@ -31,8 +31,12 @@ import { DevModule, bitDiff, compileOnly, gemvRef, graphMs, numberList } from ".
 
 const { values: args } = parseArgs({
   options: {
-    rows: { type: "string", default: "1,4,8,16" }, reps: { type: "string", default: "20" }, step: { type: "boolean", default: false },
-    keys: { type: "string", default: "128" }, "skip-timing": { type: "boolean", default: false }, "compile-only": { type: "boolean", default: false },
+    rows: { type: "string", default: "1,4,8,16" },
+    reps: { type: "string", default: "20" },
+    step: { type: "boolean", default: false },
+    keys: { type: "string", default: "128" },
+    "skip-timing": { type: "boolean", default: false },
+    "compile-only": { type: "boolean", default: false },
   },
 });
 checkSplitRules();
@@ -74,8 +78,15 @@ const dev = (a: Float32Array | Uint16Array | Int32Array) => {
 {
   const eps = 1e-6;
   const cases: Array<[number, number, GemvEpilogue, "bf16" | "f32" | "norm"]> = [
-    [1, 1000, "store", "bf16"], [1, 2560, "add", "f32"], [3, 1024, "swiglu", "norm"], [8, 1000, "add", "bf16"], [8, 776, "swiglu", "norm"],
-    [16, 1024, "store", "norm"], [16, 520, "add", "f32"], [3, 264, "store", "bf16"], [4, 6400, "store", "bf16"],
+    [1, 1000, "store", "bf16"],
+    [1, 2560, "add", "f32"],
+    [3, 1024, "swiglu", "norm"],
+    [8, 1000, "add", "bf16"],
+    [8, 776, "swiglu", "norm"],
+    [16, 1024, "store", "norm"],
+    [16, 520, "add", "f32"],
+    [3, 264, "store", "bf16"],
+    [4, 6400, "store", "bf16"],
   ];
   for (const [rows, k, epilogue, xKind] of cases) {
     const swiglu = epilogue === "swiglu";
@@ -101,8 +112,15 @@ const dev = (a: Float32Array | Uint16Array | Int32Array) => {
     /** One launch (the product op, or a version) on fresh outputs; the outputs' bits. */
     const launch = (tune: GemvTune | null): Uint32Array[] => {
       const ys = swiglu ? [be.alloc("bf16", rows * ns[0]!)] : y0.map((y) => dev(y));
-      const mats: GemvTarget[] = swiglu ? [{ w: W[0]!, y: ys[0]!, n: ns[0]! }, { w: W[1]!, y: ys[0]!, n: ns[1]! }]
-        : [{ w: W[0]!, y: ys[0]!, n: ns[0]!, bias: B0 }, { w: W[1]!, y: ys[1]!, n: ns[1]! }];
+      const mats: GemvTarget[] = swiglu
+        ? [
+            { w: W[0]!, y: ys[0]!, n: ns[0]! },
+            { w: W[1]!, y: ys[0]!, n: ns[1]! },
+          ]
+        : [
+            { w: W[0]!, y: ys[0]!, n: ns[0]!, bias: B0 },
+            { w: W[1]!, y: ys[1]!, n: ns[1]! },
+          ];
       const p: GemvLaunch = { rows, k, epilogue, norm: xKind === "norm" ? { w: NW, eps } : undefined };
       if (tune === null) be.decodeGemv(X, mats, p);
       else dg.gemv(X, mats, { ...p, prefetch: [W[0]!, W[1]!] }, tune);
@@ -141,7 +159,18 @@ const dev = (a: Float32Array | Uint16Array | Int32Array) => {
           }
         });
       }
-      out({ check: "decode_gemv", rows, k, epilogue, x: xKind, version: vname, split_ran: split, error_over_allowed: worst, differing_on_repeat: repeat, differing_vs_product: vsProduct });
+      out({
+        check: "decode_gemv",
+        rows,
+        k,
+        epilogue,
+        x: xKind,
+        version: vname,
+        split_ran: split,
+        error_over_allowed: worst,
+        differing_on_repeat: repeat,
+        differing_vs_product: vsProduct,
+      });
       assert.ok(worst <= 1, `${vname} rows ${rows} k ${k}: error ${worst} times the allowed`);
       assert.equal(repeat, 0, `${vname} rows ${rows} k ${k}: a repeat gives other bits`);
       if (sameOrder) assert.equal(vsProduct, 0, `${vname} rows ${rows} k ${k}: differs from the product op`);
@@ -149,7 +178,9 @@ const dev = (a: Float32Array | Uint16Array | Int32Array) => {
     }
     for (const b of [X, NW, B0, ...W]) be.free(b);
   }
-  console.log("# validation passed: every version within fp32-accumulation tolerance of float64, bit-identical on a repeat; the order-keeping versions equal the product op bit for bit");
+  console.log(
+    "# validation passed: every version within fp32-accumulation tolerance of float64, bit-identical on a repeat; the order-keeping versions equal the product op bit for bit",
+  );
 }
 if (args["skip-timing"]) process.exit(0);
 
@@ -165,7 +196,13 @@ const randomBf16 = (n: number): DeviceBuffer => {
   return b;
 };
 const layers = Array.from({ length: L }, () => ({
-  q: randomBf16(HD * C), k: randomBf16(KV * C), v: randomBf16(KV * C), o: randomBf16(C * HD), gate: randomBf16(I * C), up: randomBf16(I * C), down: randomBf16(C * I),
+  q: randomBf16(HD * C),
+  k: randomBf16(KV * C),
+  v: randomBf16(KV * C),
+  o: randomBf16(C * HD),
+  gate: randomBf16(I * C),
+  up: randomBf16(I * C),
+  down: randomBf16(C * I),
 }));
 const head = randomBf16(V * C);
 const weightBytes = 2 * (L * (HD * C + 2 * KV * C + C * HD + 3 * I * C) + V * C);
@@ -185,34 +222,97 @@ const qkv = [be.alloc("f32", 16 * HD), be.alloc("f32", 16 * KV), be.alloc("f32",
 const eps = 1e-6;
 const norm = { w: nw, eps, scratch: x16 };
 /** A GEMV as the product op (tune null) or a version. */
-const G = (x: DeviceBuffer, mats: GemvTarget[], p: GemvLaunch, tune: GemvTune | null) => (tune === null ? be.decodeGemv(x, mats, p) : dg.gemv(x, mats, p, tune));
+const G = (x: DeviceBuffer, mats: GemvTarget[], p: GemvLaunch, tune: GemvTune | null) =>
+  tune === null ? be.decodeGemv(x, mats, p) : dg.gemv(x, mats, p, tune);
 const groups: Array<{ name: string; bytes: number; launch: (l: number, rows: number, tune: GemvTune | null) => void }> = [
-  { name: "norm_qkv", bytes: 2 * (HD + 2 * KV) * C, launch: (l, rows, t) => G(h32, [{ w: layers[l]!.q, y: qkv[0]!, n: HD }, { w: layers[l]!.k, y: qkv[1]!, n: KV }, { w: layers[l]!.v, y: qkv[2]!, n: KV }], { rows, k: C, epilogue: "store", norm, prefetch: [layers[l]!.o] }, t) },
-  { name: "o_add", bytes: 2 * C * HD, launch: (l, rows, t) => G(a32, [{ w: layers[l]!.o, y: h32, n: C }], { rows, k: HD, epilogue: "add", prefetch: [layers[l]!.gate, layers[l]!.up] }, t) },
-  { name: "norm_gate_up_swiglu", bytes: 2 * 2 * I * C, launch: (l, rows, t) => G(h32, [{ w: layers[l]!.gate, y: mlp16, n: I }, { w: layers[l]!.up, y: mlp16, n: I }], { rows, k: C, epilogue: "swiglu", norm, prefetch: [layers[l]!.down] }, t) },
-  { name: "down_add", bytes: 2 * C * I, launch: (l, rows, t) => G(mlp16, [{ w: layers[l]!.down, y: h32, n: C }], { rows, k: I, epilogue: "add", prefetch: l + 1 < L ? [layers[l + 1]!.q, layers[l + 1]!.k, layers[l + 1]!.v] : [head] }, t) },
+  {
+    name: "norm_qkv",
+    bytes: 2 * (HD + 2 * KV) * C,
+    launch: (l, rows, t) =>
+      G(
+        h32,
+        [
+          { w: layers[l]!.q, y: qkv[0]!, n: HD },
+          { w: layers[l]!.k, y: qkv[1]!, n: KV },
+          { w: layers[l]!.v, y: qkv[2]!, n: KV },
+        ],
+        { rows, k: C, epilogue: "store", norm, prefetch: [layers[l]!.o] },
+        t,
+      ),
+  },
+  {
+    name: "o_add",
+    bytes: 2 * C * HD,
+    launch: (l, rows, t) =>
+      G(a32, [{ w: layers[l]!.o, y: h32, n: C }], { rows, k: HD, epilogue: "add", prefetch: [layers[l]!.gate, layers[l]!.up] }, t),
+  },
+  {
+    name: "norm_gate_up_swiglu",
+    bytes: 2 * 2 * I * C,
+    launch: (l, rows, t) =>
+      G(
+        h32,
+        [
+          { w: layers[l]!.gate, y: mlp16, n: I },
+          { w: layers[l]!.up, y: mlp16, n: I },
+        ],
+        { rows, k: C, epilogue: "swiglu", norm, prefetch: [layers[l]!.down] },
+        t,
+      ),
+  },
+  {
+    name: "down_add",
+    bytes: 2 * C * I,
+    launch: (l, rows, t) =>
+      G(
+        mlp16,
+        [{ w: layers[l]!.down, y: h32, n: C }],
+        { rows, k: I, epilogue: "add", prefetch: l + 1 < L ? [layers[l + 1]!.q, layers[l + 1]!.k, layers[l + 1]!.v] : [head] },
+        t,
+      ),
+  },
 ];
 const REPS = Number(args.reps);
-console.log(`\nQwen3-4B-shape GEMVs (${L} layers + lm_head, ${(weightBytes / 1e9).toFixed(2)} GB of bf16 weights) on ${be.device.name}, PDL ${be.pdl ? "on" : "off"}\n`);
+console.log(
+  `\nQwen3-4B-shape GEMVs (${L} layers + lm_head, ${(weightBytes / 1e9).toFixed(2)} GB of bf16 weights) on ${be.device.name}, PDL ${be.pdl ? "on" : "off"}\n`,
+);
 console.log("| rows | version | ms per step's GEMVs | TB/s of weights | q/k/v | o_proj | gate/up | down_proj | lm_head (us per launch) |");
 console.log("|---|---|---|---|---|---|---|---|---|");
 for (const rows of numberList(args.rows)) {
-  const contestants: Array<[string, GemvTune | null]> = [["product op", null], ...VERSIONS.filter(([, t]) => rows === 1 || t.split !== undefined || Object.keys(t).length === 0).map(([n, t]) => [n, t] as [string, GemvTune])];
+  const contestants: Array<[string, GemvTune | null]> = [
+    ["product op", null],
+    ...VERSIONS.filter(([, t]) => rows === 1 || t.split !== undefined || Object.keys(t).length === 0).map(
+      ([n, t]) => [n, t] as [string, GemvTune],
+    ),
+  ];
   for (const [vname, tune] of contestants) {
     const per: Record<string, number> = {};
     let total = 0;
     for (const gr of groups) {
-      const ms = graphMs(be, () => {
-        for (let l = 0; l < L; l++) gr.launch(l, rows, tune);
-      }, REPS);
+      const ms = graphMs(
+        be,
+        () => {
+          for (let l = 0; l < L; l++) gr.launch(l, rows, tune);
+        },
+        REPS,
+      );
       per[gr.name] = (ms / L) * 1000;
       total += ms;
     }
-    const hms = graphMs(be, () => G(h32, [{ w: head, y, n: V }], { rows, k: C, epilogue: "store", norm, prefetch: [layers[0]!.q, layers[0]!.k, layers[0]!.v] }, tune), REPS);
+    const hms = graphMs(
+      be,
+      () =>
+        G(h32, [{ w: head, y, n: V }], { rows, k: C, epilogue: "store", norm, prefetch: [layers[0]!.q, layers[0]!.k, layers[0]!.v] }, tune),
+      REPS,
+    );
     per["norm_lm_head"] = hms * 1000;
     total += hms;
     out({ bench: "decode_gemv", rows, version: vname, ms_per_step: total, weight_tb_s: weightBytes / total / 1e9, us_per_launch: per });
-    console.log(`| ${rows} | ${vname} | ${total.toFixed(3)} | ${(weightBytes / total / 1e9).toFixed(2)} | ${Object.values(per).map((u) => u.toFixed(1)).join(" | ")} |`);
+    console.log(
+      `| ${rows} | ${vname} | ${total.toFixed(3)} | ${(weightBytes / total / 1e9).toFixed(2)} | ${Object.values(per)
+        .map((u) => u.toFixed(1))
+        .join(" | ")} |`,
+    );
   }
 }
 
@@ -246,7 +346,16 @@ if (args.step) {
   const step = (tune: GemvTune | null, parts: { rope: boolean; att: boolean }) => () => {
     for (let l = 0; l < L; l++) {
       const w = layers[l]!;
-      G(h32, [{ w: w.q, y: q, n: HD }, { w: w.k, y: kb, n: KV }, { w: w.v, y: vb, n: KV }], { rows: 1, k: C, epilogue: "store", norm, prefetch: [w.o] }, tune);
+      G(
+        h32,
+        [
+          { w: w.q, y: q, n: HD },
+          { w: w.k, y: kb, n: KV },
+          { w: w.v, y: vb, n: KV },
+        ],
+        { rows: 1, k: C, epilogue: "store", norm, prefetch: [w.o] },
+        tune,
+      );
       if (parts.rope) {
         if (tune === null) be.decodeQkNormRope(q, kb, vb, qn, qn, pos, slot, pages[0]!, pages[1]!, rp);
         else dg.qkNormRope(q, kb, vb, qn, qn, pos, slot, pages[0]!, pages[1]!, rp, tune);
@@ -262,11 +371,18 @@ if (args.step) {
     G(h32, [{ w: head, y, n: V }], { rows: 1, k: C, epilogue: "store", norm, prefetch: [layers[0]!.q, layers[0]!.k, layers[0]!.v] }, tune);
   };
   const stepVersions: Array<[string, GemvTune | null]> = [
-    ["product ops", null], ["1 product (dev)", {}], ["4 split auto", { split: 0 }], ["4 split 3", { split: 3 }],
-    ["early PDL scheduling", { pdlEarly: true }], ["5 next weights' L2 prefetch 20 MB", { prefetchMB: 20 }],
-    ["5 own tile L2 prefetch 64 KB", { selfPrefetchKB: 64 }], ["5 own tile L2 prefetch all", { selfPrefetchKB: 1024 }],
+    ["product ops", null],
+    ["1 product (dev)", {}],
+    ["4 split auto", { split: 0 }],
+    ["4 split 3", { split: 3 }],
+    ["early PDL scheduling", { pdlEarly: true }],
+    ["5 next weights' L2 prefetch 20 MB", { prefetchMB: 20 }],
+    ["5 own tile L2 prefetch 64 KB", { selfPrefetchKB: 64 }],
+    ["5 own tile L2 prefetch all", { selfPrefetchKB: 1024 }],
   ];
-  console.log(`\nThe fused step's kernel sequence, one row, ${len} keys (ms per step; us per layer added by q/k norm + RoPE and by attention)\n`);
+  console.log(
+    `\nThe fused step's kernel sequence, one row, ${len} keys (ms per step; us per layer added by q/k norm + RoPE and by attention)\n`,
+  );
   console.log("| PDL | version | GEMVs | + q/k norm + RoPE | + attention (= step) | rope us/layer | attention us/layer |");
   console.log("|---|---|---|---|---|---|---|");
   const keepPdl = be.pdl;
@@ -274,10 +390,26 @@ if (args.step) {
     be.pdl = pdl;
     for (const [vname, tune] of stepVersions) {
       if (!pdl && tune?.pdlEarly) continue;
-      const ms = [graphMs(be, step(tune, { rope: false, att: false }), 50), graphMs(be, step(tune, { rope: true, att: false }), 50), graphMs(be, step(tune, { rope: true, att: true }), 50)];
+      const ms = [
+        graphMs(be, step(tune, { rope: false, att: false }), 50),
+        graphMs(be, step(tune, { rope: true, att: false }), 50),
+        graphMs(be, step(tune, { rope: true, att: true }), 50),
+      ];
       const perLayer = (a: number, b: number) => ((b - a) * 1000) / L;
-      out({ bench: "decode_step_mix", pdl, version: vname, keys: len, ms_gemvs: ms[0], ms_gemvs_rope: ms[1], ms_step: ms[2], rope_us_per_layer: perLayer(ms[0]!, ms[1]!), attention_us_per_layer: perLayer(ms[1]!, ms[2]!) });
-      console.log(`| ${pdl ? "on" : "off"} | ${vname} | ${ms[0]!.toFixed(3)} | ${ms[1]!.toFixed(3)} | ${ms[2]!.toFixed(3)} | ${perLayer(ms[0]!, ms[1]!).toFixed(1)} | ${perLayer(ms[1]!, ms[2]!).toFixed(1)} |`);
+      out({
+        bench: "decode_step_mix",
+        pdl,
+        version: vname,
+        keys: len,
+        ms_gemvs: ms[0],
+        ms_gemvs_rope: ms[1],
+        ms_step: ms[2],
+        rope_us_per_layer: perLayer(ms[0]!, ms[1]!),
+        attention_us_per_layer: perLayer(ms[1]!, ms[2]!),
+      });
+      console.log(
+        `| ${pdl ? "on" : "off"} | ${vname} | ${ms[0]!.toFixed(3)} | ${ms[1]!.toFixed(3)} | ${ms[2]!.toFixed(3)} | ${perLayer(ms[0]!, ms[1]!).toFixed(1)} | ${perLayer(ms[1]!, ms[2]!).toFixed(1)} |`,
+      );
     }
   }
   be.pdl = keepPdl;

@@ -66,7 +66,10 @@ export const SPLIT_MAX_UNITS = 8192;
  * Registers per thread of the split instances (_s) by [n-tiles][weight tiles], the most over the
  * x modes (nvcc 13.0, sm_90), for the resident-block estimate (no occupancy API bound).
  */
-const GEMV_REGS = [[56, 70], [66, 96]];
+const GEMV_REGS = [
+  [56, 70],
+  [66, 96],
+];
 
 /**
  * Blocks of one GEMV instance resident per SM of an sm_90 part: the least of the register file
@@ -112,8 +115,14 @@ export function checkSplitRules(): void {
   assert.equal(splitFor(608, 80, auto, r528), 1);
   assert.equal(splitFor(9496, 80, auto, r528), 1);
   assert.equal(splitFor(160, 304, { ...auto, splitUnits: 1056 }, r528), 4);
-  assert.equal(splitFor(160, 304, auto, (s) => (s >= 3 ? 396 : 528)), 2);
-  assert.equal(splitFor(160, 304, auto, () => 300), 1);
+  assert.equal(
+    splitFor(160, 304, auto, (s) => (s >= 3 ? 396 : 528)),
+    2,
+  );
+  assert.equal(
+    splitFor(160, 304, auto, () => 300),
+    1,
+  );
   assert.equal(splitFor(3, 40, auto, r528), 2);
   assert.equal(splitFor(3, 8, auto, r528), 1);
   assert.equal(splitFor(3, 8, { split: 6 }, r528), 6);
@@ -155,21 +164,63 @@ export class DevGemv {
   }
 
   rmsnorm(x: DeviceBuffer, w: DeviceBuffer, out16: DeviceBuffer, p: DecodeNormParams, tune: GemvTune = {}): void {
-    this.mod.launch("dec_rmsnorm_bf16", p.rows, 256, [
-      { ptr: ptr(this.be, x) }, { ptr: ptr(this.be, w) }, { ptr: ptr(this.be, out16) }, { i64: p.dim }, { f64: p.eps }, { i32: tune.pdlEarly ? 1 : 0 },
-    ], 0, true);
+    this.mod.launch(
+      "dec_rmsnorm_bf16",
+      p.rows,
+      256,
+      [
+        { ptr: ptr(this.be, x) },
+        { ptr: ptr(this.be, w) },
+        { ptr: ptr(this.be, out16) },
+        { i64: p.dim },
+        { f64: p.eps },
+        { i32: tune.pdlEarly ? 1 : 0 },
+      ],
+      0,
+      true,
+    );
   }
 
   qkNormRope(
-    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer, positions: DeviceBuffer, slots: DeviceBuffer,
-    keys: DeviceBuffer, values: DeviceBuffer, p: QkNormRopeParams, tune: GemvTune = {},
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    qNorm: DeviceBuffer,
+    kNorm: DeviceBuffer,
+    positions: DeviceBuffer,
+    slots: DeviceBuffer,
+    keys: DeviceBuffer,
+    values: DeviceBuffer,
+    p: QkNormRopeParams,
+    tune: GemvTune = {},
   ): void {
     const P = (b: DeviceBuffer) => ({ ptr: ptr(this.be, b) });
     const table = ropeTable(this.be, p.theta, p.headDim);
-    this.mod.launch("dec_qk_norm_rope", Math.ceil((p.rows * (p.heads + p.kvHeads)) / 4), 128, [
-      P(q), P(k), P(v), P(qNorm), P(kNorm), P(positions), P(slots), P(keys), P(values), { i32: p.rows }, { i32: p.heads }, { i32: p.kvHeads },
-      { i32: p.headDim }, { f64: p.eps }, { ptr: table.ptr }, { i32: tune.pdlEarly ? 1 : 0 },
-    ], 0, true);
+    this.mod.launch(
+      "dec_qk_norm_rope",
+      Math.ceil((p.rows * (p.heads + p.kvHeads)) / 4),
+      128,
+      [
+        P(q),
+        P(k),
+        P(v),
+        P(qNorm),
+        P(kNorm),
+        P(positions),
+        P(slots),
+        P(keys),
+        P(values),
+        { i32: p.rows },
+        { i32: p.heads },
+        { i32: p.kvHeads },
+        { i32: p.headDim },
+        { f64: p.eps },
+        { ptr: table.ptr },
+        { i32: tune.pdlEarly ? 1 : 0 },
+      ],
+      0,
+      true,
+    );
   }
 
   /** One GEMV launch of a version (see GemvTune); the product's argument rules (decode.ts). */
@@ -206,23 +257,53 @@ export class DevGemv {
       const staged = !tune.noStage && rows <= STAGE_X_ROWS && xsBytes <= STAGE_X_BYTES;
       return { nw, staged, smem: nw * unroll * tiles * 1024 + (staged ? xsBytes : 0) };
     };
-    const split = unroll !== 4 ? 1 : splitFor(blocks, steps, tune, (s) => {
-      const sh = shape(s);
-      return SPLIT_SMS * gemvBlocksPerSm(nt, tiles, sh.nw, sh.smem);
-    });
+    const split =
+      unroll !== 4
+        ? 1
+        : splitFor(blocks, steps, tune, (s) => {
+            const sh = shape(s);
+            return SPLIT_SMS * gemvBlocksPerSm(nt, tiles, sh.nw, sh.smem);
+          });
     const { nw, staged, smem } = shape(split);
     assert.ok(smem <= SMEM_PER_SM, `${nw} warps x ${unroll} stages need ${smem} bytes of shared memory`);
     const pf = this.prefetchRegions(p.prefetch ?? [], (tune.prefetchMB ?? 0) * 2 ** 20);
     const selfPf = Math.floor((tune.selfPrefetchKB ?? 0) * 1024);
-    const mat = [mats.length, ...fields.w, ...fields.bias, ...fields.y, ...fields.n, ...fields.ldy, ...fields.start, ...pf.ptrs, ...pf.bytes, selfPf];
+    const mat = [
+      mats.length,
+      ...fields.w,
+      ...fields.bias,
+      ...fields.y,
+      ...fields.n,
+      ...fields.ldy,
+      ...fields.start,
+      ...pf.ptrs,
+      ...pf.bytes,
+      selfPf,
+    ];
     const name = `dec_gemv_${p.norm ? "xn" : xdt === "bf16" ? "x16" : "x32"}_nt${nt}_t${tiles}_u${unroll}${split > 1 ? "_s" : ""}`;
     const sc = split > 1 ? this.splitScratch() : null;
     if (split > 1) this.splitLaunches++;
-    this.mod.launch(name, blocks * split, 32 * nw, [
-      { ptr: ptr(this.be, x) }, { i64: k }, { i64s: mat }, { i32: rows }, { i64: k }, { i32: EPILOGUE_CODE[p.epilogue] },
-      { ptr: p.norm ? ptr(this.be, p.norm.w) : 0 }, { f64: p.norm?.eps ?? 0 }, { i32: staged ? 1 : 0 }, { i32: split },
-      { ptr: sc ? ptr(this.be, sc.part) : 0 }, { ptr: sc ? ptr(this.be, sc.counts) : 0 },
-    ], smem, true);
+    this.mod.launch(
+      name,
+      blocks * split,
+      32 * nw,
+      [
+        { ptr: ptr(this.be, x) },
+        { i64: k },
+        { i64s: mat },
+        { i32: rows },
+        { i64: k },
+        { i32: EPILOGUE_CODE[p.epilogue] },
+        { ptr: p.norm ? ptr(this.be, p.norm.w) : 0 },
+        { f64: p.norm?.eps ?? 0 },
+        { i32: staged ? 1 : 0 },
+        { i32: split },
+        { ptr: sc ? ptr(this.be, sc.part) : 0 },
+        { ptr: sc ? ptr(this.be, sc.counts) : 0 },
+      ],
+      smem,
+      true,
+    );
   }
 
   /** DgMats.pf / pfBytes: each buffer's first bytes, the budget shared in proportion to their sizes (16-byte multiples). */

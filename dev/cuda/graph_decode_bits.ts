@@ -19,10 +19,23 @@ if (why) {
 const M = await import(`${root}/src/model/index.ts`);
 const { GraphDecoder } = await import(`${root}/src/engine/graph-decode.ts`);
 const be = new CudaBackend();
-const cfg = M.makeQwen3Config({ vocabSize: 1000, hiddenSize: 256, intermediateSize: 512, numHiddenLayers: 3, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 32, ropeTheta: 10000, tieWordEmbeddings: false });
+const cfg = M.makeQwen3Config({
+  vocabSize: 1000,
+  hiddenSize: 256,
+  intermediateSize: 512,
+  numHiddenLayers: 3,
+  numAttentionHeads: 8,
+  numKeyValueHeads: 2,
+  headDim: 32,
+  ropeTheta: 10000,
+  tieWordEmbeddings: false,
+});
 let s = 12345;
-const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5);
-const bits = (x: number) => { const f = new Float32Array([x]); return new Uint32Array(f.buffer)[0]! >>> 16; };
+const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5;
+const bits = (x: number) => {
+  const f = new Float32Array([x]);
+  return new Uint32Array(f.buffer)[0]! >>> 16;
+};
 for (const dtype of ["bf16", "f32"] as const) {
   const model = M.Qwen3Model.random(cfg, { seed: 1, backend: be, dtype });
   s = 12345;
@@ -43,9 +56,22 @@ for (const dtype of ["bf16", "f32"] as const) {
       for (let t = 0; t < 40; t++) {
         const items = toks.map((tok, r) => {
           const base = r * 256; // row r's slots: blocks 16r.. (contiguous, 16 per block)
-          const blocks: number[] = [], starts: number[] = [], ends: number[] = [];
-          for (let b = 0; b * 16 < t; b++) { blocks.push(r * 16 + b); starts.push(0); ends.push(Math.min(16, t - b * 16)); }
-          return { seqId: r, ids: [tok], positions: [t], writeSlots: Int32Array.of(base + t), visible: { blocks, starts, ends }, sample: null };
+          const blocks: number[] = [],
+            starts: number[] = [],
+            ends: number[] = [];
+          for (let b = 0; b * 16 < t; b++) {
+            blocks.push(r * 16 + b);
+            starts.push(0);
+            ends.push(Math.min(16, t - b * 16));
+          }
+          return {
+            seqId: r,
+            ids: [tok],
+            positions: [t],
+            writeSlots: Int32Array.of(base + t),
+            visible: { blocks, starts, ends },
+            sample: null,
+          };
         });
         const lg = dec.run(items) as Float32Array;
         h.update(new Uint8Array(lg.buffer, lg.byteOffset, lg.byteLength));
@@ -56,7 +82,19 @@ for (const dtype of ["bf16", "f32"] as const) {
           if (r === 0) first.push(best);
         }
       }
-      console.log(JSON.stringify({ root: root.split("/").pop(), dtype, fused, rows, realFused: dec.fused, captures: dec.captures, replays: dec.replays, hash: h.digest("hex").slice(0, 16), first: first.slice(0, 12) }));
+      console.log(
+        JSON.stringify({
+          root: root.split("/").pop(),
+          dtype,
+          fused,
+          rows,
+          realFused: dec.fused,
+          captures: dec.captures,
+          replays: dec.replays,
+          hash: h.digest("hex").slice(0, 16),
+          first: first.slice(0, 12),
+        }),
+      );
       dec.dispose();
       storage.dispose();
     }

@@ -29,13 +29,19 @@ export function devUnit(file: string, dtype: "f32" | "f64"): CompileUnit {
 /** Compiles each file for sm_90 in both dtypes without a GPU; prints one line per unit; true when all compile. */
 export function compileOnly(files: readonly string[]): boolean {
   const nv = Nvrtc.load();
-  const report = compileCheck(nv.nvrtc, nv.why, ["sm_90"], files.flatMap((f) => [devUnit(f, "f32"), devUnit(f, "f64")]));
+  const report = compileCheck(
+    nv.nvrtc,
+    nv.why,
+    ["sm_90"],
+    files.flatMap((f) => [devUnit(f, "f32"), devUnit(f, "f64")]),
+  );
   if (!report.compiler) {
     console.log(`no compiler: ${report.whyNotNvrtc ?? "neither libnvrtc nor nvcc"}`);
     return false;
   }
   console.log(`compiler: ${report.compiler}`);
-  for (const r of report.results) console.log(`${r.ok ? "ok  " : "FAIL"} ${r.unit} ${r.arch} ${r.ms.toFixed(0)} ms${r.log ? `\n${r.log}` : ""}`);
+  for (const r of report.results)
+    console.log(`${r.ok ? "ok  " : "FAIL"} ${r.unit} ${r.arch} ${r.ms.toFixed(0)} ms${r.log ? `\n${r.log}` : ""}`);
   return report.results.every((r) => r.ok);
 }
 

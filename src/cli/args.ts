@@ -30,7 +30,11 @@ export function parseIntArg(v: string, param: string, min = 0, max = Number.MAX_
       code: "bad_int",
       param,
       // "0x10", "1e3", " 5" are numbers to Number() but not to this parser: say why.
-      hint: capWhy ?? (v.trim() !== "" && Number.isFinite(Number(v)) && !/^-?\d+$/.test(v) ? "write the value in decimal digits, e.g. 16 (not 0x10, 1e3 or 1.5)" : undefined),
+      hint:
+        capWhy ??
+        (v.trim() !== "" && Number.isFinite(Number(v)) && !/^-?\d+$/.test(v)
+          ? "write the value in decimal digits, e.g. 16 (not 0x10, 1e3 or 1.5)"
+          : undefined),
     });
   }
   return n;
@@ -103,7 +107,11 @@ function ensureWritableDir(dir: string, param: string, shown: string): void {
     const st = statOrNull(cur);
     if (st) {
       if (!st.isDirectory()) {
-        throw new UsageError(`${param} ${shown}: ${cur} is a file, not a folder`, { code: "bad_path", param, hint: "choose a path whose parent folders are folders" });
+        throw new UsageError(`${param} ${shown}: ${cur} is a file, not a folder`, {
+          code: "bad_path",
+          param,
+          hint: "choose a path whose parent folders are folders",
+        });
       }
       break;
     }
@@ -116,7 +124,11 @@ function ensureWritableDir(dir: string, param: string, shown: string): void {
     try {
       fs.mkdirSync(d);
     } catch (err) {
-      throw new UsageError(`${param} ${shown}: cannot create the folder ${d} (${errnoText(err)})`, { code: "unwritable", param, hint: "choose a writable location" });
+      throw new UsageError(`${param} ${shown}: cannot create the folder ${d} (${errnoText(err)})`, {
+        code: "unwritable",
+        param,
+        hint: "choose a writable location",
+      });
     }
   }
   // access(W_OK) says yes to root on read-only mounts and pseudo-filesystems: try a real file.
@@ -125,7 +137,11 @@ function ensureWritableDir(dir: string, param: string, shown: string): void {
     fs.writeFileSync(probe, "", { flag: "wx" });
     fs.rmSync(probe, { force: true });
   } catch (err) {
-    throw new UsageError(`${param} ${shown}: cannot write in ${path.resolve(dir)} (${errnoText(err)})`, { code: "unwritable", param, hint: "choose a writable location" });
+    throw new UsageError(`${param} ${shown}: cannot write in ${path.resolve(dir)} (${errnoText(err)})`, {
+      code: "unwritable",
+      param,
+      hint: "choose a writable location",
+    });
   }
 }
 
@@ -138,13 +154,19 @@ export function checkOutputDir(p: string, param: string, opts: { mustBeNew?: boo
   if (p.trim() === "") throw new UsageError(`${param} must name a folder, got an empty string`, { code: "bad_path", param });
   const st = statOrNull(p);
   if (st && !st.isDirectory()) {
-    throw new UsageError(`${param} ${p}: a file is there, not a folder`, { code: "bad_path", param, hint: "choose a new folder name, or remove the file" });
+    throw new UsageError(`${param} ${p}: a file is there, not a folder`, {
+      code: "bad_path",
+      param,
+      hint: "choose a new folder name, or remove the file",
+    });
   }
   if (st && opts.mustBeNew && fs.readdirSync(p).length > 0) {
     throw new UsageError(`${param} ${p}: the folder exists and is not empty`, {
       code: "exists",
       param,
-      hint: opts.overwriteFlag ? `choose a new folder, or pass ${opts.overwriteFlag} to replace it` : "choose a new folder, or remove this one",
+      hint: opts.overwriteFlag
+        ? `choose a new folder, or pass ${opts.overwriteFlag} to replace it`
+        : "choose a new folder, or remove this one",
     });
   }
   ensureWritableDir(st ? p : path.dirname(path.resolve(p)), param, p);
@@ -155,7 +177,8 @@ export function checkOutputDir(p: string, param: string, opts: { mustBeNew?: boo
 export function checkOutputFile(p: string, param: string): string {
   if (p.trim() === "") throw new UsageError(`${param} must name a file, got an empty string`, { code: "bad_path", param });
   const st = statOrNull(p);
-  if (st?.isDirectory()) throw new UsageError(`${param} ${p}: a folder is there, not a file`, { code: "bad_path", param, hint: "give a file name inside it" });
+  if (st?.isDirectory())
+    throw new UsageError(`${param} ${p}: a folder is there, not a file`, { code: "bad_path", param, hint: "give a file name inside it" });
   ensureWritableDir(path.dirname(path.resolve(p)), param, p);
   return p;
 }
@@ -173,7 +196,8 @@ export function checkInputFile(p: string, param: string, opts: { allowEmpty?: bo
 export function checkInputDir(p: string, param: string, what = "folder"): string {
   const st = statOrNull(p);
   if (!st) throw new UsageError(`${param} ${p}: no such ${what}`, { code: "missing_dir", param });
-  if (!st.isDirectory()) throw new UsageError(`${param} ${p}: a file, not a ${what}`, { code: "bad_path", param, hint: `give the ${what} that holds it` });
+  if (!st.isDirectory())
+    throw new UsageError(`${param} ${p}: a file, not a ${what}`, { code: "bad_path", param, hint: `give the ${what} that holds it` });
   return p;
 }
 
@@ -283,7 +307,11 @@ export function parseJsonText(text: string, file: string): unknown {
   } catch (err) {
     const msg = (err as Error).message;
     const { line, column } = lineColumn(text, jsonErrorOffset(text));
-    const reason = msg.replace(/\s*\(line \d+ column \d+\)/, "").replace(/( in JSON)? at position \d+/, "").replace(/, (\.\.\.)?"[\s\S]*" is not valid JSON$/, "").replace(/\s+/g, " ");
+    const reason = msg
+      .replace(/\s*\(line \d+ column \d+\)/, "")
+      .replace(/( in JSON)? at position \d+/, "")
+      .replace(/, (\.\.\.)?"[\s\S]*" is not valid JSON$/, "")
+      .replace(/\s+/g, " ");
     throw new DataFormatError(`${file}:${line}:${column}: invalid JSON (${text.trim() === "" ? "the file is empty" : reason})`, {
       code: "bad_json",
       param: file,
@@ -311,5 +339,6 @@ export function checkStdin(command: string): void {
   } catch {
     return;
   }
-  if (st.isDirectory()) throw new UsageError(`${command}: stdin is a folder; it must be a file or a pipe`, { code: "bad_stdin", param: "stdin" });
+  if (st.isDirectory())
+    throw new UsageError(`${command}: stdin is a folder; it must be a file or a pipe`, { code: "bad_stdin", param: "stdin" });
 }

@@ -41,7 +41,9 @@ export function registerBackendCommands(program: Command): void {
   const backend = program.command("backend").description("inspect and check compute backends");
   backend
     .command("check")
-    .description("check that a backend works here: runs a GEMM and an attention against a reference; --compile-only compiles the CUDA kernels without a GPU")
+    .description(
+      "check that a backend works here: runs a GEMM and an attention against a reference; --compile-only compiles the CUDA kernels without a GPU",
+    )
     .option("--backend <name>", "backend to check: auto (cuda where a GPU is usable, else cpu), cpu or cuda", "auto")
     .option("--compile-only", "cuda: only compile every kernel (NVRTC, else nvcc); needs no GPU")
     .option("--arch <list>", "cuda --compile-only: comma-separated GPU architectures", "sm_90")
@@ -55,7 +57,11 @@ export function registerBackendCommands(program: Command): void {
         if (why !== null) process.stdout.write(`backend auto: cpu (cuda cannot start here: ${why})\n`);
       }
       if (name === "cpu") {
-        if (opts.compileOnly || opts.nvcc) throw new UsageError("--compile-only and --nvcc check CUDA kernels; they do not apply to --backend cpu", { code: "bad_flag", param: "--compile-only" });
+        if (opts.compileOnly || opts.nvcc)
+          throw new UsageError("--compile-only and --nvcc check CUDA kernels; they do not apply to --backend cpu", {
+            code: "bad_flag",
+            param: "--compile-only",
+          });
         return checkCpu();
       }
       if (opts.compileOnly) return checkCompile(opts);
@@ -79,7 +85,16 @@ function gemmRef(A: ArrayLike<number>, B: ArrayLike<number>, m: number, n: numbe
  * Causal grouped-query attention in float64: q [T, H, D], k/v [T, Hkv, D] -> out [T, H, D];
  * token t sees keys 0..t (what causalLayout(T) describes).
  */
-function attentionRef(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, T: number, H: number, Hkv: number, D: number, scale: number): Float64Array {
+function attentionRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  T: number,
+  H: number,
+  Hkv: number,
+  D: number,
+  scale: number,
+): Float64Array {
   const out = new Float64Array(T * H * D);
   for (let h = 0; h < H; h++) {
     const g = Math.floor((h * Hkv) / H);
@@ -124,9 +139,13 @@ function checkCpu(): void {
 }
 
 function checkCompile(opts: CheckOptions): void {
-  const archs = opts.arch.split(",").map((a) => a.trim()).filter(Boolean);
+  const archs = opts.arch
+    .split(",")
+    .map((a) => a.trim())
+    .filter(Boolean);
   for (const a of archs) {
-    if (!/^sm_\d+a?$/.test(a)) throw new UsageError(`--arch: "${a}" is not an architecture like sm_90`, { code: "bad_arch", param: "--arch" });
+    if (!/^sm_\d+a?$/.test(a))
+      throw new UsageError(`--arch: "${a}" is not an architecture like sm_90`, { code: "bad_arch", param: "--arch" });
   }
   const n = opts.nvcc ? { nvrtc: null, why: "--nvcc given" } : Nvrtc.load();
   const report = compileCheck(n.nvrtc, n.why, archs, allUnits());
@@ -138,13 +157,17 @@ function checkCompile(opts: CheckOptions): void {
   process.stdout.write(`compiler: ${report.compiler}${report.whyNotNvrtc ? `\n  (not NVRTC: ${report.whyNotNvrtc})` : ""}\n`);
   let failed = 0;
   for (const r of report.results) {
-    process.stdout.write(`${r.ok ? "ok  " : "FAIL"} ${r.arch} ${r.unit.padEnd(26)} ${r.ok ? `${(r.bytes / 1024).toFixed(0)} KiB` : ""} ${r.ms.toFixed(0)} ms\n`);
+    process.stdout.write(
+      `${r.ok ? "ok  " : "FAIL"} ${r.arch} ${r.unit.padEnd(26)} ${r.ok ? `${(r.bytes / 1024).toFixed(0)} KiB` : ""} ${r.ms.toFixed(0)} ms\n`,
+    );
     if (!r.ok) {
       failed++;
       process.stdout.write(`${r.log}\n`);
     }
   }
-  process.stdout.write(`${report.results.length - failed}/${report.results.length} units compiled (${KERNEL_FILES.length} files x 2 dtypes x ${archs.length} arch)\n`);
+  process.stdout.write(
+    `${report.results.length - failed}/${report.results.length} units compiled (${KERNEL_FILES.length} files x 2 dtypes x ${archs.length} arch)\n`,
+  );
   if (failed > 0) process.exitCode = 1;
 }
 
@@ -173,17 +196,25 @@ function smoke(gpu: Backend, cpu: Backend | typeof SMOKE_REFERENCE): { gemm: num
     };
     return up;
   };
-  const m = 64, n = 48, k = 80;
-  const A = rand(m * k), B = rand(k * n);
+  const m = 64,
+    n = 48,
+    k = 80;
+  const A = rand(m * k),
+    B = rand(k * n);
   const gemm = (be: Backend) => {
     const up = run(be);
     const c = be.alloc("f32", m * n);
     be.matmul(up(A), up(B), c, { batch: 1, m, n, k, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 });
     return be.read(c);
   };
-  const T = 33, H = 4, Hkv = 2, D = 64;
+  const T = 33,
+    H = 4,
+    Hkv = 2,
+    D = 64;
   const lay = causalLayout(T);
-  const q = rand(T * H * D), kk = rand(T * Hkv * D), v = rand(T * Hkv * D);
+  const q = rand(T * H * D),
+    kk = rand(T * Hkv * D),
+    v = rand(T * Hkv * D);
   const attn = (be: Backend) => {
     const up = run(be);
     const ints = (x: ArrayLike<number>) => {
@@ -198,7 +229,10 @@ function smoke(gpu: Backend, cpu: Backend | typeof SMOKE_REFERENCE): { gemm: num
     return be.read(out);
   };
   if (cpu === SMOKE_REFERENCE) {
-    return { gemm: maxDiff(gemm(gpu), gemmRef(A, B, m, n, k)), attention: maxDiff(attn(gpu), attentionRef(q, kk, v, T, H, Hkv, D, 1 / Math.sqrt(D))) };
+    return {
+      gemm: maxDiff(gemm(gpu), gemmRef(A, B, m, n, k)),
+      attention: maxDiff(attn(gpu), attentionRef(q, kk, v, T, H, Hkv, D, 1 / Math.sqrt(D))),
+    };
   }
   return { gemm: maxDiff(gemm(gpu), gemm(cpu)), attention: maxDiff(attn(gpu), attn(cpu)) };
 }

@@ -51,7 +51,9 @@ function ensureCheckpoint(dir: string, fresh: boolean): void {
   const model = Qwen3Model.random(parsed.config, { seed: 0, backend: new CpuBackend() });
   saveQwen3(model, dir, { dtype: "f32", overwrite: true });
   byteTokenizer().save(dir);
-  process.stderr.write(`npr demo: wrote a random ${qwen3ParamCount(parsed.config).toLocaleString("en-US")}-parameter Qwen3 (tiny preset) with the byte tokenizer to ${dir}\n`);
+  process.stderr.write(
+    `npr demo: wrote a random ${qwen3ParamCount(parsed.config).toLocaleString("en-US")}-parameter Qwen3 (tiny preset) with the byte tokenizer to ${dir}\n`,
+  );
 }
 
 interface ModeRun {
@@ -91,11 +93,18 @@ export function registerDemoCommand(program: Command): void {
       ensureCheckpoint(opts.dir, opts.fresh);
       const { tok, model, vocab } = loadForEngine(opts.dir, "cpu", "f32");
       const gemm = model.backend instanceof CpuBackend ? model.backend.gemmPath : "n/a";
-      process.stderr.write(`npr demo: CPU backend, GEMM path ${gemm}${gemm === "typescript" ? " (no OpenBLAS: install libopenblas0 for the faster path)" : ""}; ${repeats} timed run(s) per mode after a warm-up\n`);
+      process.stderr.write(
+        `npr demo: CPU backend, GEMM path ${gemm}${gemm === "typescript" ? " (no OpenBLAS: install libopenblas0 for the faster path)" : ""}; ${repeats} timed run(s) per mode after a warm-up\n`,
+      );
       const prompt = tok.encodeChat([{ role: "user", content: "What is 17 * 23 + 4 * 9? Work on the parts in parallel." }]);
       const params: Partial<GenerateParams> = {
-        temperature: 0.7, topP: 0.95, seed, maxNewTokens: 100_000, minForkBudget: 0,
-        forceStructure, maxPlans: forcedMaxPlans(forceStructure),
+        temperature: 0.7,
+        topP: 0.95,
+        seed,
+        maxNewTokens: 100_000,
+        minForkBudget: 0,
+        forceStructure,
+        maxPlans: forcedMaxPlans(forceStructure),
       };
       const once = async (mode: GenerateParams["mode"], live: boolean): Promise<ModeRun> => {
         const engine = new Engine(model, vocab, { numBlocks: 2048, blockSize: 16, maxBatchTokens: 512 });
@@ -115,20 +124,29 @@ export function registerDemoCommand(program: Command): void {
           const run = await once(mode, live);
           if (live) process.stderr.write(`\x1b[1A\x1b[J`);
           const s = run.result.stats;
-          process.stderr.write(`npr demo: ${mode} run ${r + 1} of ${repeats}: ${s.serializedTokens} tokens in ${run.wall.toFixed(2)} s (${(s.serializedTokens / run.wall).toFixed(0)} tokens/s)\n`);
+          process.stderr.write(
+            `npr demo: ${mode} run ${r + 1} of ${repeats}: ${s.serializedTokens} tokens in ${run.wall.toFixed(2)} s (${(s.serializedTokens / run.wall).toFixed(0)} tokens/s)\n`,
+          );
           if (best[mode] === null || run.wall < best[mode]!.wall) best[mode] = run;
         }
       }
       const seq = best.sequential!;
       const par = best.parallel!;
       const decode = (ids: number[]) => tok.decode(ids.filter((i) => i < tok.size));
-      writeOut(`prompt: ${prompt.length} tokens; forced structure ${opts.structure} (random weights: the text is noise, the structure is real)\n`);
+      writeOut(
+        `prompt: ${prompt.length} tokens; forced structure ${opts.structure} (random weights: the text is noise, the structure is real)\n`,
+      );
       writeOut(`parallel branch tree (${par.result.finishReason}${par.result.malformed ? `; ${par.result.malformed}` : ""}):\n`);
       printTree(decode, par.result);
       writeOut(`\n| mode | serialized tokens | critical path | forward steps | seconds | tokens/s |\n|---|---|---|---|---|---|\n`);
-      for (const [mode, run] of [["sequential", seq], ["parallel", par]] as const) {
+      for (const [mode, run] of [
+        ["sequential", seq],
+        ["parallel", par],
+      ] as const) {
         const s = run.result.stats;
-        writeOut(`| ${mode} | ${s.serializedTokens} | ${s.criticalPathTokens} | ${run.steps} | ${run.wall.toFixed(2)} | ${(s.serializedTokens / run.wall).toFixed(0)} |\n`);
+        writeOut(
+          `| ${mode} | ${s.serializedTokens} | ${s.criticalPathTokens} | ${run.steps} | ${run.wall.toFixed(2)} | ${(s.serializedTokens / run.wall).toFixed(0)} |\n`,
+        );
       }
       const speedup = par.result.stats.serializedTokens / par.wall / (seq.result.stats.serializedTokens / seq.wall);
       // The suggested command must have the budget this structure needs (generate's default 512

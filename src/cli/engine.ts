@@ -9,7 +9,16 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
-import { Engine, FUZZ_FAULTS, engineVocab, parseForceStructure, randomStructure, rescoreTrajectory, runFuzz, verifyTolerances } from "../engine/index.ts";
+import {
+  Engine,
+  FUZZ_FAULTS,
+  engineVocab,
+  parseForceStructure,
+  randomStructure,
+  rescoreTrajectory,
+  runFuzz,
+  verifyTolerances,
+} from "../engine/index.ts";
 import type { EngineVocab, ForcedBlock, GenerationResult, ParamsArg } from "../engine/index.ts";
 import { loadQwen3 } from "../model/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
@@ -79,79 +88,121 @@ export function registerEngineCommands(program: Command): void {
 
   engine
     .command("verify")
-    .description('greedy parallel generation re-scored by the trainer\'s masked forward; prints {"trajectories", "tokensMismatch", "maxAbsLogprobDiff", ...}')
+    .description(
+      'greedy parallel generation re-scored by the trainer\'s masked forward; prints {"trajectories", "tokensMismatch", "maxAbsLogprobDiff", ...}',
+    )
     .requiredOption("--model <dir>", "checkpoint folder with tokenizer files")
     .option("--seed <n>", "seed of prompts and structures", "0")
     .option("--prompts <n>", `number of prompts (decoded together in one batch; 1-${MAX_VERIFY_PROMPTS})`, "4")
-    .option("--force-structure <spec>", 'one structure for every prompt, e.g. "3x16,2x8" (default: seeded random, 1-3 blocks of 1-5 branches)')
+    .option(
+      "--force-structure <spec>",
+      'one structure for every prompt, e.g. "3x16,2x8" (default: seeded random, 1-3 blocks of 1-5 branches)',
+    )
     .option("--mode <mode>", "parallel or sequential", "parallel")
     .option("--backend <name>", "compute backend: cpu or cuda", "cpu")
     .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
     .option("--block-size <n>", `KV block size (1-${MAX_BLOCK_SIZE})`, "8")
-    .action((opts: { model: string; seed: string; prompts: string; forceStructure?: string; mode: string; backend: string; dtype: string; blockSize: string }) => {
-      // Flags first: a typo should not wait for the model to load.
-      const seed = parseIntArg(opts.seed, "--seed");
-      const n = parseIntArg(opts.prompts, "--prompts", 1, MAX_VERIFY_PROMPTS, `at most ${MAX_VERIFY_PROMPTS} prompts per run (run several seeds for more)`);
-      const blockSize = parseIntArg(opts.blockSize, "--block-size", 1, MAX_BLOCK_SIZE);
-      // The trainer's layout (buildNprLayout) keeps NPR's 1-5 plan rule, so verify does too.
-      const fixed = opts.forceStructure ? parseForceStructure(opts.forceStructure, "--force-structure", MAX_PLANS) : null;
-      const mode = parseChoice(opts.mode, "--mode", ["parallel", "sequential"] as const);
-      const backend = parseChoice(opts.backend, "--backend", ["cpu", "cuda"] as const);
-      const { model, tok, vocab } = loadForEngine(opts.model, backend, opts.dtype);
-      const rng = new Rng(seed);
-      const prompts: number[][] = [];
-      const structures: ForcedBlock[][] = [];
-      for (let i = 0; i < n; i++) {
-        const words = Array.from({ length: 2 + rng.int(6) }, () => String.fromCharCode(97 + rng.int(26)).repeat(1 + rng.int(4)));
-        prompts.push(tok.encodeChat([{ role: "user", content: `${i}: ${words.join(" ")}?` }]));
-        structures.push(fixed ?? randomStructure(rng, 16));
-      }
-      const e = new Engine(model, vocab, { numBlocks: 4096, blockSize, maxBatchTokens: 256 });
-      const results = generateWithProgress(e, prompts, structures.map((fs, i) => ({
-        temperature: 0, mode, maxNewTokens: 100_000, minForkBudget: 0, forceStructure: fs, seed: i,
-      })), "npr engine verify: generating");
-      const tol = verifyTolerances(model);
-      let tokensMismatch = 0;
-      let positionsMismatch = 0;
-      let nearTies = 0;
-      let maxDiff = 0;
-      let incomplete = 0;
-      const rescoring = new Progress({ label: "npr engine verify: re-scoring", total: results.length });
-      results.forEach((r, i) => {
-        if (r.finishReason !== "stop" || r.malformed !== null) incomplete++;
-        const rep = rescoreTrajectory(model, vocab, r, mode, true, true);
-        tokensMismatch += rep.tokensMismatch;
-        positionsMismatch += rep.positionsMismatch;
-        nearTies += rep.nearTies;
-        maxDiff = Math.max(maxDiff, rep.maxAbsLogprobDiff);
-        rescoring.update(i + 1);
-      });
-      rescoring.finish();
-      e.dispose();
-      writeOut(JSON.stringify({
-        trajectories: results.length,
-        tokensMismatch,
-        maxAbsLogprobDiff: maxDiff,
-        positionsMismatch,
-        nearTies,
-        incomplete,
-        tokens: results.reduce((a, r) => a + r.ids.length, 0),
-        blocks: results.reduce((a, r) => a + r.stats.blocks, 0),
-        tolerances: tol,
-      }) + "\n");
-      if (tokensMismatch > 0 || positionsMismatch > 0 || incomplete > 0 || maxDiff > tol.logprob) process.exitCode = 1;
-    });
+    .action(
+      (opts: {
+        model: string;
+        seed: string;
+        prompts: string;
+        forceStructure?: string;
+        mode: string;
+        backend: string;
+        dtype: string;
+        blockSize: string;
+      }) => {
+        // Flags first: a typo should not wait for the model to load.
+        const seed = parseIntArg(opts.seed, "--seed");
+        const n = parseIntArg(
+          opts.prompts,
+          "--prompts",
+          1,
+          MAX_VERIFY_PROMPTS,
+          `at most ${MAX_VERIFY_PROMPTS} prompts per run (run several seeds for more)`,
+        );
+        const blockSize = parseIntArg(opts.blockSize, "--block-size", 1, MAX_BLOCK_SIZE);
+        // The trainer's layout (buildNprLayout) keeps NPR's 1-5 plan rule, so verify does too.
+        const fixed = opts.forceStructure ? parseForceStructure(opts.forceStructure, "--force-structure", MAX_PLANS) : null;
+        const mode = parseChoice(opts.mode, "--mode", ["parallel", "sequential"] as const);
+        const backend = parseChoice(opts.backend, "--backend", ["cpu", "cuda"] as const);
+        const { model, tok, vocab } = loadForEngine(opts.model, backend, opts.dtype);
+        const rng = new Rng(seed);
+        const prompts: number[][] = [];
+        const structures: ForcedBlock[][] = [];
+        for (let i = 0; i < n; i++) {
+          const words = Array.from({ length: 2 + rng.int(6) }, () => String.fromCharCode(97 + rng.int(26)).repeat(1 + rng.int(4)));
+          prompts.push(tok.encodeChat([{ role: "user", content: `${i}: ${words.join(" ")}?` }]));
+          structures.push(fixed ?? randomStructure(rng, 16));
+        }
+        const e = new Engine(model, vocab, { numBlocks: 4096, blockSize, maxBatchTokens: 256 });
+        const results = generateWithProgress(
+          e,
+          prompts,
+          structures.map((fs, i) => ({
+            temperature: 0,
+            mode,
+            maxNewTokens: 100_000,
+            minForkBudget: 0,
+            forceStructure: fs,
+            seed: i,
+          })),
+          "npr engine verify: generating",
+        );
+        const tol = verifyTolerances(model);
+        let tokensMismatch = 0;
+        let positionsMismatch = 0;
+        let nearTies = 0;
+        let maxDiff = 0;
+        let incomplete = 0;
+        const rescoring = new Progress({ label: "npr engine verify: re-scoring", total: results.length });
+        results.forEach((r, i) => {
+          if (r.finishReason !== "stop" || r.malformed !== null) incomplete++;
+          const rep = rescoreTrajectory(model, vocab, r, mode, true, true);
+          tokensMismatch += rep.tokensMismatch;
+          positionsMismatch += rep.positionsMismatch;
+          nearTies += rep.nearTies;
+          maxDiff = Math.max(maxDiff, rep.maxAbsLogprobDiff);
+          rescoring.update(i + 1);
+        });
+        rescoring.finish();
+        e.dispose();
+        writeOut(
+          JSON.stringify({
+            trajectories: results.length,
+            tokensMismatch,
+            maxAbsLogprobDiff: maxDiff,
+            positionsMismatch,
+            nearTies,
+            incomplete,
+            tokens: results.reduce((a, r) => a + r.ids.length, 0),
+            blocks: results.reduce((a, r) => a + r.stats.blocks, 0),
+            tolerances: tol,
+          }) + "\n",
+        );
+        if (tokensMismatch > 0 || positionsMismatch > 0 || incomplete > 0 || maxDiff > tol.logprob) process.exitCode = 1;
+      },
+    );
 
   engine
     .command("fuzz")
-    .description('drive scheduler and block pool with an adversarial scripted model; prints {"requests", "leakedBlocks", "doubleFrees", "invariantViolations", "finishReasons", ...}')
+    .description(
+      'drive scheduler and block pool with an adversarial scripted model; prints {"requests", "leakedBlocks", "doubleFrees", "invariantViolations", "finishReasons", ...}',
+    )
     .option("--seed <n>", "fuzz seed", "0")
     .option("--iterations <n>", `engines to build and drain, each with several requests (1-${MAX_FUZZ_ITERATIONS})`, "100")
     .option("--model <dir>", "take the tokenizer from this checkpoint (default: the byte tokenizer)")
     .option("--inject <fault>", "negative control: plant a fault the fuzzer must report: leak (a table never released) or double-free")
     .action(async (opts: { seed: string; iterations: string; model?: string; inject?: string }) => {
       const seed = parseIntArg(opts.seed, "--seed");
-      const iterations = parseIntArg(opts.iterations, "--iterations", 1, MAX_FUZZ_ITERATIONS, `at most ${MAX_FUZZ_ITERATIONS} iterations per run (about 25 minutes; run several seeds for more)`);
+      const iterations = parseIntArg(
+        opts.iterations,
+        "--iterations",
+        1,
+        MAX_FUZZ_ITERATIONS,
+        `at most ${MAX_FUZZ_ITERATIONS} iterations per run (about 25 minutes; run several seeds for more)`,
+      );
       const inject = opts.inject === undefined ? undefined : parseChoice(opts.inject, "--inject", FUZZ_FAULTS);
       const { byteTokenizer } = await import("../tokenizer/index.ts");
       if (opts.model !== undefined) checkInputDir(opts.model, "--model", "checkpoint folder");

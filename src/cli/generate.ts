@@ -82,7 +82,11 @@ export function registerGenerateCommand(program: Command): void {
     .requiredOption("--prompt <text>", "user message (the chat template is applied)")
     .option("--mode <mode>", "parallel or sequential", "parallel")
     .option("-n <k>", `number of samples (1-${MAX_SAMPLES})`, "1")
-    .option("--max-tokens <n>", "max new tokens (critical path and serialized length); capped at the model's context minus the prompt", "512")
+    .option(
+      "--max-tokens <n>",
+      "max new tokens (critical path and serialized length); capped at the model's context minus the prompt",
+      "512",
+    )
     .option("--temperature <t>", "sampling temperature (0 = greedy)", "1")
     .option("--top-p <p>", "nucleus sampling, in (0, 1]", "1")
     .option("--top-k <k>", "top-k sampling (0 = off)", "0")
@@ -109,7 +113,8 @@ export function registerGenerateCommand(program: Command): void {
         minP: parseNumberArg(String(opts["minP"]), "--min-p", { min: 0, max: 1, maxOpen: true }),
         // A forced structure exists to exercise forks: NPR's 1024-token rule would decline them
         // under the default --max-tokens and break the forced script, so it defaults to 0 there.
-        minForkBudget: typeof opts["minForkBudget"] === "string" ? parseIntArg(opts["minForkBudget"], "--min-fork-budget") : forceStructure ? 0 : 1024,
+        minForkBudget:
+          typeof opts["minForkBudget"] === "string" ? parseIntArg(opts["minForkBudget"], "--min-fork-budget") : forceStructure ? 0 : 1024,
         forceStructure,
         // A forced block wider than NPR's 5 plans raises the parser's limit for this run only.
         maxPlans: forcedMaxPlans(forceStructure),
@@ -121,12 +126,20 @@ export function registerGenerateCommand(program: Command): void {
       // The engine refuses a prompt past the context and caps the budget; say so, not silently.
       const capped = engine.cappedMaxNewTokens(prompt.length, maxTokens);
       if (capped < maxTokens && prompt.length < engine.maxContext) {
-        process.stderr.write(`npr: note: --max-tokens ${maxTokens} capped at ${capped} (the model's context of ${engine.maxContext} positions minus the ${prompt.length}-token prompt)\n`);
+        process.stderr.write(
+          `npr: note: --max-tokens ${maxTokens} capped at ${capped} (the model's context of ${engine.maxContext} positions minus the ${prompt.length}-token prompt)\n`,
+        );
       }
       const live = !opts["json"] && Boolean(process.stderr.isTTY);
       const progress = new Progress({ label: "npr generate", total: k });
       try {
-        const { results, wall } = await streamWithTree(engine, Array(k).fill(prompt), Array.from({ length: k }, (_, i) => ({ ...base, seed: seed + i })), live, progress);
+        const { results, wall } = await streamWithTree(
+          engine,
+          Array(k).fill(prompt),
+          Array.from({ length: k }, (_, i) => ({ ...base, seed: seed + i })),
+          live,
+          progress,
+        );
         if (opts["json"]) {
           writeOut(JSON.stringify(results) + "\n");
           return;
@@ -134,7 +147,9 @@ export function registerGenerateCommand(program: Command): void {
         for (const r of results) {
           const s = r.stats;
           writeOut(`--- sample ${r.requestId} (${r.finishReason}${r.malformed ? `; ${r.malformed}` : ""})\n${r.text}\n`);
-          writeOut(`[${s.serializedTokens} tokens serialized, critical path ${s.criticalPathTokens}, ${s.blocks} block(s) ${JSON.stringify(s.branchesPerBlock)}, ${(s.wallMs / 1000).toFixed(2)} s]\n`);
+          writeOut(
+            `[${s.serializedTokens} tokens serialized, critical path ${s.criticalPathTokens}, ${s.blocks} block(s) ${JSON.stringify(s.branchesPerBlock)}, ${(s.wallMs / 1000).toFixed(2)} s]\n`,
+          );
         }
         const tokens = results.reduce((a, r) => a + r.stats.serializedTokens, 0);
         process.stderr.write(`npr: ${tokens} tokens in ${wall.toFixed(2)} s (${(tokens / wall).toFixed(1)} tokens/s, ${mode})\n`);

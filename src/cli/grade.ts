@@ -32,7 +32,11 @@ function parseFallbacks(s: string): Fallback[] {
   const list = s.split(",").map((x) => x.trim());
   for (const f of list) {
     if (!(ALL_FALLBACKS as readonly string[]).includes(f)) {
-      throw new UsageError(`--fallbacks: unknown fallback "${f}"`, { code: "bad_flag", param: "--fallbacks", hint: `a comma list of ${ALL_FALLBACKS.join(", ")}, or "none"` });
+      throw new UsageError(`--fallbacks: unknown fallback "${f}"`, {
+        code: "bad_flag",
+        param: "--fallbacks",
+        hint: `a comma list of ${ALL_FALLBACKS.join(", ")}, or "none"`,
+      });
     }
   }
   return list as Fallback[];
@@ -53,7 +57,8 @@ function readRow(raw: string, n: number): { row: Record<string, unknown> } | { e
 /** The result line of one synthetic-task row, graded by the task's verifier. */
 function gradeSyntheticRow(task: SyntheticTaskName, row: Record<string, unknown>, n: number): string {
   if (typeof row.response !== "string") return JSON.stringify({ error: `line ${n}: expected a "response" string` });
-  if (row.task !== undefined && row.task !== task) return JSON.stringify({ error: `line ${n}: a ${String(row.task)} sample, but --task is ${task}` });
+  if (row.task !== undefined && row.task !== task)
+    return JSON.stringify({ error: `line ${n}: a ${String(row.task)} sample, but --task is ${task}` });
   const ex = exampleFromRecord(task, row);
   if (!ex.ok) return JSON.stringify({ error: `line ${n}: ${ex.why}` });
   const o = evaluateSynthetic(task, ex.example, row.response);
@@ -65,9 +70,15 @@ function gradeSyntheticRow(task: SyntheticTaskName, row: Record<string, unknown>
 export function registerGradeCommands(program: Command): void {
   program
     .command("grade")
-    .description('grade stdin JSONL lines: {"response","answer"} by answer equivalence, or with --task the rows of `npr tasks sample` plus "response" by the task\'s verifier')
+    .description(
+      'grade stdin JSONL lines: {"response","answer"} by answer equivalence, or with --task the rows of `npr tasks sample` plus "response" by the task\'s verifier',
+    )
     .option("--task <name>", `grade synthetic-task rows by the task's verifier: ${SYNTHETIC_TASKS.join(" | ")}`)
-    .option("--fallbacks <list>", 'extraction fallbacks when there is no \\boxed{}, tried in order: a comma list of answer-is, bare, last-number (last-number implies bare: a bare answer is graded whole), or "none"', "answer-is,last-number")
+    .option(
+      "--fallbacks <list>",
+      'extraction fallbacks when there is no \\boxed{}, tried in order: a comma list of answer-is, bare, last-number (last-number implies bare: a bare answer is graded whole), or "none"',
+      "answer-is,last-number",
+    )
     .option("--pool <n>", "grader worker threads", "2")
     .option("--time-limit <ms>", `per-item time limit in milliseconds (1-${MAX_TIME_LIMIT_MS})`, "1000")
     .action(async (o: { task?: string; fallbacks: string; pool: string; timeLimit: string }, cmd: Command) => {
@@ -78,7 +89,10 @@ export function registerGradeCommands(program: Command): void {
         for (const flag of ["fallbacks", "pool", "timeLimit"]) {
           if (cmd.getOptionValueSource(flag) === "cli") {
             const name = `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-            throw new UsageError(`${name} does not apply with --task (the task's verifier grades in-process)`, { code: "bad_flag", param: name });
+            throw new UsageError(`${name} does not apply with --task (the task's verifier grades in-process)`, {
+              code: "bad_flag",
+              param: name,
+            });
           }
         }
         let lineNo = 0;
@@ -92,11 +106,23 @@ export function registerGradeCommands(program: Command): void {
       }
       const fallbacks = parseFallbacks(o.fallbacks);
       const timeLimitMs = parseIntArg(o.timeLimit, "--time-limit", 1, MAX_TIME_LIMIT_MS);
-      const pool = new GraderPool({ size: parseIntArg(o.pool, "--pool", 1, maxGraderPoolSize(), `at most ${maxGraderPoolSize()} workers here (one per core, memory permitting)`), timeLimitMs });
+      const pool = new GraderPool({
+        size: parseIntArg(
+          o.pool,
+          "--pool",
+          1,
+          maxGraderPoolSize(),
+          `at most ${maxGraderPoolSize()} workers here (one per core, memory permitting)`,
+        ),
+        timeLimitMs,
+      });
       // Results are written in input order; a slow item holds back only the lines after it.
       const pending: Promise<string>[] = [];
       let lineNo = 0;
-      const render = (r: GradeResult) => JSON.stringify(r.timeout ? { correct: r.correct, extracted: r.extracted, timeout: true } : { correct: r.correct, extracted: r.extracted });
+      const render = (r: GradeResult) =>
+        JSON.stringify(
+          r.timeout ? { correct: r.correct, extracted: r.extracted, timeout: true } : { correct: r.correct, extracted: r.extracted },
+        );
       try {
         for await (const raw of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
           lineNo++;
@@ -109,7 +135,13 @@ export function registerGradeCommands(program: Command): void {
           }
           const { response, answer, task } = r.row;
           if (typeof task === "string" && (SYNTHETIC_TASKS as readonly string[]).includes(task)) {
-            pending.push(Promise.resolve(JSON.stringify({ error: `line ${n}: a ${task} sample; grade it with --task ${task} (its "answer" is one solution, not a value to compare with)` })));
+            pending.push(
+              Promise.resolve(
+                JSON.stringify({
+                  error: `line ${n}: a ${task} sample; grade it with --task ${task} (its "answer" is one solution, not a value to compare with)`,
+                }),
+              ),
+            );
             continue;
           }
           if (typeof response !== "string" || typeof answer !== "string") {

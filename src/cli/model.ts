@@ -36,7 +36,11 @@ const PRESET_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".
 /** The names of the built-in model presets. */
 export function modelPresets(): string[] {
   try {
-    return fs.readdirSync(PRESET_DIR).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
+    return fs
+      .readdirSync(PRESET_DIR)
+      .filter((f) => f.endsWith(".json"))
+      .map((f) => f.slice(0, -5))
+      .sort();
   } catch {
     return [];
   }
@@ -72,11 +76,14 @@ export function makeBackend(name: string): Backend {
 export function parseTokenList(text: string, vocabSize: number, maxTokens = Number.MAX_SAFE_INTEGER): number[] {
   const parts = text.split(",").map((s) => s.trim());
   if (parts.length === 0 || parts.some((p) => p === "")) {
-    throw new UsageError(`--tokens must be a comma-separated list of token ids, got "${text.length > 40 ? text.slice(0, 37) + "..." : text}"`, {
-      code: "bad_tokens",
-      param: "--tokens",
-      hint: "for example --tokens 1,2,3",
-    });
+    throw new UsageError(
+      `--tokens must be a comma-separated list of token ids, got "${text.length > 40 ? text.slice(0, 37) + "..." : text}"`,
+      {
+        code: "bad_tokens",
+        param: "--tokens",
+        hint: "for example --tokens 1,2,3",
+      },
+    );
   }
   if (parts.length > maxTokens) {
     throw new UsageError(`--tokens: ${parts.length} ids, more than the model's context of ${maxTokens} (max_position_embeddings)`, {
@@ -121,7 +128,11 @@ export function checkInitMemory(config: Qwen3Config, totalBytes = os.totalmem())
   if (need > 0.8 * totalBytes) {
     throw new UsageError(
       `a model of ${params.toLocaleString("en-US")} parameters needs about ${humanBytes(need)} of memory to initialize; this machine has ${humanBytes(totalBytes)}`,
-      { code: "too_big", param: "--config", hint: "use a smaller config (hidden_size, num_hidden_layers, vocab_size), or initialize on a larger machine" },
+      {
+        code: "too_big",
+        param: "--config",
+        hint: "use a smaller config (hidden_size, num_hidden_layers, vocab_size), or initialize on a larger machine",
+      },
     );
   }
 }
@@ -146,10 +157,14 @@ function humanBytes(n: number): string {
 /** The tokenizer `model init` writes: a given tokenizer.json (or folder), with the 8 tags added, or the byte tokenizer. */
 function initTokenizer(spec: string | undefined): NprTokenizer {
   if (spec === undefined) return byteTokenizer();
-  if (!fs.existsSync(spec)) throw new UsageError(`--tokenizer ${spec}: no such file or folder`, { code: "missing_file", param: "--tokenizer" });
+  if (!fs.existsSync(spec))
+    throw new UsageError(`--tokenizer ${spec}: no such file or folder`, { code: "missing_file", param: "--tokenizer" });
   const dir = fs.statSync(spec).isDirectory() ? spec : path.dirname(spec);
   if (spec !== dir && path.basename(spec) !== "tokenizer.json") {
-    throw new UsageError(`--tokenizer must be a tokenizer.json file or its folder, got "${spec}"`, { code: "bad_tokenizer", param: "--tokenizer" });
+    throw new UsageError(`--tokenizer must be a tokenizer.json file or its folder, got "${spec}"`, {
+      code: "bad_tokenizer",
+      param: "--tokenizer",
+    });
   }
   checkInputFile(path.join(dir, "tokenizer.json"), "--tokenizer");
   return NprTokenizer.load(dir).withTags();
@@ -166,7 +181,10 @@ export function registerModelCommands(program: Command): void {
     .option("--seed <n>", "random seed", "0")
     .option("--dtype <dtype>", "storage dtype of the weights: bf16, f16 or f32", "bf16")
     .option("--overwrite", "replace an existing checkpoint folder", false)
-    .option("--tokenizer <file|dir>", "tokenizer.json (or its folder) to write beside the weights; default: the built-in byte tokenizer with the 8 NPR tags")
+    .option(
+      "--tokenizer <file|dir>",
+      "tokenizer.json (or its folder) to write beside the weights; default: the built-in byte tokenizer with the 8 NPR tags",
+    )
     .action((opts: { config: string; out: string; seed: string; dtype: string; overwrite: boolean; tokenizer?: string }) => {
       // Every flag and path is checked before anything is computed or written.
       const dtype = parseChoice(opts.dtype, "--dtype", ["bf16", "f16", "f32"] as const);
@@ -196,7 +214,9 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command("info")
-    .description("check a checkpoint's weights against its config (as loading does) and print its config, parameter count, storage dtypes and size")
+    .description(
+      "check a checkpoint's weights against its config (as loading does) and print its config, parameter count, storage dtypes and size",
+    )
     .argument("<dir>", "checkpoint folder (config.json + *.safetensors)")
     .option("--json", "print one JSON object instead of a table", false)
     .action((dir: string, opts: { json: boolean }) => {
@@ -209,7 +229,9 @@ export function registerModelCommands(program: Command): void {
         // Missing, renamed, mis-shaped or non-float tensors fail here, exactly as loading would.
         const check = checkQwen3Tensors(dir, parsed.config, ckpt);
         if (check.unexpected.length > 0) {
-          process.stderr.write(`npr: warning: ${dir}: tensors Qwen3 does not use were ignored: ${check.unexpected.slice(0, 5).join(", ")}${check.unexpected.length > 5 ? ` (+${check.unexpected.length - 5} more)` : ""}\n`);
+          process.stderr.write(
+            `npr: warning: ${dir}: tensors Qwen3 does not use were ignored: ${check.unexpected.slice(0, 5).join(", ")}${check.unexpected.length > 5 ? ` (+${check.unexpected.length - 5} more)` : ""}\n`,
+          );
         }
         for (const name of ckpt.names()) {
           const e = ckpt.get(name)!;
@@ -239,7 +261,12 @@ export function registerModelCommands(program: Command): void {
         ["architecture", describeQwen3Config(parsed.config)],
         ["parameters", params.toLocaleString("en-US")],
         ["tensors", String(info.tensors)],
-        ["dtypes", Object.entries(dtypes).map(([d, n]) => `${d} x${n}`).join(", ")],
+        [
+          "dtypes",
+          Object.entries(dtypes)
+            .map(([d, n]) => `${d} x${n}`)
+            .join(", "),
+        ],
         ["weight bytes", `${bytes.toLocaleString("en-US")} (${humanBytes(bytes)})`],
       ];
       const w = Math.max(...rows.map(([k]) => k.length));
@@ -248,19 +275,25 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command("logits")
-    .description("print the logits of a token sequence (causal layout) as one JSON object {\"logits\": [[...], ...]}")
+    .description('print the logits of a token sequence (causal layout) as one JSON object {"logits": [[...], ...]}')
     .requiredOption("--model <dir>", "checkpoint folder (config.json + *.safetensors; no tokenizer needed)")
     .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,2,3")
     .option("--backend <name>", "compute backend: cpu or cuda", "cpu")
     .option("--dtype <dtype>", "compute dtype: f32, f64 or bf16 (bf16 weights and GEMMs, f32 elsewhere)", "f32")
-    .option("--activations <mode>", "bf16: round activations where transformers' bf16 forward does (for parity with a bf16 reference; needs --dtype f32 or bf16)")
+    .option(
+      "--activations <mode>",
+      "bf16: round activations where transformers' bf16 forward does (for parity with a bf16 reference; needs --dtype f32 or bf16)",
+    )
     .action((opts: { model: string; tokens: string; backend: string; dtype: string; activations?: string }) => {
       const dtype = parseComputeDtype(opts.dtype);
       if (opts.activations !== undefined && opts.activations !== "bf16") {
         throw new UsageError(`--activations must be bf16, got "${opts.activations}"`, { code: "bad_activations", param: "--activations" });
       }
       if (opts.activations === "bf16" && dtype === "f64") {
-        throw new UsageError(`--activations bf16 needs --dtype f32 or bf16, got --dtype f64`, { code: "bad_activations", param: "--activations" });
+        throw new UsageError(`--activations bf16 needs --dtype f32 or bf16, got --dtype f64`, {
+          code: "bad_activations",
+          param: "--activations",
+        });
       }
       const parsed = readModelConfig(opts.model, "--model");
       const ids = parseTokenList(opts.tokens, parsed.config.vocabSize, parsed.config.maxPositionEmbeddings);

@@ -67,7 +67,9 @@ export async function main(argv: string[]): Promise<void> {
       // newlines), then the HINT line.
       const hintLine = err.hint ? `\nHINT: ${err.hint}` : "";
       const text = hintLine && err.message.endsWith(hintLine) ? err.message.slice(0, -hintLine.length) : err.message;
-      process.stderr.write(`npr: ${err.name}: ${text.replace(/\s*\n\s*/g, " ")}${hintLine.replace(/\s*\n\s*/g, " ").replace(/^ /, "\n")}\n`);
+      process.stderr.write(
+        `npr: ${err.name}: ${text.replace(/\s*\n\s*/g, " ")}${hintLine.replace(/\s*\n\s*/g, " ").replace(/^ /, "\n")}\n`,
+      );
       process.exitCode = 2;
       return;
     }
@@ -88,5 +90,3 @@ export async function main(argv: string[]): Promise<void> {
     throw err;
   }
 }
-
-

@@ -44,7 +44,13 @@ interface SampleFlags {
 
 /** Difficulty flags: the task they belong to, the knob they set and its range. */
 type Knob = "count" | "maxNumber" | "minTarget" | "maxTarget" | "houses" | "attributes";
-const KNOB_FLAGS: { flag: string; key: keyof SampleFlags & string; knob: Knob; task: SyntheticTaskName; range: readonly [number, number] }[] = [
+const KNOB_FLAGS: {
+  flag: string;
+  key: keyof SampleFlags & string;
+  knob: Knob;
+  task: SyntheticTaskName;
+  range: readonly [number, number];
+}[] = [
   { flag: "--numbers", key: "numbers", knob: "count", task: "countdown", range: COUNTDOWN_LIMITS.count },
   { flag: "--max-number", key: "maxNumber", knob: "maxNumber", task: "countdown", range: COUNTDOWN_LIMITS.maxNumber },
   { flag: "--min-target", key: "minTarget", knob: "minTarget", task: "countdown", range: COUNTDOWN_LIMITS.minTarget },
@@ -57,13 +63,24 @@ const KNOB_FLAGS: { flag: string; key: keyof SampleFlags & string; knob: Knob; t
 const YIELD_EVERY = 64;
 
 /** Validates every flag of `tasks sample` before any example is made. */
-function sampleRequest(o: SampleFlags): { task: SyntheticTaskName; n: number; seed: number; split: Split; form: (typeof TRACE_FORMS)[number] | null; difficulty: SyntheticDifficulty } {
+function sampleRequest(o: SampleFlags): {
+  task: SyntheticTaskName;
+  n: number;
+  seed: number;
+  split: Split;
+  form: (typeof TRACE_FORMS)[number] | null;
+  difficulty: SyntheticDifficulty;
+} {
   const task = parseChoice(o.task, "--task", SYNTHETIC_TASKS);
   const split = parseChoice(o.split, "--split", SPLITS);
   const cap = split === "test" ? MAX_TEST_EXAMPLES : MAX_TRAIN_EXAMPLES;
   const n = parseIntArg(o.n, "--n", 0, cap, `at most ${cap} examples per call for the ${split} split`);
   if (split === "test" && o.seed !== undefined) {
-    throw new UsageError("--seed: the test split is one fixed list; it takes no seed", { code: "bad_flag", param: "--seed", hint: "drop --seed (--n N gives its first N problems)" });
+    throw new UsageError("--seed: the test split is one fixed list; it takes no seed", {
+      code: "bad_flag",
+      param: "--seed",
+      hint: "drop --seed (--n N gives its first N problems)",
+    });
   }
   const seed = o.seed === undefined ? 1 : parseIntArg(o.seed, "--seed", 0, 2 ** 32 - 1);
   const form = o.form === undefined ? null : parseChoice(o.form, "--form", TRACE_FORMS);
@@ -76,7 +93,10 @@ function sampleRequest(o: SampleFlags): { task: SyntheticTaskName; n: number; se
     difficulty[k.knob] = parseIntArg(v, k.flag, k.range[0], k.range[1]);
   }
   if (difficulty.minTarget !== undefined && difficulty.maxTarget !== undefined && difficulty.minTarget > difficulty.maxTarget) {
-    throw new UsageError(`--min-target ${difficulty.minTarget} is above --max-target ${difficulty.maxTarget}`, { code: "bad_flag", param: "--min-target" });
+    throw new UsageError(`--min-target ${difficulty.minTarget} is above --max-target ${difficulty.maxTarget}`, {
+      code: "bad_flag",
+      param: "--min-target",
+    });
   }
   return { task, n, seed, split, form, difficulty };
 }
@@ -100,7 +120,10 @@ export function registerTasksCommands(program: Command): void {
     .option("--seed <seed>", "stream seed of the train split (default 1; the test split takes none)")
     .option("--split <split>", "train | test", "train")
     .option("--form <form>", "add a reference trace: sequential | parallel")
-    .option("--preset <name>", `difficulty preset (countdown: ${SYNTHETIC_PRESETS.countdown.join(", ")}, default apr; logic-grid: ${SYNTHETIC_PRESETS["logic-grid"].join(", ")}, default small)`)
+    .option(
+      "--preset <name>",
+      `difficulty preset (countdown: ${SYNTHETIC_PRESETS.countdown.join(", ")}, default apr; logic-grid: ${SYNTHETIC_PRESETS["logic-grid"].join(", ")}, default small)`,
+    )
     .option("--numbers <k>", `countdown: numbers shown (${COUNTDOWN_LIMITS.count.join("-")})`)
     .option("--max-number <k>", `countdown: numbers are drawn from 1..k (${COUNTDOWN_LIMITS.maxNumber.join("-")})`)
     .option("--min-target <k>", `countdown: smallest target (${COUNTDOWN_LIMITS.minTarget.join("-")})`)

@@ -32,12 +32,20 @@ export function addTagsToCheckpoint(
 ): { tagIds: number[]; vocabSize: number } {
   const base = opts.tokenizer === undefined ? openTokenizer(modelDir, "--model") : openTokenizer(opts.tokenizer);
   if (base.hasTags) {
-    throw new UsageError(`${modelDir}: the tokenizer already has the NPR tags`, { code: "has_tags", param: "--model", hint: "the checkpoint needs no change" });
+    throw new UsageError(`${modelDir}: the tokenizer already has the NPR tags`, {
+      code: "has_tags",
+      param: "--model",
+      hint: "the checkpoint needs no change",
+    });
   }
   const tagged = base.withTags();
   // Sub-tokens come from the tokenizer *before* the tags existed: "guideline", "/guideline", ...
   const init = NPR_TAGS.map((tag) => ({ id: tagged.tagId(tag), sourceIds: base.encode(tagInitText(tag)) }));
-  const model = resizeVocab(loadQwen3(modelDir, { backend: new CpuBackend(), requiresGrad: false }), { tokenizerSize: tagged.size, padMultiple: 64, init });
+  const model = resizeVocab(loadQwen3(modelDir, { backend: new CpuBackend(), requiresGrad: false }), {
+    tokenizerSize: tagged.size,
+    padMultiple: 64,
+    init,
+  });
   saveQwen3(model, outDir, { dtype: opts.dtype ?? "bf16", overwrite: opts.overwrite });
   tagged.save(outDir);
   return { tagIds: init.map((t) => t.id), vocabSize: model.config.vocabSize };
@@ -59,7 +67,9 @@ export function registerTokenizerCommands(program: Command): void {
       checkInputDir(o.model, "--model", "checkpoint folder");
       checkOutputDir(o.out, "--out", { mustBeNew: !o.overwrite, overwriteFlag: "--overwrite" });
       const r = addTagsToCheckpoint(o.model, o.out, { dtype, overwrite: o.overwrite, tokenizer: o.tokenizer });
-      writeOut(`${JSON.stringify({ out: o.out, tagIds: Object.fromEntries(NPR_TAGS.map((t, i) => [t, r.tagIds[i]])), vocabSize: r.vocabSize })}\n`);
+      writeOut(
+        `${JSON.stringify({ out: o.out, tagIds: Object.fromEntries(NPR_TAGS.map((t, i) => [t, r.tagIds[i]])), vocabSize: r.vocabSize })}\n`,
+      );
     });
 
   tok
@@ -73,7 +83,9 @@ export function registerTokenizerCommands(program: Command): void {
 
   tok
     .command("init-task")
-    .description("write npr's compact task tokenizer (a token per task word, per number 0-999 and per punctuation mark, 256 byte fallbacks, 3 chat tokens, 8 tags)")
+    .description(
+      "write npr's compact task tokenizer (a token per task word, per number 0-999 and per punctuation mark, 256 byte fallbacks, 3 chat tokens, 8 tags)",
+    )
     .requiredOption("--out <dir>", "folder to write into")
     .action((o: { out: string }) => {
       checkOutputDir(o.out, "--out");

@@ -68,13 +68,22 @@ function comparable(c: RunConfig): unknown {
  * `--resume` on a folder that holds a run: its saved config, which the flags (when given) must
  * reproduce; on a folder that holds none: a fresh start.
  */
-function openRun(stage: SupervisedStage, f: CommonFlags, inputs: RunConfig["inputs"], progress: Progress): { run: RunFolder; config: RunConfig } {
+function openRun(
+  stage: SupervisedStage,
+  f: CommonFlags,
+  inputs: RunConfig["inputs"],
+  progress: Progress,
+): { run: RunFolder; config: RunConfig } {
   const o = overridesOf(f);
   const existing = f.resume ? RunFolder.existing(f.out) : null;
   if (existing) {
     const saved = existing.readConfig() as RunConfig;
     if (saved.stage !== stage) {
-      throw new UsageError(`${f.out} holds a ${saved.stage} run, not ${stage}`, { code: "wrong_stage", param: "--out", hint: `resume it with npr train ${saved.stage}` });
+      throw new UsageError(`${f.out} holds a ${saved.stage} run, not ${stage}`, {
+        code: "wrong_stage",
+        param: "--out",
+        hint: `resume it with npr train ${saved.stage}`,
+      });
     }
     const savedRecipe = parseRecipe(saved.recipe, path.join(f.out, "recipe.json"));
     const asked: RunConfig = {
@@ -93,7 +102,8 @@ function openRun(stage: SupervisedStage, f: CommonFlags, inputs: RunConfig["inpu
     progress.log(`resuming the run in ${existing.dir}`);
     return { run: existing, config: saved };
   }
-  if (!f.recipe) throw new UsageError("--recipe is required (except with --resume on an existing run)", { code: "missing_flag", param: "--recipe" });
+  if (!f.recipe)
+    throw new UsageError("--recipe is required (except with --resume on an existing run)", { code: "missing_flag", param: "--recipe" });
   if (f.resume) progress.log(`--resume: no run in ${f.out} yet; starting one`);
   const config: RunConfig = { stage, recipe: withOverrides(loadRecipe(f.recipe), stage, o), inputs: definedOnly(inputs) };
   return { run: RunFolder.create(f.out, config), config };
@@ -142,24 +152,28 @@ export function registerTrainCommands(program: Command): void {
         `kill -9: --resume continues from the newest valid checkpoint.`,
     );
 
-  addCommonOptions(train.command("pretrain").description("stage 0: a base model from scratch on solver traces of the recipe's tasks"))
-    .action((f: CommonFlags) => {
-      checkOutputDir(f.out, "--out");
-      const progressFor = (total: number) => makeProgress({ stage: "pretrain", totalSteps: total, plain: f.progress === false });
-      const early = progressFor(0);
-      const { run, config } = openRun("pretrain", f, {}, early);
-      if (f.resume && run.isComplete()) return void process.stdout.write(`pretrain: the run in ${run.dir} is already complete (${run.finalDir})\n`);
-      run.clearTemporaries();
-      const progress = progressFor(config.recipe.pretrain!.steps);
-      try {
-        const res = runPretrain({ recipe: config.recipe, backend: backendFor(config, f.backend), run, resume: Boolean(f.resume), progress });
-        finish("pretrain", run, res.steps, res.resumedFrom, res.lastLoss);
-      } finally {
-        progress.stop();
-      }
-    });
+  addCommonOptions(
+    train.command("pretrain").description("stage 0: a base model from scratch on solver traces of the recipe's tasks"),
+  ).action((f: CommonFlags) => {
+    checkOutputDir(f.out, "--out");
+    const progressFor = (total: number) => makeProgress({ stage: "pretrain", totalSteps: total, plain: f.progress === false });
+    const early = progressFor(0);
+    const { run, config } = openRun("pretrain", f, {}, early);
+    if (f.resume && run.isComplete())
+      return void process.stdout.write(`pretrain: the run in ${run.dir} is already complete (${run.finalDir})\n`);
+    run.clearTemporaries();
+    const progress = progressFor(config.recipe.pretrain!.steps);
+    try {
+      const res = runPretrain({ recipe: config.recipe, backend: backendFor(config, f.backend), run, resume: Boolean(f.resume), progress });
+      finish("pretrain", run, res.steps, res.resumedFrom, res.lastLoss);
+    } finally {
+      progress.stop();
+    }
+  });
 
-  addCommonOptions(train.command("sft").description("stage 2: fine-tune --init on trajectories, NPR's parallel layout or the sequential baseline"))
+  addCommonOptions(
+    train.command("sft").description("stage 2: fine-tune --init on trajectories, NPR's parallel layout or the sequential baseline"),
+  )
     .option("--init <dir>", "model folder to start from (config, weights, tokenizer), e.g. a pretrain run's final/")
     .option("--data <file>", "trajectories: JSONL with string fields prompt and response")
     .option("--layout <mode>", "parallel (NPR layout) or sequential (causal baseline)")
@@ -179,7 +193,8 @@ export function registerTrainCommands(program: Command): void {
       };
       const progressFor = (total: number) => makeProgress({ stage: "sft", totalSteps: total, plain: f.progress === false });
       const { run, config } = openRun("sft", f, inputs, progressFor(0));
-      if (f.resume && run.isComplete()) return void process.stdout.write(`sft: the run in ${run.dir} is already complete (${run.finalDir})\n`);
+      if (f.resume && run.isComplete())
+        return void process.stdout.write(`sft: the run in ${run.dir} is already complete (${run.finalDir})\n`);
       run.clearTemporaries();
       const progress = progressFor(config.recipe.sft!.steps);
       try {
@@ -193,7 +208,9 @@ export function registerTrainCommands(program: Command): void {
           resume: Boolean(f.resume),
           progress,
         });
-        progress.log(`sft: ${res.trainExamples} training and ${res.heldOutExamples} held-out trajectories (${res.dropped.length} dropped), layout ${config.inputs.layout}`);
+        progress.log(
+          `sft: ${res.trainExamples} training and ${res.heldOutExamples} held-out trajectories (${res.dropped.length} dropped), layout ${config.inputs.layout}`,
+        );
         finish("sft", run, res.steps, res.resumedFrom, res.lastLoss);
       } finally {
         progress.stop();

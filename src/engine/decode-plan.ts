@@ -47,9 +47,14 @@ export interface InputLayout {
 export function inputLayout(batch: number, capacity: number): InputLayout {
   const B = batch;
   return {
-    batch, capacity,
-    ids: 0, positions: B, writeSlots: 2 * B, offsets: 3 * B,
-    starts: 4 * B + 1, ends: 4 * B + 1 + capacity,
+    batch,
+    capacity,
+    ids: 0,
+    positions: B,
+    writeSlots: 2 * B,
+    offsets: 3 * B,
+    starts: 4 * B + 1,
+    ends: 4 * B + 1 + capacity,
     length: 4 * B + 1 + 2 * capacity,
   };
 }

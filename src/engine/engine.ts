@@ -58,15 +58,20 @@ export class Engine {
    */
   add(prompts: ReadonlyArray<readonly number[]>, params: ParamsArg = {}): number[] {
     const resolved = prompts.map((p, i) => {
-      const raw = Array.isArray(params) ? (params as ReadonlyArray<Partial<GenerateParams>>)[i] ?? {} : (params as Partial<GenerateParams>);
+      const raw = Array.isArray(params)
+        ? ((params as ReadonlyArray<Partial<GenerateParams>>)[i] ?? {})
+        : (params as Partial<GenerateParams>);
       const r = resolveParams(raw);
       if (p.length === 0) throw new UsageError(`prompt ${i} is empty`, { code: "empty_prompt", param: "prompt" });
       if (p.length >= this.maxContext) {
-        throw new UsageError(`prompt ${i} has ${p.length} tokens; the model's context holds ${this.maxContext} positions (max_position_embeddings), leaving none to generate`, {
-          code: "prompt_too_long",
-          param: "prompt",
-          hint: `shorten the prompt to at most ${this.maxContext - 1} tokens`,
-        });
+        throw new UsageError(
+          `prompt ${i} has ${p.length} tokens; the model's context holds ${this.maxContext} positions (max_position_embeddings), leaving none to generate`,
+          {
+            code: "prompt_too_long",
+            param: "prompt",
+            hint: `shorten the prompt to at most ${this.maxContext - 1} tokens`,
+          },
+        );
       }
       return { ...r, maxNewTokens: Math.min(r.maxNewTokens, this.maxContext - p.length) };
     });

@@ -128,10 +128,23 @@ function plantFault(engine: Engine, fault: FuzzFault): () => boolean {
   return () => fired;
 }
 
-export function runFuzz(vocab: EngineVocab, encode: (s: string) => number[], seed: number, iterations: number, opts: FuzzOptions = {}): FuzzReport {
+export function runFuzz(
+  vocab: EngineVocab,
+  encode: (s: string) => number[],
+  seed: number,
+  iterations: number,
+  opts: FuzzOptions = {},
+): FuzzReport {
   const rng = new Rng(seed);
   const report: FuzzReport = {
-    requests: 0, leakedBlocks: 0, doubleFrees: 0, invariantViolations: 0, unfinished: 0, finishReasons: {}, forks: 0, preemptions: 0,
+    requests: 0,
+    leakedBlocks: 0,
+    doubleFrees: 0,
+    invariantViolations: 0,
+    unfinished: 0,
+    finishReasons: {},
+    forks: 0,
+    preemptions: 0,
   };
   let planted = opts.inject === undefined;
   const textIds = [...encode(":"), ...encode("ab c\n=+")];

@@ -18,7 +18,15 @@
 import { DecodeStep } from "../model/index.ts";
 import type { DecodeStepBuffers, DecodeStepInputs, PagedKVStorage, Qwen3Model } from "../model/index.ts";
 import { capacityFits, growCapacity, hasGraphCapture, packPlan, planAttention, planCapacityNeeded, planLayout } from "../tensor/index.ts";
-import type { Backend, CapturedGraph, DecodeAttentionCapacity, DeviceBuffer, GraphCapture, HostArray, PlanLayout } from "../tensor/index.ts";
+import type {
+  Backend,
+  CapturedGraph,
+  DecodeAttentionCapacity,
+  DeviceBuffer,
+  GraphCapture,
+  HostArray,
+  PlanLayout,
+} from "../tensor/index.ts";
 import { invariant } from "../util/index.ts";
 import { DECODE_BUCKETS, bucketFor, inputLayout, packInputs, rowRanges } from "./decode-plan.ts";
 import type { InputLayout } from "./decode-plan.ts";
@@ -172,7 +180,10 @@ export class GraphDecoder {
       b.graph = null;
       const lay = planLayout(b.batch, cap);
       b.attn = {
-        plan: this.be.alloc("i32", lay.length), host: new Int32Array(lay.length), cap, lay,
+        plan: this.be.alloc("i32", lay.length),
+        host: new Int32Array(lay.length),
+        cap,
+        lay,
         scratch: this.be.alloc(this.model.dtype, this.step.planScratchLength(cap)),
       };
       b.inputs.plan = { buffer: b.attn.plan, scratch: b.attn.scratch, capacity: cap };
@@ -213,8 +224,13 @@ export class GraphDecoder {
     const starts = field(lay.starts, capacity);
     const ends = field(lay.ends, capacity);
     const inputs: DecodeStepInputs = {
-      batch: B, ids: field(lay.ids, B), positions: field(lay.positions, B), writeSlots: field(lay.writeSlots, B),
-      writeSlotsHost: new Int32Array(B), segments: { offsets, starts, ends }, plan: null,
+      batch: B,
+      ids: field(lay.ids, B),
+      positions: field(lay.positions, B),
+      writeSlots: field(lay.writeSlots, B),
+      writeSlotsHost: new Int32Array(B),
+      segments: { offsets, starts, ends },
+      plan: null,
     };
     return { batch: B, lay, host, block, inputs, offsets, starts, ends, bufs: this.step.allocBuffers(B), graph: null, attn: null };
   }

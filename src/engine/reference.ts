@@ -60,15 +60,25 @@ export function generateNaive(model: Qwen3Model, vocab: EngineVocab, prompt: rea
   const openBranch = (i: number) => {
     branch = i;
     stream = {
-      kind: "branch", rng: new Rng(streamSeed(p.seed, block, i)), penalty: p.branchRepetitionPenalty,
-      script: fs ? branchScript(vocab, fs, block) : null, pos: 0, ownStart: tokens.length,
+      kind: "branch",
+      rng: new Rng(streamSeed(p.seed, block, i)),
+      penalty: p.branchRepetitionPenalty,
+      script: fs ? branchScript(vocab, fs, block) : null,
+      pos: 0,
+      ownStart: tokens.length,
     };
     forced([vocab.tag("<step>"), ...vocab.numberIds(plans[i]!)]);
   };
 
   while (out.ids.length < p.maxNewTokens) {
     // The generator stops at the first malformed token, so its prefix always lays out.
-    const lay = trajectoryLayout({ promptLen: P, ids: tokens, tokenOf: (id) => vocab.parserToken(id), mode: p.mode, allowIncomplete: true });
+    const lay = trajectoryLayout({
+      promptLen: P,
+      ids: tokens,
+      tokenOf: (id) => vocab.parserToken(id),
+      mode: p.mode,
+      allowIncomplete: true,
+    });
     invariant(lay.ok, () => `the trainer's layout rejected the naive trajectory: ${lay.ok ? "" : lay.why}`);
     const layout = lay.layout;
     const logits = noGrad(() => model.forward(Int32Array.from(tokens), layout));
@@ -96,8 +106,12 @@ export function generateNaive(model: Qwen3Model, vocab: EngineVocab, prompt: rea
       if (branch + 1 < plans.length) openBranch(branch + 1);
       else {
         stream = {
-          kind: "trunk", rng: new Rng(streamSeed(p.seed, block, -1)), penalty: p.repetitionPenalty,
-          script: fs ? joinScript(vocab, fs, block) : null, pos: 0, ownStart: P,
+          kind: "trunk",
+          rng: new Rng(streamSeed(p.seed, block, -1)),
+          penalty: p.repetitionPenalty,
+          script: fs ? joinScript(vocab, fs, block) : null,
+          pos: 0,
+          ownStart: P,
         };
         forced([vocab.tag("<takeaway>")]);
       }

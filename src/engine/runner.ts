@@ -50,7 +50,9 @@ export class ModelRunner implements StepRunner {
    * `deviceSampling`: sample on the device where the backend can (default true).
    */
   constructor(
-    model: Qwen3Model, numBlocks: number, blockSize: number,
+    model: Qwen3Model,
+    numBlocks: number,
+    blockSize: number,
     opts: { graphDecode?: boolean | GraphDecoderOptions; deviceSampling?: boolean } = {},
   ) {
     this.model = model;
@@ -72,7 +74,14 @@ export class ModelRunner implements StepRunner {
       if (this.sampler) {
         // Row i of the bucket's logits is item i's only token.
         const logits = this.decoder.runOnDevice(plan.items);
-        return { sampled: this.sampler.sample(logits, V, plan.items.map((_, i) => i), plan.items.map((it) => it.sample)) };
+        return {
+          sampled: this.sampler.sample(
+            logits,
+            V,
+            plan.items.map((_, i) => i),
+            plan.items.map((it) => it.sample),
+          ),
+        };
       }
       const rows = this.decoder.run(plan.items); // [items, V], row i = item i's only token
       return sampleItems(plan, (i) => rows.subarray(i * V, (i + 1) * V));
@@ -88,7 +97,12 @@ export class ModelRunner implements StepRunner {
     this.steps++;
     this.tokens += row;
     if (this.sampler && logits.offset === 0 && logits.isContiguous()) {
-      const sampled = this.sampler.sample(logits.buffer, V, lastRow, plan.items.map((it) => it.sample));
+      const sampled = this.sampler.sample(
+        logits.buffer,
+        V,
+        lastRow,
+        plan.items.map((it) => it.sample),
+      );
       logits.dispose();
       return { sampled };
     }

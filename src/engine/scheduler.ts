@@ -97,7 +97,16 @@ export interface SchedulerOptions {
 }
 
 function newStats(): RequestStats {
-  return { serializedTokens: 0, criticalPathTokens: 0, blocks: 0, branchesPerBlock: [], depth: 0, forksDeclined: 0, preemptions: 0, wallMs: 0 };
+  return {
+    serializedTokens: 0,
+    criticalPathTokens: 0,
+    blocks: 0,
+    branchesPerBlock: [],
+    depth: 0,
+    forksDeclined: 0,
+    preemptions: 0,
+    wallMs: 0,
+  };
 }
 
 export class Scheduler {
@@ -130,8 +139,17 @@ export class Scheduler {
   add(prompt: readonly number[], params: GenerateParams): number {
     const id = this.nextReqId++;
     const req: Req = {
-      id, prompt: [...prompt], params, status: "waiting", seqs: [], branches: null, inherited: 0, spans: [],
-      stats: newStats(), startMs: performance.now(), result: null,
+      id,
+      prompt: [...prompt],
+      params,
+      status: "waiting",
+      seqs: [],
+      branches: null,
+      inherited: 0,
+      spans: [],
+      stats: newStats(),
+      startMs: performance.now(),
+      result: null,
     };
     this.reqById.set(id, req);
     this.waiting.push(req);
@@ -236,13 +254,25 @@ export class Scheduler {
     const p = req.params;
     const P = req.prompt.length;
     const script = p.forceStructure
-      ? p.mode === "sequential" ? sequentialScript(this.vocab, p.forceStructure) : rootScript(this.vocab, p.forceStructure)
+      ? p.mode === "sequential"
+        ? sequentialScript(this.vocab, p.forceStructure)
+        : rootScript(this.vocab, p.forceStructure)
       : null;
     const root = this.newSeq(req, {
-      kind: "root", tokens: [...req.prompt], positions: Array.from({ length: P }, (_, i) => i),
-      logprobs: Array(P).fill(null), origins: Array<TokenOrigin>(P).fill("engine"), numComputed: 0,
-      table: this.kv.newTable(), parser: new NprParser({ maxPlans: p.maxPlans }), ownStart: P, block: -1, branch: 0,
-      rng: new Rng(streamSeed(p.seed, -1, 0)), penalty: p.repetitionPenalty, script,
+      kind: "root",
+      tokens: [...req.prompt],
+      positions: Array.from({ length: P }, (_, i) => i),
+      logprobs: Array(P).fill(null),
+      origins: Array<TokenOrigin>(P).fill("engine"),
+      numComputed: 0,
+      table: this.kv.newTable(),
+      parser: new NprParser({ maxPlans: p.maxPlans }),
+      ownStart: P,
+      block: -1,
+      branch: 0,
+      rng: new Rng(streamSeed(p.seed, -1, 0)),
+      penalty: p.repetitionPenalty,
+      script,
     });
     req.status = "running";
     req.seqs = [root];
@@ -301,7 +331,8 @@ export class Scheduler {
     seq.scriptPos++;
     this.events.push({ type: "token", requestId: req.id, seqId: seq.id, id });
     if (this.vocab.stopIds.has(id)) {
-      if (seq.kind === "branch") this.finish(req, "malformed", `stop token inside step ${seq.branch + 1} of block ${seq.block + 1} (truncated)`);
+      if (seq.kind === "branch")
+        this.finish(req, "malformed", `stop token inside step ${seq.branch + 1} of block ${seq.block + 1} (truncated)`);
       else this.finish(req, "stop", seq.parser.end());
       return;
     }
@@ -312,7 +343,8 @@ export class Scheduler {
     }
     const b = this.budgetOf(seq);
     if (budgetExhausted(b, req.params.maxNewTokens)) {
-      if (seq.kind === "branch") this.finish(req, "length", `budget exhausted inside step ${seq.branch + 1} of block ${seq.block + 1} (truncated)`);
+      if (seq.kind === "branch")
+        this.finish(req, "length", `budget exhausted inside step ${seq.branch + 1} of block ${seq.block + 1} (truncated)`);
       else this.finish(req, "length", seq.parser.end());
       return;
     }
@@ -335,7 +367,12 @@ export class Scheduler {
     const P = seq.req.prompt.length;
     const criticalPath = seq.positions[seq.positions.length - 1]! + 1 - P;
     if (seq.kind === "branch") {
-      return { serializedBefore: seq.req.inherited - P, own: seq.tokens.length - seq.ownStart, degree: seq.req.branches!.length, criticalPath };
+      return {
+        serializedBefore: seq.req.inherited - P,
+        own: seq.tokens.length - seq.ownStart,
+        degree: seq.req.branches!.length,
+        criticalPath,
+      };
     }
     return { serializedBefore: seq.tokens.length - P, own: 0, degree: 1, criticalPath };
   }
@@ -353,10 +390,20 @@ export class Scheduler {
     const tables = this.kv.fork(parent.table!, plans.length);
     const children = plans.map((num, i) => {
       const child = this.newSeq(req, {
-        kind: "branch", tokens: [...parent.tokens], positions: [...parent.positions], logprobs: [...parent.logprobs],
-        origins: [...parent.origins], numComputed: parent.numComputed, table: tables[i]!, parser: parent.parser.branch(i),
-        ownStart: parent.tokens.length, block, branch: i, rng: new Rng(streamSeed(p.seed, block, i)),
-        penalty: p.branchRepetitionPenalty, script: p.forceStructure ? branchScript(this.vocab, p.forceStructure, block) : null,
+        kind: "branch",
+        tokens: [...parent.tokens],
+        positions: [...parent.positions],
+        logprobs: [...parent.logprobs],
+        origins: [...parent.origins],
+        numComputed: parent.numComputed,
+        table: tables[i]!,
+        parser: parent.parser.branch(i),
+        ownStart: parent.tokens.length,
+        block,
+        branch: i,
+        rng: new Rng(streamSeed(p.seed, block, i)),
+        penalty: p.branchRepetitionPenalty,
+        script: p.forceStructure ? branchScript(this.vocab, p.forceStructure, block) : null,
       });
       this.pushForced(child, [this.vocab.tag("<step>"), ...this.vocab.numberIds(num)], stepStartPosition(g));
       return child;
@@ -372,7 +419,14 @@ export class Scheduler {
   private closeBranch(seq: Seq): void {
     const req = seq.req;
     seq.done = true;
-    this.events.push({ type: "branch-closed", requestId: req.id, seqId: seq.id, block: seq.block, branch: seq.branch, tokens: seq.tokens.length - seq.ownStart });
+    this.events.push({
+      type: "branch-closed",
+      requestId: req.id,
+      seqId: seq.id,
+      block: seq.block,
+      branch: seq.branch,
+      tokens: seq.tokens.length - seq.ownStart,
+    });
     if (req.branches!.every((b) => b.done)) this.join(req);
   }
 
@@ -382,15 +436,28 @@ export class Scheduler {
     const branches = req.branches!;
     const block = branches[0]!.block;
     const ser = this.serialize(req);
-    const table = this.kv.join(branches.map((b) => b.table!), req.inherited);
+    const table = this.kv.join(
+      branches.map((b) => b.table!),
+      req.inherited,
+    );
     // Every branch holds <step> through </step> past the shared prefix, whose last token is </guideline>.
     const g = branches[0]!.positions[req.inherited - 1]!;
     const longestStep = Math.max(...branches.map((b) => b.tokens.length - b.ownStart));
     const last = branches[branches.length - 1]!;
     const join = this.newSeq(req, {
-      kind: "join", tokens: ser.tokens, positions: ser.positions, logprobs: ser.logprobs, origins: ser.origins,
-      numComputed: ser.tokens.length, table, parser: last.parser.clone(), ownStart: ser.tokens.length, block, branch: -1,
-      rng: new Rng(streamSeed(p.seed, block, -1)), penalty: p.repetitionPenalty,
+      kind: "join",
+      tokens: ser.tokens,
+      positions: ser.positions,
+      logprobs: ser.logprobs,
+      origins: ser.origins,
+      numComputed: ser.tokens.length,
+      table,
+      parser: last.parser.clone(),
+      ownStart: ser.tokens.length,
+      block,
+      branch: -1,
+      rng: new Rng(streamSeed(p.seed, block, -1)),
+      penalty: p.repetitionPenalty,
       script: p.forceStructure ? joinScript(this.vocab, p.forceStructure, block) : null,
     });
     invariant(table.numTokens === join.tokens.length, () => `join: table holds ${table.numTokens} tokens, sequence ${join.tokens.length}`);
@@ -421,7 +488,13 @@ export class Scheduler {
     const P = req.prompt.length;
     if (!req.branches) {
       const s = req.seqs[0];
-      if (!s) return { tokens: [...req.prompt], positions: req.prompt.map((_, i) => i), logprobs: req.prompt.map(() => null), origins: req.prompt.map(() => "engine") };
+      if (!s)
+        return {
+          tokens: [...req.prompt],
+          positions: req.prompt.map((_, i) => i),
+          logprobs: req.prompt.map(() => null),
+          origins: req.prompt.map(() => "engine"),
+        };
       return { tokens: [...s.tokens], positions: [...s.positions], logprobs: [...s.logprobs], origins: [...s.origins] };
     }
     const out = { tokens: [] as number[], positions: [] as number[], logprobs: [] as Array<number | null>, origins: [] as TokenOrigin[] };
@@ -449,8 +522,17 @@ export class Scheduler {
     stats.criticalPathTokens = ser.positions.length > P ? Math.max(...ser.positions.slice(P)) + 1 - P : 0;
     stats.wallMs = performance.now() - req.startMs;
     req.result = {
-      requestId: req.id, promptIds: req.prompt, ids, logprobs: ser.logprobs.slice(P), origins: ser.origins.slice(P),
-      positions: ser.positions.slice(P), text: this.vocab.decode(ids), finishReason: reason, malformed, tree, stats,
+      requestId: req.id,
+      promptIds: req.prompt,
+      ids,
+      logprobs: ser.logprobs.slice(P),
+      origins: ser.origins.slice(P),
+      positions: ser.positions.slice(P),
+      text: this.vocab.decode(ids),
+      finishReason: reason,
+      malformed,
+      tree,
+      stats,
     };
     req.status = "finished";
     req.branches = null;

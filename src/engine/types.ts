@@ -43,7 +43,10 @@ export function resolveParams(p: Partial<GenerateParams>): GenerateParams {
   const out = { ...DEFAULT_GENERATE, ...p };
   checkSamplingParams(out);
   if (!(Number.isInteger(out.maxNewTokens) && out.maxNewTokens >= 1)) {
-    throw new UsageError(`max_new_tokens must be a positive integer, got ${out.maxNewTokens}`, { code: "bad_budget", param: "max_new_tokens" });
+    throw new UsageError(`max_new_tokens must be a positive integer, got ${out.maxNewTokens}`, {
+      code: "bad_budget",
+      param: "max_new_tokens",
+    });
   }
   if (!(Number.isInteger(out.maxPlans) && out.maxPlans >= 1)) {
     throw new UsageError(`max_plans must be a positive integer, got ${out.maxPlans}`, { code: "bad_max_plans", param: "max_plans" });

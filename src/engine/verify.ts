@@ -44,7 +44,15 @@ export function verifyTolerances(model: Pick<Qwen3Model, "gemmDtype">): { tie: n
   return model.gemmDtype === "bf16" ? { tie: 1e-2, logprob: 1e-2 } : { tie: TIE_TOLERANCE, logprob: 1e-4 };
 }
 
-export function rescoreTrajectory(model: Qwen3Model, vocab: EngineVocab, r: GenerationResult, mode: GenerateParams["mode"], greedy: boolean, forced: boolean, penalties: { trunk: number; branch: number } = { trunk: 1, branch: 1.02 }): RescoreReport {
+export function rescoreTrajectory(
+  model: Qwen3Model,
+  vocab: EngineVocab,
+  r: GenerationResult,
+  mode: GenerateParams["mode"],
+  greedy: boolean,
+  forced: boolean,
+  penalties: { trunk: number; branch: number } = { trunk: 1, branch: 1.02 },
+): RescoreReport {
   const P = r.promptIds.length;
   const all = [...r.promptIds, ...r.ids];
   const complete = r.finishReason === "stop" && r.malformed === null;

@@ -82,8 +82,10 @@ export type TrajectoryLayoutInput = {
 export function trajectoryLayout(input: TrajectoryLayoutInput): NprLayoutResult {
   const T = "tokens" in input ? input.tokens.length : input.ids.length;
   if (input.mode === "sequential") {
-    invariant(Number.isInteger(input.promptLen) && input.promptLen >= 0 && input.promptLen <= T, () =>
-      `trajectoryLayout: prompt length ${input.promptLen} outside [0, ${T}]`);
+    invariant(
+      Number.isInteger(input.promptLen) && input.promptLen >= 0 && input.promptLen <= T,
+      () => `trajectoryLayout: prompt length ${input.promptLen} outside [0, ${T}]`,
+    );
     return { ok: true, layout: causalLayout(T) };
   }
   const tokenAt = "tokens" in input ? (i: number) => input.tokens[i]! : (i: number) => input.tokenOf(input.ids[i]!);
@@ -106,8 +108,10 @@ export function buildNprLayout(promptLen: number, tokens: readonly string[], opt
 
 /** buildNprLayout over T tokens read through `tokenAt` (strings or mapped ids, read once each in order). */
 function layoutParallel(promptLen: number, T: number, tokenAt: (i: number) => string, allowIncomplete: boolean): NprLayoutResult {
-  invariant(Number.isInteger(promptLen) && promptLen >= 0 && promptLen <= T, () =>
-    `buildNprLayout: prompt length ${promptLen} outside [0, ${T}]`);
+  invariant(
+    Number.isInteger(promptLen) && promptLen >= 0 && promptLen <= T,
+    () => `buildNprLayout: prompt length ${promptLen} outside [0, ${T}]`,
+  );
   const positions = new Int32Array(T); // [T]
   const segOffsets = new Int32Array(T + 1); // [T + 1]
   // At most two segments per token: the block prefix and the token's own step.

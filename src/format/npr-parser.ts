@@ -89,7 +89,8 @@ export class NprParser {
   constructor(opts: NprParserOptions = {}) {
     this.requirePlanNumbers = opts.requirePlanNumbers ?? true;
     this.maxPlans = opts.maxPlans ?? MAX_PLANS;
-    if (!(Number.isInteger(this.maxPlans) && this.maxPlans >= 1)) throw new RangeError(`NprParser: maxPlans must be an integer >= 1, got ${opts.maxPlans}`);
+    if (!(Number.isInteger(this.maxPlans) && this.maxPlans >= 1))
+      throw new RangeError(`NprParser: maxPlans must be an integer >= 1, got ${opts.maxPlans}`);
   }
 
   /** The region after the last token. */
@@ -210,9 +211,13 @@ export class NprParser {
         }
         if (tag === null) {
           const after = this.stepsDone === 0 ? "</guideline>" : `step ${this.stepsDone}'s </step>`;
-          return this.fail(`text ${JSON.stringify(token)} after ${after} in block ${this.blocks}; the canonical form has no token between these tags`);
+          return this.fail(
+            `text ${JSON.stringify(token)} after ${after} in block ${this.blocks}; the canonical form has no token between these tags`,
+          );
         }
-        return this.fail(`${tag} after ${this.stepsDone === 0 ? "</guideline>" : "</step>"} in block ${this.blocks}; expected <step> or <takeaway>`);
+        return this.fail(
+          `${tag} after ${this.stepsDone === 0 ? "</guideline>" : "</step>"} in block ${this.blocks}; expected <step> or <takeaway>`,
+        );
       case "step":
         if (tag === null) return this.ok();
         if (tag === STEP_CLOSE) {
@@ -220,7 +225,8 @@ export class NprParser {
           this.region = "gap";
           return { kind: "branch-end", step };
         }
-        if (tag === GUIDELINE_OPEN) return this.fail(`nested <guideline> inside step ${this.stepsDone + 1} of block ${this.blocks} (no nesting)`);
+        if (tag === GUIDELINE_OPEN)
+          return this.fail(`nested <guideline> inside step ${this.stepsDone + 1} of block ${this.blocks} (no nesting)`);
         return this.fail(`${tag} inside step ${this.stepsDone + 1} of block ${this.blocks}`);
       case "takeaway":
         if (tag === null) return this.ok();

@@ -56,9 +56,7 @@ export interface NprTrajectory {
  * that is not whitespace stays and is reported by the parser.
  */
 export function canonicalizeResponse(text: string): string {
-  return text
-    .replace(/(<\/guideline>|<\/step>)\s+(?=<step>|<takeaway>)/g, "$1")
-    .replace(/<step>\s+(?=\d+(?:\.\d+)*\s*:)/g, "<step>");
+  return text.replace(/(<\/guideline>|<\/step>)\s+(?=<step>|<takeaway>)/g, "$1").replace(/<step>\s+(?=\d+(?:\.\d+)*\s*:)/g, "<step>");
 }
 
 /**

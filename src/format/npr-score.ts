@@ -71,7 +71,11 @@ export function formatScore(response: string, variant: FormatVariant): FormatSco
     if (m[3]!.length < 6) add(-0.4, `the takeaway of block ${k} is shorter than 6 characters`);
     prevEnd = m.index + m[0].length;
   }
-  if (k === 0) return { score: -1.5, penalties: [{ penalty: -1.5, reason: "no <guideline>...</guideline> <step>... <takeaway>...</takeaway> block found" }] };
+  if (k === 0)
+    return {
+      score: -1.5,
+      penalties: [{ penalty: -1.5, reason: "no <guideline>...</guideline> <step>... <takeaway>...</takeaway> block found" }],
+    };
   const trailing = s.slice(prevEnd);
   if (containsNprTag(trailing)) add(-1.0, "tags after the last block");
   if (variant === "stage1" && lastNonEmptyBoxed(trailing) === null) {

@@ -6,16 +6,7 @@
  */
 
 /** The tags in the order NPR adds them as special tokens (ids 151669..151676 on Qwen3). */
-export const NPR_TAGS = [
-  "<guideline>",
-  "</guideline>",
-  "<plan>",
-  "</plan>",
-  "<step>",
-  "</step>",
-  "<takeaway>",
-  "</takeaway>",
-] as const;
+export const NPR_TAGS = ["<guideline>", "</guideline>", "<plan>", "</plan>", "<step>", "</step>", "<takeaway>", "</takeaway>"] as const;
 
 export type NprTag = (typeof NPR_TAGS)[number];
 

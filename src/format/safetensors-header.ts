@@ -17,7 +17,16 @@ import { CheckpointFormatError } from "../util/index.ts";
 export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
 export const DTYPE_BYTES: Record<StDType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /**
@@ -155,8 +164,12 @@ export function parseHeader(file: string, fd: number): { metadata: Record<string
     const dtype = info["dtype"];
     if (!isStDType(dtype)) {
       const known = Object.keys(DTYPE_BYTES).join(", ");
-      throw fail("unknown_dtype", `${at}: dtype ${JSON.stringify(dtype)} is not one npr reads (${known})`, name,
-        "quantized or exotic dtypes are not supported: convert the checkpoint to bf16, f16 or f32");
+      throw fail(
+        "unknown_dtype",
+        `${at}: dtype ${JSON.stringify(dtype)} is not one npr reads (${known})`,
+        name,
+        "quantized or exotic dtypes are not supported: convert the checkpoint to bf16, f16 or f32",
+      );
     }
     const shape = info["shape"];
     if (!Array.isArray(shape) || !shape.every(isCount)) {
@@ -205,7 +218,10 @@ export function parseHeader(file: string, fd: number): { metadata: Record<string
  * first (only when given) and the tensors in data order, padded with spaces to a multiple of 8 so
  * every tensor is aligned to its element size. `head` is the u64 length plus the padded JSON.
  */
-export function encodeHeader<E extends HeaderEntry>(entries: readonly E[], metadata?: Record<string, string>): { head: Uint8Array; sorted: E[] } {
+export function encodeHeader<E extends HeaderEntry>(
+  entries: readonly E[],
+  metadata?: Record<string, string>,
+): { head: Uint8Array; sorted: E[] } {
   const rank = (d: StDType): number => RS_DTYPE_ORDER.indexOf(d);
   // Code-unit order, as Rust's byte-wise String order for the BMP (names are ASCII in practice).
   const byName = (a: E, b: E): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

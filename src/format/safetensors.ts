@@ -209,7 +209,10 @@ export class SafetensorsCheckpoint {
         hint: "the weights are missing: download model.safetensors (or the shards and their index) into this folder",
       });
     }
-    return SafetensorsCheckpoint.openFiles(files.map((n) => path.join(dirOrFile, n)), null);
+    return SafetensorsCheckpoint.openFiles(
+      files.map((n) => path.join(dirOrFile, n)),
+      null,
+    );
   }
 
   /** Tensor names: files in order, each in data order. */
@@ -288,19 +291,30 @@ export class SafetensorsCheckpoint {
         throw fail("index_invalid", what, name, "shard names must be files beside the index");
       }
       if (!fs.existsSync(path.join(dir, shard))) {
-        throw fail("missing_shard", `maps tensor "${name}" to shard "${shard}", which does not exist in ${dir}`, shard,
-          "the download is incomplete: fetch every shard the index lists");
+        throw fail(
+          "missing_shard",
+          `maps tensor "${name}" to shard "${shard}", which does not exist in ${dir}`,
+          shard,
+          "the download is incomplete: fetch every shard the index lists",
+        );
       }
       shards.push(shard);
     }
-    const ck = SafetensorsCheckpoint.openFiles(shards.map((s) => path.join(dir, s)), indexPath);
+    const ck = SafetensorsCheckpoint.openFiles(
+      shards.map((s) => path.join(dir, s)),
+      indexPath,
+    );
     for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
       const entry = ck.get(name);
       if (entry === undefined || entry.file !== path.join(dir, shard)) {
         ck.close();
         const what = `maps tensor "${name}" to shard ${path.join(dir, shard)}, which does not hold it`;
-        throw fail("index_tensor_missing", what, name,
-          "the index and the shards come from different saves: re-download or re-save the checkpoint");
+        throw fail(
+          "index_tensor_missing",
+          what,
+          name,
+          "the index and the shards come from different saves: re-download or re-save the checkpoint",
+        );
       }
     }
     return ck;

@@ -32,8 +32,10 @@ export class BlockPool {
   private numFreeBlocks = 0;
 
   constructor(numBlocks: number) {
-    invariant(Number.isInteger(numBlocks) && numBlocks >= 2, () =>
-      `BlockPool: need at least 2 blocks (the null block and one usable), got ${numBlocks}`);
+    invariant(
+      Number.isInteger(numBlocks) && numBlocks >= 2,
+      () => `BlockPool: need at least 2 blocks (the null block and one usable), got ${numBlocks}`,
+    );
     this.numBlocks = numBlocks;
     this.refCounts = new Int32Array(numBlocks);
     this.prevFree = new Int32Array(numBlocks).fill(NONE);
@@ -134,14 +136,18 @@ export class BlockPool {
     invariant(this.refCounts[NULL_BLOCK] === 0 && !seen[NULL_BLOCK], "the null block was used");
     for (let id = 1; id < this.numBlocks; id++) {
       invariant(this.refCounts[id]! >= 0, () => `block ${id} has negative refCount`);
-      invariant((this.refCounts[id] === 0) === (seen[id] === 1), () =>
-        `block ${id} has refCount ${this.refCounts[id]} but is ${seen[id] ? "" : "not "}in the free list`);
+      invariant(
+        (this.refCounts[id] === 0) === (seen[id] === 1),
+        () => `block ${id} has refCount ${this.refCounts[id]} but is ${seen[id] ? "" : "not "}in the free list`,
+      );
     }
   }
 
   private checkId(id: number, what: string): void {
-    invariant(Number.isInteger(id) && id > 0 && id < this.numBlocks, () =>
-      `BlockPool.${what}: bad block id ${id} (valid: 1..${this.numBlocks - 1}; 0 is the null block)`);
+    invariant(
+      Number.isInteger(id) && id > 0 && id < this.numBlocks,
+      () => `BlockPool.${what}: bad block id ${id} (valid: 1..${this.numBlocks - 1}; 0 is the null block)`,
+    );
   }
 
   private pushTail(id: number): void {

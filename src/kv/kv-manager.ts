@@ -30,8 +30,7 @@ export interface SlotCopy {
 
 export type AppendResult =
   /** slots: [n] global slot ids (block * blockSize + offset) for the new tokens, in order. */
-  | { ok: true; slots: Int32Array; copies: SlotCopy[] }
-  | { ok: false; why: string; blocksNeeded: number };
+  { ok: true; slots: Int32Array; copies: SlotCopy[] } | { ok: false; why: string; blocksNeeded: number };
 
 let nextTableId = 1;
 
@@ -235,16 +234,21 @@ export class KVManager {
       let tokens = 0;
       for (let e = 0; e < t.numEntries; e++) {
         const b = t.blocks[e]!;
-        invariant(t.starts[e]! >= 0 && t.starts[e]! < t.ends[e]! && t.ends[e]! <= this.frontier[b]!, () =>
-          `table ${t.id} entry ${e}: slots [${t.starts[e]}, ${t.ends[e]}) of block ${b} outside its ${this.frontier[b]} written slots`);
+        invariant(
+          t.starts[e]! >= 0 && t.starts[e]! < t.ends[e]! && t.ends[e]! <= this.frontier[b]!,
+          () =>
+            `table ${t.id} entry ${e}: slots [${t.starts[e]}, ${t.ends[e]}) of block ${b} outside its ${this.frontier[b]} written slots`,
+        );
         tokens += t.ends[e]! - t.starts[e]!;
       }
       invariant(tokens === t.numTokens, () => `table ${t.id}: entries hold ${tokens} tokens, numTokens ${t.numTokens}`);
       for (const b of t.uniqueBlocks()) holders[b]!++;
     }
     for (let b = 1; b < this.pool.numBlocks; b++) {
-      invariant(this.pool.refCount(b) === holders[b], () =>
-        `block ${b}: refCount ${this.pool.refCount(b)} but ${holders[b]} live table(s) hold it (leak or double free)`);
+      invariant(
+        this.pool.refCount(b) === holders[b],
+        () => `block ${b}: refCount ${this.pool.refCount(b)} but ${holders[b]} live table(s) hold it (leak or double free)`,
+      );
     }
   }
 

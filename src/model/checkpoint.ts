@@ -95,14 +95,19 @@ export function loadQwen3(dir: string, opts: LoadOptions): Qwen3Model {
       if (!same) {
         throw new CheckpointFormatError(
           `${dir}: tensor ${spec.name} has shape [${entry.shape.join(", ")}], config.json implies [${spec.shape.join(", ")}]`,
-          { code: "bad_shape", param: spec.name, hint: "the weights and config.json come from different models" },
+          {
+            code: "bad_shape",
+            param: spec.name,
+            hint: "the weights and config.json come from different models",
+          },
         );
       }
       if (!FLOAT_STORAGE.has(entry.dtype)) {
-        throw new CheckpointFormatError(
-          `${dir}: tensor ${spec.name} is stored as ${entry.dtype}, expected F32, BF16, F16 or F64`,
-          { code: "bad_dtype", param: spec.name, hint: "quantized checkpoints are not supported; use the bf16 release" },
-        );
+        throw new CheckpointFormatError(`${dir}: tensor ${spec.name} is stored as ${entry.dtype}, expected F32, BF16, F16 or F64`, {
+          code: "bad_dtype",
+          param: spec.name,
+          hint: "quantized checkpoints are not supported; use the bf16 release",
+        });
       }
       // Decoded straight into the compute dtype and written into a fresh buffer in one bulk copy
       // (Tensor.fromArray would copy element by element once more: slow for 150M-entry tables).
@@ -183,10 +188,7 @@ export function saveQwen3(model: Qwen3Model, dir: string, opts: SaveOptions = {}
     });
     const config = qwen3ConfigToJson(model.config, { torchDtype: TORCH_DTYPE[dtype] });
     fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(config, null, 2) + "\n");
-    fs.writeFileSync(
-      path.join(tmp, "generation_config.json"),
-      JSON.stringify(generationConfig(model), null, 2) + "\n",
-    );
+    fs.writeFileSync(path.join(tmp, "generation_config.json"), JSON.stringify(generationConfig(model), null, 2) + "\n");
     let old: string | null = null;
     if (existing !== null) {
       old = `${target}.old-${stamp}`;
@@ -194,7 +196,11 @@ export function saveQwen3(model: Qwen3Model, dir: string, opts: SaveOptions = {}
     }
     fs.renameSync(tmp, target);
     if (old) fs.rmSync(old, { recursive: true, force: true });
-    return [...files.map((f) => path.join(target, path.basename(f))), path.join(target, "config.json"), path.join(target, "generation_config.json")];
+    return [
+      ...files.map((f) => path.join(target, path.basename(f))),
+      path.join(target, "config.json"),
+      path.join(target, "generation_config.json"),
+    ];
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;

@@ -156,7 +156,10 @@ export function parseQwen3Config(json: unknown, source = "config.json"): ParsedQ
   if (numAttentionHeads % numKeyValueHeads !== 0) {
     throw new ConfigError(
       `${source}: num_attention_heads (${numAttentionHeads}) must be a multiple of num_key_value_heads (${numKeyValueHeads})`,
-      { code: "bad_value", param: "num_key_value_heads" },
+      {
+        code: "bad_value",
+        param: "num_key_value_heads",
+      },
     );
   }
   // Rotate-half RoPE pairs element j with j + D/2.
@@ -253,10 +256,10 @@ function parseRope(obj: Json, p: Reader, source: string): number {
   let fromTop: number | undefined;
   if (obj["rope_theta"] !== undefined) fromTop = p.positiveNumber("rope_theta");
   if (fromTop !== undefined && fromParams !== undefined && fromTop !== fromParams) {
-    throw new ConfigError(
-      `${source}: rope_theta (${fromTop}) disagrees with rope_parameters.rope_theta (${fromParams})`,
-      { code: "bad_value", param: "rope_theta" },
-    );
+    throw new ConfigError(`${source}: rope_theta (${fromTop}) disagrees with rope_parameters.rope_theta (${fromParams})`, {
+      code: "bad_value",
+      param: "rope_theta",
+    });
   }
   const theta = fromTop ?? fromParams;
   if (theta === undefined) {
@@ -418,13 +421,7 @@ export function describeQwen3Config(c: Qwen3Config): string {
 export function makeQwen3Config(
   fields: Pick<
     Qwen3Config,
-    | "vocabSize"
-    | "hiddenSize"
-    | "intermediateSize"
-    | "numHiddenLayers"
-    | "numAttentionHeads"
-    | "numKeyValueHeads"
-    | "headDim"
+    "vocabSize" | "hiddenSize" | "intermediateSize" | "numHiddenLayers" | "numAttentionHeads" | "numKeyValueHeads" | "headDim"
   > &
     Partial<Qwen3Config>,
 ): Qwen3Config {

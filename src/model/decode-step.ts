@@ -18,7 +18,13 @@
  */
 import { hasDecodeAttention, hasFusedDecode, hasGraphCapture } from "../tensor/index.ts";
 import type {
-  AttentionSegments, Backend, DecodeAttentionCapacity, DeviceBuffer, FusedDecodeOps, GraphCapture, PagedDecodeAttention,
+  AttentionSegments,
+  Backend,
+  DecodeAttentionCapacity,
+  DeviceBuffer,
+  FusedDecodeOps,
+  GraphCapture,
+  PagedDecodeAttention,
 } from "../tensor/index.ts";
 import { invariant } from "../util/index.ts";
 import type { PagedKVStorage } from "./paged-kv.ts";
@@ -79,14 +85,15 @@ export class DecodeStep {
 
   constructor(model: Qwen3Model, storage: PagedKVStorage, opts: DecodeStepOptions = {}) {
     invariant(storage.backend === model.backend && storage.dtype === model.dtype, "DecodeStep: storage made for another model");
-    invariant(DecodeStep.supports(model), "DecodeStep: the decode step does not implement activations \"bf16\" or computeDtype");
+    invariant(DecodeStep.supports(model), 'DecodeStep: the decode step does not implement activations "bf16" or computeDtype');
     this.model = model;
     this.storage = storage;
     const be = model.backend;
     this.be = be;
     this.gc = hasGraphCapture(be) ? be : null;
     this.da = (opts.decodeAttention ?? true) && hasDecodeAttention(be) ? be : null;
-    this.fx = (opts.fused ?? true) && hasFusedDecode(be) && model.weightDtype === "bf16" && model.dtype === "f32" && this.aligned() ? be : null;
+    this.fx =
+      (opts.fused ?? true) && hasFusedDecode(be) && model.weightDtype === "bf16" && model.dtype === "f32" && this.aligned() ? be : null;
   }
 
   /** Whether the fused body runs (see the file header). */
@@ -197,13 +204,23 @@ export class DecodeStep {
     const st = this.storage;
     if (this.da && inp.plan) {
       this.da.decodeAttention(x.q!, st.keys[l]!, st.values[l]!, inp.plan.buffer, inp.plan.scratch, x.att!, x.lse!, {
-        rows: inp.batch, keys: st.numBlocks * st.blockSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
-        scale: 1 / Math.sqrt(c.headDim), capacity: inp.plan.capacity,
+        rows: inp.batch,
+        keys: st.numBlocks * st.blockSize,
+        heads: c.numAttentionHeads,
+        kvHeads: c.numKeyValueHeads,
+        headDim: c.headDim,
+        scale: 1 / Math.sqrt(c.headDim),
+        capacity: inp.plan.capacity,
       });
       return;
     }
     this.be.attention(x.q!, st.keys[l]!, st.values[l]!, inp.segments, x.att!, x.lse!, {
-      tokens: inp.batch, keys: st.numBlocks * st.blockSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+      tokens: inp.batch,
+      keys: st.numBlocks * st.blockSize,
+      heads: c.numAttentionHeads,
+      kvHeads: c.numKeyValueHeads,
+      headDim: c.headDim,
+      scale: 1 / Math.sqrt(c.headDim),
     });
   }
 
@@ -230,24 +247,57 @@ export class DecodeStep {
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const n = layerParamNames(l);
       // The input norm is fused into the q/k/v GEMV (a separate kernel into a16 beyond a few rows).
-      fx.decodeGemv(x.h!, [
-        { w: this.buf(n.q), y: x.q!, n: H * D, bias: bias(n.qBias) },
-        { w: this.buf(n.k), y: x.k!, n: Hkv * D, bias: bias(n.kBias) },
-        { w: this.buf(n.v), y: x.v!, n: Hkv * D, bias: bias(n.vBias) },
-      ], { rows: B, k: C, epilogue: "store", norm: { w: this.buf(n.inputNorm), eps, scratch: x.a16! } });
-      fx.decodeQkNormRope(x.q!, x.k!, x.v!, this.buf(n.qNorm), this.buf(n.kNorm), inp.positions, inp.writeSlots, st.keys[l]!, st.values[l]!, {
-        rows: B, heads: H, kvHeads: Hkv, headDim: D, eps, theta: c.ropeTheta,
-      });
+      fx.decodeGemv(
+        x.h!,
+        [
+          { w: this.buf(n.q), y: x.q!, n: H * D, bias: bias(n.qBias) },
+          { w: this.buf(n.k), y: x.k!, n: Hkv * D, bias: bias(n.kBias) },
+          { w: this.buf(n.v), y: x.v!, n: Hkv * D, bias: bias(n.vBias) },
+        ],
+        { rows: B, k: C, epilogue: "store", norm: { w: this.buf(n.inputNorm), eps, scratch: x.a16! } },
+      );
+      fx.decodeQkNormRope(
+        x.q!,
+        x.k!,
+        x.v!,
+        this.buf(n.qNorm),
+        this.buf(n.kNorm),
+        inp.positions,
+        inp.writeSlots,
+        st.keys[l]!,
+        st.values[l]!,
+        {
+          rows: B,
+          heads: H,
+          kvHeads: Hkv,
+          headDim: D,
+          eps,
+          theta: c.ropeTheta,
+        },
+      );
       this.attend(inp, x, l);
       // o_proj reads the f32 attention output, rounded to bf16 as it loads (the generic path's cast).
       fx.decodeGemv(x.att!, [{ w: this.buf(n.o), y: x.h!, n: C, bias: bias(n.oBias) }], { rows: B, k: H * D, epilogue: "add" });
-      fx.decodeGemv(x.h!, [{ w: this.buf(n.gate), y: x.mlp16!, n: I }, { w: this.buf(n.up), y: x.mlp16!, n: I }], {
-        rows: B, k: C, epilogue: "swiglu", norm: { w: this.buf(n.postNorm), eps, scratch: x.a16! },
-      });
+      fx.decodeGemv(
+        x.h!,
+        [
+          { w: this.buf(n.gate), y: x.mlp16!, n: I },
+          { w: this.buf(n.up), y: x.mlp16!, n: I },
+        ],
+        {
+          rows: B,
+          k: C,
+          epilogue: "swiglu",
+          norm: { w: this.buf(n.postNorm), eps, scratch: x.a16! },
+        },
+      );
       fx.decodeGemv(x.mlp16!, [{ w: this.buf(n.down), y: x.h!, n: C }], { rows: B, k: I, epilogue: "add" });
     }
     fx.decodeGemv(x.h!, [{ w: head, y: bufs.logits, n: c.vocabSize }], {
-      rows: B, k: C, epilogue: "store", norm: { w: this.buf(FINAL_NORM), eps, scratch: x.a16! },
+      rows: B,
+      k: C,
+      epilogue: "store",
+      norm: { w: this.buf(FINAL_NORM), eps, scratch: x.a16! },
     });
   }
 

@@ -216,10 +216,16 @@ export class HfBf16Math implements ForwardMath {
     const [T, H, D] = q.shape as [number, number, number];
     const [S, Hkv] = k.shape as [number, number, number];
     const G = H / Hkv;
-    invariant(S === this.layout.numKeys && T === this.layout.numTokens, () =>
-      `HfBf16Math.attention: q [${q.shape}], k [${k.shape}] for a layout of ${this.layout.numTokens} tokens over ${this.layout.numKeys} keys`);
+    invariant(
+      S === this.layout.numKeys && T === this.layout.numTokens,
+      () =>
+        `HfBf16Math.attention: q [${q.shape}], k [${k.shape}] for a layout of ${this.layout.numTokens} tokens over ${this.layout.numKeys} keys`,
+    );
     // Query head h = kvHead * G + g reads kv head kvHead (repeat_kv), so one batched GEMM per kv head.
-    const qh = q.reshape([T, Hkv, G, D]).permute([1, 2, 0, 3]).reshape([Hkv, G * T, D]);
+    const qh = q
+      .reshape([T, Hkv, G, D])
+      .permute([1, 2, 0, 3])
+      .reshape([Hkv, G * T, D]);
     const kt = k.permute([1, 2, 0]); // [Hkv, D, S]
     const vh = v.permute([1, 0, 2]); // [Hkv, S, D]
     // torch: matmul(q, k^T) is a bf16 tensor, `* scaling` (a Python float, fp32 in the kernel) another.

@@ -100,10 +100,11 @@ export class KVCache implements KVStore {
   ensureRoom(tokens: number): void {
     invariant(!this.disposed, "KVCache used after dispose()");
     if (this.len + tokens > this.maxTokens) {
-      throw new KVCacheFullError(
-        `KV cache full: ${this.len} tokens cached + ${tokens} new > maxTokens ${this.maxTokens}`,
-        { code: "kv_full", param: "maxTokens", hint: "create the KVCache with a larger maxTokens, or start a new sequence" },
-      );
+      throw new KVCacheFullError(`KV cache full: ${this.len} tokens cached + ${tokens} new > maxTokens ${this.maxTokens}`, {
+        code: "kv_full",
+        param: "maxTokens",
+        hint: "create the KVCache with a larger maxTokens, or start a new sequence",
+      });
     }
   }
 
@@ -117,13 +118,18 @@ export class KVCache implements KVStore {
     invariant(layer >= 0 && layer < this.numLayers, () => `KVCache: layer ${layer} of ${this.numLayers}`);
     const T = k.shape[0]!;
     const rowShape = [this.kvHeads, this.headDim];
-    for (const [what, t] of [["k", k], ["v", v]] as const) {
+    for (const [what, t] of [
+      ["k", k],
+      ["v", v],
+    ] as const) {
       invariant(
         t.ndim === 3 && t.shape[0] === T && t.shape[1] === rowShape[0] && t.shape[2] === rowShape[1],
         () => `KVCache.append: ${what} has shape [${t.shape}], expected [${T}, ${rowShape}]`,
       );
-      invariant(t.dtype === this.dtype && t.backend === this.backend, () =>
-        `KVCache.append: ${what} is ${t.dtype} on ${t.backend.name}, cache is ${this.dtype} on ${this.backend.name}`);
+      invariant(
+        t.dtype === this.dtype && t.backend === this.backend,
+        () => `KVCache.append: ${what} is ${t.dtype} on ${t.backend.name}, cache is ${this.dtype} on ${this.backend.name}`,
+      );
     }
     invariant(this.len + T <= this.maxTokens, "KVCache.append past maxTokens: call ensureRoom() first");
     const rowSize = this.kvHeads * this.headDim;
@@ -145,8 +151,10 @@ export class KVCache implements KVStore {
 
   /** Forgets every row from `length` on (e.g. to re-decode after a rejected token); 0 empties it. */
   truncate(length: number): void {
-    invariant(Number.isInteger(length) && length >= 0 && length <= this.len, () =>
-      `KVCache.truncate(${length}) with ${this.len} tokens cached`);
+    invariant(
+      Number.isInteger(length) && length >= 0 && length <= this.len,
+      () => `KVCache.truncate(${length}) with ${this.len} tokens cached`,
+    );
     this.len = length;
   }
 

@@ -245,7 +245,10 @@ class PagedStepView implements KVStore {
     }
     const rowShape = [st.kvHeads, st.headDim];
     const pageStrides = [row, st.headDim, 1];
-    for (const [t, pages, scratch] of [[k, st.keys[layer]!, this.scratchK], [v, st.values[layer]!, this.scratchV!]] as const) {
+    for (const [t, pages, scratch] of [
+      [k, st.keys[layer]!, this.scratchK],
+      [v, st.values[layer]!, this.scratchV!],
+    ] as const) {
       // Scatter the new rows into their slots, one copy per run of consecutive slots.
       for (let i = 0; i < T; ) {
         let j = i + 1;
@@ -260,9 +263,19 @@ class PagedStepView implements KVStore {
       }
       // Gather the visible old rows, then the new ones, into the contiguous key list.
       for (const r of this.runs) {
-        st.backend.copy(pages, scratch, { shape: [r.count, ...rowShape], srcStrides: pageStrides, srcOffset: r.src * row, dstOffset: r.dst * row });
+        st.backend.copy(pages, scratch, {
+          shape: [r.count, ...rowShape],
+          srcStrides: pageStrides,
+          srcOffset: r.src * row,
+          dstOffset: r.dst * row,
+        });
       }
-      st.backend.copy(t.buffer, scratch, { shape: [T, ...rowShape], srcStrides: t.strides, srcOffset: t.offset, dstOffset: this.past * row });
+      st.backend.copy(t.buffer, scratch, {
+        shape: [T, ...rowShape],
+        srcStrides: t.strides,
+        srcOffset: t.offset,
+        dstOffset: this.past * row,
+      });
     }
     const shape = [S, st.kvHeads, st.headDim];
     return { k: Tensor.fromBuffer(st.backend, this.scratchK, shape), v: Tensor.fromBuffer(st.backend, this.scratchV!, shape) };

@@ -80,12 +80,13 @@ export class Qwen3Model {
    */
   constructor(config: Qwen3Config, params: Map<string, Tensor>, opts: Qwen3ModelOptions = {}) {
     const specs = qwen3ParamSpecs(config);
-    invariant(params.size === specs.length, () =>
-      `Qwen3Model: ${params.size} parameters given, config needs ${specs.length}`);
+    invariant(params.size === specs.length, () => `Qwen3Model: ${params.size} parameters given, config needs ${specs.length}`);
     const first = params.get(EMBED);
     invariant(first, `Qwen3Model: missing ${EMBED}`);
-    invariant(first.dtype === "f32" || first.dtype === "f64" || first.dtype === "bf16", () =>
-      `Qwen3Model: parameters must be f32, f64 or bf16, got ${first.dtype}`);
+    invariant(
+      first.dtype === "f32" || first.dtype === "f64" || first.dtype === "bf16",
+      () => `Qwen3Model: parameters must be f32, f64 or bf16, got ${first.dtype}`,
+    );
     const mode = first.dtype;
     for (const spec of specs) {
       const t = params.get(spec.name);
@@ -95,8 +96,10 @@ export class Qwen3Model {
         () => `Qwen3Model: ${spec.name} has shape [${t.shape}], expected [${spec.shape}]`,
       );
       const want = paramDtype(spec, mode);
-      invariant(t.dtype === want && t.backend === first.backend, () =>
-        `Qwen3Model: ${spec.name} is ${t.dtype} on ${t.backend.name}, expected ${want} on ${first.backend.name}`);
+      invariant(
+        t.dtype === want && t.backend === first.backend,
+        () => `Qwen3Model: ${spec.name} is ${t.dtype} on ${t.backend.name}, expected ${want} on ${first.backend.name}`,
+      );
     }
     this.config = config;
     this.params = params;
@@ -107,14 +110,18 @@ export class Qwen3Model {
       // A user's choice (CLI, trainer config), but only meaningful over f32 masters.
       if (opts.computeDtype !== "bf16" || mode !== "f32") {
         throw new UsageError(`computeDtype ${opts.computeDtype} needs f32 parameters, the model's are ${mode}`, {
-          code: "bad_compute_dtype", param: "computeDtype", hint: "use computeDtype \"bf16\" with an f32 model",
+          code: "bad_compute_dtype",
+          param: "computeDtype",
+          hint: 'use computeDtype "bf16" with an f32 model',
         });
       }
     }
     if (opts.activations !== undefined) {
       if (opts.activations !== "bf16" || mode === "f64") {
         throw new UsageError(`activations ${opts.activations} needs f32 or bf16 parameters, the model's are ${mode}`, {
-          code: "bad_activations", param: "activations", hint: "use activations \"bf16\" with an f32 or bf16 model",
+          code: "bad_activations",
+          param: "activations",
+          hint: 'use activations "bf16" with an f32 or bf16 model',
         });
       }
     }
@@ -238,16 +245,21 @@ export class Qwen3Model {
       }
     }
     const past = kv ? kv.length : 0;
-    invariant(layout.numTokens === ids.length, () =>
-      `forward: layout has ${layout.numTokens} tokens, ids has ${ids.length}`);
-    invariant(layout.numKeys === past + ids.length, () =>
-      `forward: layout sees ${layout.numKeys} keys but ${past} cached + ${ids.length} new` +
-      (kv ? " (build it as causalLayout(T, kv.length))" : ""));
+    invariant(layout.numTokens === ids.length, () => `forward: layout has ${layout.numTokens} tokens, ids has ${ids.length}`);
+    invariant(
+      layout.numKeys === past + ids.length,
+      () =>
+        `forward: layout sees ${layout.numKeys} keys but ${past} cached + ${ids.length} new` +
+        (kv ? " (build it as causalLayout(T, kv.length))" : ""),
+    );
     if (kv) {
       const c = this.config;
       invariant(
-        kv.numLayers === c.numHiddenLayers && kv.kvHeads === c.numKeyValueHeads && kv.headDim === c.headDim &&
-          kv.dtype === this.dtype && kv.backend === this.backend,
+        kv.numLayers === c.numHiddenLayers &&
+          kv.kvHeads === c.numKeyValueHeads &&
+          kv.headDim === c.headDim &&
+          kv.dtype === this.dtype &&
+          kv.backend === this.backend,
         "forward: KVCache was made for a different model (use model.newKVCache)",
       );
     }

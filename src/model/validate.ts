@@ -37,22 +37,32 @@ export function checkQwen3Tensors(where: string, config: Qwen3Config, ck: Pick<S
   for (const spec of specs) {
     const entry = ck.get(spec.name);
     if (!entry) {
-      const renamed = unexpected.length > 0 ? `; the checkpoint holds tensors npr does not use: ${unexpected.slice(0, 3).join(", ")}${unexpected.length > 3 ? ", ..." : ""}` : "";
+      const renamed =
+        unexpected.length > 0
+          ? `; the checkpoint holds tensors npr does not use: ${unexpected.slice(0, 3).join(", ")}${unexpected.length > 3 ? ", ..." : ""}`
+          : "";
       const hint =
         spec.name === LM_HEAD
           ? "config.json says tie_word_embeddings: false, so lm_head.weight must be stored; set it to true if the head shares embed_tokens"
           : spec.name === EMBED || unexpected.length > 0
             ? "the tensor names are not Hugging Face Qwen3's (model.embed_tokens.weight, model.layers.N....): a renamed or other-architecture checkpoint"
             : "the checkpoint does not match config.json (num_hidden_layers, attention_bias?)";
-      throw new CheckpointFormatError(`${where}: tensor ${spec.name} is missing${renamed}`, { code: "missing_tensor", param: spec.name, hint });
+      throw new CheckpointFormatError(`${where}: tensor ${spec.name} is missing${renamed}`, {
+        code: "missing_tensor",
+        param: spec.name,
+        hint,
+      });
     }
     const same = entry.shape.length === spec.shape.length && entry.shape.every((d, i) => d === spec.shape[i]);
     if (!same) {
-      throw new CheckpointFormatError(`${where}: tensor ${spec.name} has shape ${shapeText(entry.shape)}, config.json implies ${shapeText(spec.shape)}`, {
-        code: "bad_shape",
-        param: spec.name,
-        hint: "the weights and config.json come from different models",
-      });
+      throw new CheckpointFormatError(
+        `${where}: tensor ${spec.name} has shape ${shapeText(entry.shape)}, config.json implies ${shapeText(spec.shape)}`,
+        {
+          code: "bad_shape",
+          param: spec.name,
+          hint: "the weights and config.json come from different models",
+        },
+      );
     }
     if (!FLOAT_STORAGE.has(entry.dtype)) {
       throw new CheckpointFormatError(`${where}: tensor ${spec.name} is stored as ${entry.dtype}, expected F32, BF16, F16 or F64`, {

@@ -142,12 +142,7 @@ export function paramSeed(seed: number, name: string): number {
  * Host values of one freshly initialized parameter, drawn in float64 and stored in the compute
  * dtype (so f32 and f64 models from one seed differ only by rounding).
  */
-export function initParamValues(
-  spec: ParamSpec,
-  seed: number,
-  std: number,
-  dtype: "f32" | "f64" = "f64",
-): Float32Array | Float64Array {
+export function initParamValues(spec: ParamSpec, seed: number, std: number, dtype: "f32" | "f64" = "f64"): Float32Array | Float64Array {
   const n = spec.shape.reduce((a, b) => a * b, 1);
   const out = dtype === "f32" ? new Float32Array(n) : new Float64Array(n);
   if (spec.init === "ones") out.fill(1);

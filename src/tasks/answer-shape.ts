@@ -21,7 +21,8 @@ export type AnswerNode =
 // A "simple" left-hand side that `x = 5` may drop: a name, optionally subscripted or applied to
 // arguments (`x`, `AB`, `a_{1}`, `\theta`, `f(x)`). Qwen drops any lhs of at most 2 characters.
 // Also `f^{-1}(x)` and `\angle A` / `m\angle ABC`.
-const SIMPLE_LHS = /^(?:m?\\angle\s*)?(?:\\[a-zA-Z]+|[a-zA-Z]{1,3})(?:_\{?[a-zA-Z0-9]+\}?)?(?:'+|\^\{?\\prime\}?|\^\{?-1\}?)?(?:\([a-zA-Z, ]*\))?$/;
+const SIMPLE_LHS =
+  /^(?:m?\\angle\s*)?(?:\\[a-zA-Z]+|[a-zA-Z]{1,3})(?:_\{?[a-zA-Z0-9]+\}?)?(?:'+|\^\{?\\prime\}?|\^\{?-1\}?)?(?:\([a-zA-Z, ]*\))?$/;
 
 /** The index of the close bracket matching the open one at 0, ignoring bracket kinds. */
 function matchingClose(s: string): number {
@@ -71,7 +72,10 @@ function topLevelSplit(s: string, needle: string): string[] {
 /** `(x, y)` or `(p,q,r)`: a tuple of names on the left of `= (3, -4)`. */
 function isNameTuple(s: string): boolean {
   if (!s.startsWith("(") || !s.endsWith(")")) return false;
-  const names = s.slice(1, -1).split(",").map((t) => t.trim());
+  const names = s
+    .slice(1, -1)
+    .split(",")
+    .map((t) => t.trim());
   return names.length > 1 && names.every((t) => SIMPLE_LHS.test(t) && !t.includes("("));
 }
 
@@ -134,8 +138,10 @@ function inequalityToInterval(s: string): AnswerNode | null {
     const [o1, o2] = ops as [string, string];
     const lessChain = (o1 === "<" || o1 === "\\le") && (o2 === "<" || o2 === "\\le");
     const moreChain = (o1 === ">" || o1 === "\\ge") && (o2 === ">" || o2 === "\\ge");
-    if (lessChain) return { kind: "bracket", open: strict(o1) ? "(" : "[", close: strict(o2) ? ")" : "]", items: [leaf(parts[0]!), leaf(parts[2]!)] };
-    if (moreChain) return { kind: "bracket", open: strict(o2) ? "(" : "[", close: strict(o1) ? ")" : "]", items: [leaf(parts[2]!), leaf(parts[0]!)] };
+    if (lessChain)
+      return { kind: "bracket", open: strict(o1) ? "(" : "[", close: strict(o2) ? ")" : "]", items: [leaf(parts[0]!), leaf(parts[2]!)] };
+    if (moreChain)
+      return { kind: "bracket", open: strict(o2) ? "(" : "[", close: strict(o1) ? ")" : "]", items: [leaf(parts[2]!), leaf(parts[0]!)] };
   }
   return null;
 }
@@ -164,7 +170,10 @@ export function parseAnswer(text: string): AnswerNode {
   }
   const mat = /^\\begin\{pmatrix\}(.*)\\end\{pmatrix\}$/s.exec(s);
   if (mat) {
-    const rows = mat[1]!.split(/\\\\/).map((r) => r.trim()).filter((r) => r !== "");
+    const rows = mat[1]!
+      .split(/\\\\/)
+      .map((r) => r.trim())
+      .filter((r) => r !== "");
     return { kind: "matrix", rows: rows.map((r) => r.split("&").map((c) => parseAnswer(c.trim()))) };
   }
   if ((s.startsWith("(") || s.startsWith("[")) && (s.endsWith(")") || s.endsWith("]")) && matchingClose(s) === s.length - 1) {

@@ -64,22 +64,31 @@ export function loadBenchmarkFile(name: BenchmarkName, path: string): BenchmarkE
     const id = stringField(path, rec, "id");
     if (seen.has(id)) throw malformed(path, rec.line, `duplicate id "${id}"`);
     seen.add(id);
-    const ex: BenchmarkExample = { id, problem: stringField(path, rec, "problem"), answer: stringField(path, rec, "answer"), benchmark: name, grade: {} };
+    const ex: BenchmarkExample = {
+      id,
+      problem: stringField(path, rec, "problem"),
+      answer: stringField(path, rec, "answer"),
+      benchmark: name,
+      grade: {},
+    };
     if (name === "olympiadbench") {
       const unit = rec.value.unit;
-      if (unit !== null && unit !== undefined && typeof unit !== "string") throw malformed(path, rec.line, `"unit" must be a string or null`);
+      if (unit !== null && unit !== undefined && typeof unit !== "string")
+        throw malformed(path, rec.line, `"unit" must be a string or null`);
       if (typeof unit === "string" && unit.trim() !== "") ex.grade.unit = unit;
       const error = rec.value.error;
       if (error !== null && error !== undefined) {
         const tol = Number(error);
-        if (!Number.isFinite(tol) || tol < 0) throw malformed(path, rec.line, `"error" must be a non-negative number string, got ${JSON.stringify(error)}`);
+        if (!Number.isFinite(tol) || tol < 0)
+          throw malformed(path, rec.line, `"error" must be a non-negative number string, got ${JSON.stringify(error)}`);
         ex.grade.absTol = tol;
       }
       ex.multipleAnswers = rec.value.is_multiple_answer === true;
     }
     if (name === "zebralogic") {
       const sol = rec.value.solution;
-      if (!isZebraSolution(sol)) throw malformed(path, rec.line, `"solution" must be {header: string[], rows: string[][]} with rows as wide as the header`);
+      if (!isZebraSolution(sol))
+        throw malformed(path, rec.line, `"solution" must be {header: string[], rows: string[][]} with rows as wide as the header`);
       ex.solution = sol;
     }
     return ex;
@@ -105,7 +114,10 @@ export class BenchmarkTask implements Task<BenchmarkExample> {
   renderPrompt(ex: BenchmarkExample, style: PromptStyle = "cot"): string {
     if (ex.solution) {
       // ZeroEval's grid prompt asks for this JSON shape; we show it with placeholders.
-      const shape = zebraAnswerJson({ header: ex.solution.header, rows: ex.solution.rows.map((r) => r.map((c, j) => (j === 0 ? c : "___"))) });
+      const shape = zebraAnswerJson({
+        header: ex.solution.header,
+        rows: ex.solution.rows.map((r) => r.map((c, j) => (j === 0 ? c : "___"))),
+      });
       return `${ex.problem.trim()}\n\nGive the full solution as JSON of this shape: ${shape}`;
     }
     return withInstruction(ex.problem, style);
@@ -114,7 +126,13 @@ export class BenchmarkTask implements Task<BenchmarkExample> {
     if (ex.solution) {
       const g = gradeZebraGrid(ex.solution, text);
       if (!g.parsed) return { kind: "malformed", why: "no house table (JSON) found in the response" };
-      return { kind: "graded", correct: g.solved, reward: g.solved ? 1 : 0, extracted: null, detail: `${g.correctCells}/${g.totalCells} cells` };
+      return {
+        kind: "graded",
+        correct: g.solved,
+        reward: g.solved ? 1 : 0,
+        extracted: null,
+        detail: `${g.correctCells}/${g.totalCells} cells`,
+      };
     }
     const r = gradeAnswer(text, ex.answer, ex.grade);
     if (r.extracted === null) return { kind: "malformed", why: "no answer found (no \\boxed{} and no fallback matched)" };
@@ -125,7 +143,11 @@ export class BenchmarkTask implements Task<BenchmarkExample> {
 /** Loads one benchmark from a data directory given on the command line. */
 export function loadBenchmark(name: string, dataDir: string): BenchmarkTask {
   if (!isBenchmarkName(name)) {
-    throw new UsageError(`unknown benchmark "${name}"`, { code: "unknown_benchmark", param: name, hint: `one of: ${BENCHMARK_NAMES.join(", ")}` });
+    throw new UsageError(`unknown benchmark "${name}"`, {
+      code: "unknown_benchmark",
+      param: name,
+      hint: `one of: ${BENCHMARK_NAMES.join(", ")}`,
+    });
   }
   return new BenchmarkTask(name, loadBenchmarkFile(name, join(benchmarksDir(dataDir), BENCHMARK_FILES[name])));
 }

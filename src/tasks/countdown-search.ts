@@ -48,8 +48,10 @@ export const DEFAULT_COUNTDOWN_SEARCH: Readonly<CountdownSearchOptions> = Object
 function applyOp(a: number, op: CdOp, b: number): number | null {
   let r: number;
   if (op === "+") r = a + b;
-  else if (op === "-") r = a - b; // positive intermediates only
-  else if (op === "*") r = b === 1 ? 0 : a * b; // x*1 and x/1 only drop the 1, which is free anyway
+  else if (op === "-")
+    r = a - b; // positive intermediates only
+  else if (op === "*")
+    r = b === 1 ? 0 : a * b; // x*1 and x/1 only drop the 1, which is free anyway
   else r = b !== 1 && a % b === 0 ? a / b : 0;
   return r > 0 && r <= VALUE_CAP ? r : null;
 }
@@ -169,7 +171,11 @@ export interface CountdownTrace {
 const isOp = (line: string) => /^\d/.test(line);
 
 /** The sequential form: one bounded depth-first search, then the boxed expression. */
-export function sequentialTrace(numbers: readonly number[], target: number, opts: CountdownSearchOptions = DEFAULT_COUNTDOWN_SEARCH): CountdownTrace {
+export function sequentialTrace(
+  numbers: readonly number[],
+  target: number,
+  opts: CountdownSearchOptions = DEFAULT_COUNTDOWN_SEARCH,
+): CountdownTrace {
   const run = depthFirst(numbers, target, 0, opts.width, opts.budget);
   const expression = run.path ? pathExpression(numbers, run.path) : null;
   const tail = expression === null ? "fail\n\\boxed{none}" : `\\boxed{${expression}}`;

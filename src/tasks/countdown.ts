@@ -9,7 +9,15 @@
  */
 import { ConfigError, invariant } from "../util/index.ts";
 import { Rng } from "../util/index.ts";
-import { DEFAULT_COUNTDOWN_SEARCH, VALUE_CAP, countdownMoves, parallelTrace, sequentialTrace, type CountdownSearchOptions, type CountdownTrace } from "./countdown-search.ts";
+import {
+  DEFAULT_COUNTDOWN_SEARCH,
+  VALUE_CAP,
+  countdownMoves,
+  parallelTrace,
+  sequentialTrace,
+  type CountdownSearchOptions,
+  type CountdownTrace,
+} from "./countdown-search.ts";
 import { lastBoxed } from "./extract.ts";
 import { exampleSeed, MAX_TEST_EXAMPLES, testProblems, trainProblem, type Split, type SplitSource } from "./splits.ts";
 import type { Example, Outcome, PromptStyle, Task } from "./task.ts";
@@ -58,7 +66,11 @@ export function countdownDifficulty(opts: CountdownOptions = {}): CountdownDiffi
   const preset = opts.preset ?? "apr";
   const base = COUNTDOWN_PRESETS[preset];
   if (!base) {
-    throw new ConfigError(`countdown: unknown preset "${preset}"`, { code: "bad_preset", param: "preset", hint: `one of ${Object.keys(COUNTDOWN_PRESETS).join(", ")}` });
+    throw new ConfigError(`countdown: unknown preset "${preset}"`, {
+      code: "bad_preset",
+      param: "preset",
+      hint: `one of ${Object.keys(COUNTDOWN_PRESETS).join(", ")}`,
+    });
   }
   const d: CountdownDifficulty = {
     count: opts.count ?? base.count,
@@ -74,7 +86,10 @@ export function countdownDifficulty(opts: CountdownOptions = {}): CountdownDiffi
     }
   }
   if (d.minTarget > d.maxTarget) {
-    throw new ConfigError(`countdown: minTarget ${d.minTarget} is above maxTarget ${d.maxTarget}`, { code: "bad_difficulty", param: "minTarget" });
+    throw new ConfigError(`countdown: minTarget ${d.minTarget} is above maxTarget ${d.maxTarget}`, {
+      code: "bad_difficulty",
+      param: "minTarget",
+    });
   }
   return d;
 }
@@ -115,11 +130,14 @@ function problemSource(d: CountdownDifficulty): SplitSource<Problem> {
         if (countdownMoves(numbers, target).length < 2) continue; // the parallel form needs 2 first moves
         return { numbers, target, construction: vals[0]!.text };
       }
-      throw new ConfigError(`countdown: no problem with ${d.count} numbers in 1..${d.maxNumber} reaches a target in ${d.minTarget}..${d.maxTarget} (${ATTEMPTS} tries)`, {
-        code: "bad_difficulty",
-        param: "maxTarget",
-        hint: "widen the target range or the number range",
-      });
+      throw new ConfigError(
+        `countdown: no problem with ${d.count} numbers in 1..${d.maxNumber} reaches a target in ${d.minTarget}..${d.maxTarget} (${ATTEMPTS} tries)`,
+        {
+          code: "bad_difficulty",
+          param: "maxTarget",
+          hint: "widen the target range or the number range",
+        },
+      );
     },
     canonical: (p) => `countdown:${[...p.numbers].sort((x, y) => x - y).join(" ")}:${p.target}`,
     complete: (p) => p,
@@ -149,7 +167,10 @@ export class CountdownTask implements Task<CountdownExample> {
     this.search = { ...DEFAULT_COUNTDOWN_SEARCH, ...opts.search };
     this.source = problemSource(this.difficulty);
     if (this.split === "test" && size > MAX_TEST_EXAMPLES) {
-      throw new ConfigError(`countdown: the test split holds at most ${MAX_TEST_EXAMPLES} problems, ${size} asked`, { code: "too_many", param: "n" });
+      throw new ConfigError(`countdown: the test split holds at most ${MAX_TEST_EXAMPLES} problems, ${size} asked`, {
+        code: "too_many",
+        param: "n",
+      });
     }
   }
 
@@ -218,7 +239,12 @@ const MAX_EXPRESSION_CHARS = 200;
 /** Exact check of an expression: value equals target, numbers used at most as often as given. */
 export function verifyCountdown(numbers: readonly number[], target: number, expr: string): { ok: true } | { ok: false; why: string } {
   if (expr.length > MAX_EXPRESSION_CHARS) return { ok: false, why: `expression longer than ${MAX_EXPRESSION_CHARS} characters` };
-  const text = expr.replace(/\\times|\\cdot|×/g, "*").replace(/\\div|÷/g, "/").replace(/\\left|\\right/g, "").replace(/=.*$/, "").trim();
+  const text = expr
+    .replace(/\\times|\\cdot|×/g, "*")
+    .replace(/\\div|÷/g, "/")
+    .replace(/\\left|\\right/g, "")
+    .replace(/=.*$/, "")
+    .trim();
   const toks = text.match(/\d+|[-+*/()]|\S/g) ?? [];
   const avail = new Map<number, number>();
   for (const n of numbers) avail.set(n, (avail.get(n) ?? 0) + 1);
@@ -273,7 +299,8 @@ export function verifyCountdown(numbers: readonly number[], target: number, expr
     if (err instanceof Unavailable) return { ok: false, why: `${err.n} is not available (or used too often)` };
     return { ok: false, why: `cannot parse "${expr}": ${(err as Error).message}` };
   }
-  if (value[1] !== 1n || value[0] !== BigInt(target)) return { ok: false, why: `value is ${value[0]}${value[1] === 1n ? "" : `/${value[1]}`}, not ${target}` };
+  if (value[1] !== 1n || value[0] !== BigInt(target))
+    return { ok: false, why: `value is ${value[0]}${value[1] === 1n ? "" : `/${value[1]}`}, not ${target}` };
   return { ok: true };
 }
 

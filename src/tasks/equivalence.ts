@@ -125,7 +125,8 @@ function leafEqual(a: string, b: string, ctx: Ctx): boolean {
   // Words ("Evelyn", "east", "even", "ellipse") compare case-insensitively, as text.
   // Two-letter products ("ab" vs "ba") are algebra, not words: a word needs three letters somewhere.
   const word = /^[a-zA-Z][a-zA-Z\s\-']+$/;
-  if (word.test(a) && word.test(b) && /[a-z]{2}/.test(a + b) && (/[a-zA-Z]{3}/.test(a) || /[a-zA-Z]{3}/.test(b))) return ka.toLowerCase() === kb.toLowerCase();
+  if (word.test(a) && word.test(b) && /[a-z]{2}/.test(a + b) && (/[a-zA-Z]{3}/.test(a) || /[a-zA-Z]{3}/.test(b)))
+    return ka.toLowerCase() === kb.toLowerCase();
   // Base-n literals ("52_8") only equal themselves: braces aside, they already differed.
   if (BASE_N.test(ka) || BASE_N.test(kb)) return ka.replace(/[{}]/g, "") === kb.replace(/[{}]/g, "");
   const eqA = a.includes("=");
@@ -181,7 +182,12 @@ export function exactInteger(s: string): bigint | null {
     const base = postfix();
     if (peek() !== "^") return base;
     p++;
-    const e = peek() === "-" ? (() => { throw fail; })() : power();
+    const e =
+      peek() === "-"
+        ? (() => {
+            throw fail;
+          })()
+        : power();
     return base ** e;
   };
   const postfix = (): bigint => {

@@ -55,18 +55,27 @@ function answerIs(text: string): string | null {
   // "Final Answer: X" / "Answer: X" at the start of a line (not Qwen's; common in chat models).
   const colon = [...text.matchAll(/(?:^|\n)\s*\**(?:final\s+)?answer\**\s*[:：]\**/gi)].pop();
   if (idx < 0 && colon === undefined) return null;
-  let rest = colon !== undefined && colon.index > idx ? text.slice(colon.index + colon[0].length).trim() : text.slice(text.indexOf("is", idx) + 2).trim();
+  let rest =
+    colon !== undefined && colon.index > idx
+      ? text.slice(colon.index + colon[0].length).trim()
+      : text.slice(text.indexOf("is", idx) + 2).trim();
   rest = rest.replace(/^[:\s]+/, "");
   // Minerva's "final answer is $X$. I hope it is correct."
   const dollar = /^\$([^$]+)\$/.exec(rest);
   if (dollar) return dollar[1]!.trim();
   // "The answer is 5, not 6": a trailing aside is not part of the answer.
-  const line = rest.split("\n")[0]!.replace(/\.\s.*$/, "").replace(/\.$/, "").replace(/[,;]\s*(?:not|but|since|because|which|as|so)\b.*$/, "").trim();
+  const line = rest
+    .split("\n")[0]!
+    .replace(/\.\s.*$/, "")
+    .replace(/\.$/, "")
+    .replace(/[,;]\s*(?:not|but|since|because|which|as|so)\b.*$/, "")
+    .trim();
   return line === "" ? null : line;
 }
 
 // Words that may follow a value in a bare answer ("5 square units", "28 percent").
-const UNITISH = /^(square|sq|cubic|units?|percent|degrees?|radians?|cm|m|km|inches|feet|meters?|miles?|hours?|minutes?|seconds?|dollars?|cents?|and|or)$/i;
+const UNITISH =
+  /^(square|sq|cubic|units?|percent|degrees?|radians?|cm|m|km|inches|feet|meters?|miles?|hours?|minutes?|seconds?|dollars?|cents?|and|or)$/i;
 
 /**
  * The whole response when it is a bare answer rather than prose: one line, short, and no two
@@ -103,9 +112,10 @@ export function extractAnswer(response: string, fallbacks: readonly Fallback[] =
   if (ans === null) {
     // A bare answer's last number is never a better reading than the answer itself, so
     // "last-number" implies "bare" before it (the CLI's `answer-is,last-number` gets it too).
-    const order = fallbacks.includes("last-number") && !fallbacks.includes("bare")
-      ? fallbacks.flatMap((f): Fallback[] => (f === "last-number" ? ["bare", f] : [f]))
-      : fallbacks;
+    const order =
+      fallbacks.includes("last-number") && !fallbacks.includes("bare")
+        ? fallbacks.flatMap((f): Fallback[] => (f === "last-number" ? ["bare", f] : [f]))
+        : fallbacks;
     for (const f of order) {
       ans = f === "answer-is" ? answerIs(response) : f === "bare" ? bareAnswer(response) : lastNumber(response);
       if (ans !== null) break;

@@ -82,7 +82,10 @@ export class GraderPool {
     }
     this.timeLimitMs = opts.timeLimitMs ?? 1000;
     if (!Number.isInteger(this.timeLimitMs) || this.timeLimitMs < 1 || this.timeLimitMs > MAX_TIME_LIMIT_MS) {
-      throw new UsageError(`grader time limit must be an integer number of ms in [1, ${MAX_TIME_LIMIT_MS}], got ${this.timeLimitMs}`, { code: "bad_time_limit", param: "--time-limit" });
+      throw new UsageError(`grader time limit must be an integer number of ms in [1, ${MAX_TIME_LIMIT_MS}], got ${this.timeLimitMs}`, {
+        code: "bad_time_limit",
+        param: "--time-limit",
+      });
     }
     this.fastPath = opts.fastPath ?? true;
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());

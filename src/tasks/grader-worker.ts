@@ -17,9 +17,7 @@ export interface WorkerRequest {
   spinMs?: number;
 }
 
-export type WorkerReply =
-  | { type: "ready" }
-  | { type: "result"; id: number; correct: boolean; extracted: string | null; error?: string };
+export type WorkerReply = { type: "ready" } | { type: "result"; id: number; correct: boolean; extracted: string | null; error?: string };
 
 const port = parentPort;
 invariant(port !== null, "grader-worker.ts must run inside a worker thread");

@@ -72,7 +72,11 @@ export function logicGridDifficulty(opts: LogicGridOptions = {}): LogicGridDiffi
   const preset = opts.preset ?? "small";
   const base = LOGIC_GRID_PRESETS[preset];
   if (!base) {
-    throw new ConfigError(`logic-grid: unknown preset "${preset}"`, { code: "bad_preset", param: "preset", hint: `one of ${Object.keys(LOGIC_GRID_PRESETS).join(", ")}` });
+    throw new ConfigError(`logic-grid: unknown preset "${preset}"`, {
+      code: "bad_preset",
+      param: "preset",
+      hint: `one of ${Object.keys(LOGIC_GRID_PRESETS).join(", ")}`,
+    });
   }
   const d = { houses: opts.houses ?? base.houses, attributes: opts.attributes ?? base.attributes };
   for (const key of ["houses", "attributes"] as const) {
@@ -88,13 +92,20 @@ export function logicGridDifficulty(opts: LogicGridOptions = {}): LogicGridDiffi
 export function clueText(c: Clue, words: readonly (readonly string[])[]): string {
   const w = (i: Item) => words[i[0]]![i[1]]!;
   switch (c.t) {
-    case "at": return `${w(c.x)} is in house ${c.h + 1}.`;
-    case "notAt": return `${w(c.x)} is not in house ${c.h + 1}.`;
-    case "same": return `${w(c.x)} and ${w(c.y)} are in the same house.`;
-    case "diff": return `${w(c.x)} and ${w(c.y)} are in different houses.`;
-    case "leftOf": return `${w(c.x)} is directly left of ${w(c.y)}.`;
-    case "next": return `${w(c.x)} and ${w(c.y)} are neighbours.`;
-    case "before": return `${w(c.x)} is somewhere left of ${w(c.y)}.`;
+    case "at":
+      return `${w(c.x)} is in house ${c.h + 1}.`;
+    case "notAt":
+      return `${w(c.x)} is not in house ${c.h + 1}.`;
+    case "same":
+      return `${w(c.x)} and ${w(c.y)} are in the same house.`;
+    case "diff":
+      return `${w(c.x)} and ${w(c.y)} are in different houses.`;
+    case "leftOf":
+      return `${w(c.x)} is directly left of ${w(c.y)}.`;
+    case "next":
+      return `${w(c.x)} and ${w(c.y)} are neighbours.`;
+    case "before":
+      return `${w(c.x)} is somewhere left of ${w(c.y)}.`;
   }
 }
 
@@ -174,7 +185,11 @@ function puzzleSource(d: LogicGridDifficulty): SplitSource<Puzzle, number[][]> {
       }
       return { d, truth, clues };
     },
-    identity: (p) => `${p.truth.map((row) => row.join("")).join("/")}:${p.clues.map((c) => clueText(c, words)).sort().join("|")}`,
+    identity: (p) =>
+      `${p.truth.map((row) => row.join("")).join("/")}:${p.clues
+        .map((c) => clueText(c, words))
+        .sort()
+        .join("|")}`,
   };
 }
 
@@ -200,7 +215,10 @@ export class LogicGridTask implements Task<LogicGridExample> {
     this.source = puzzleSource(this.difficulty);
     this.words = wordsOf(this.difficulty);
     if (this.split === "test" && size > MAX_TEST_EXAMPLES) {
-      throw new ConfigError(`logic-grid: the test split holds at most ${MAX_TEST_EXAMPLES} problems, ${size} asked`, { code: "too_many", param: "n" });
+      throw new ConfigError(`logic-grid: the test split holds at most ${MAX_TEST_EXAMPLES} problems, ${size} asked`, {
+        code: "too_many",
+        param: "n",
+      });
     }
   }
 
@@ -266,7 +284,8 @@ export function logicPuzzleOf(ex: Pick<LogicGridExample, "houses" | "attributes"
   const words = ex.attributes.map((a) => a.values);
   const clues = ex.clues.map((text, k) => {
     const c = parseClue(text, words);
-    if (c === null) throw new ConfigError(`logic-grid: clue ${k + 1} cannot be read: "${text}"`, { code: "bad_clue", param: `clues[${k}]` });
+    if (c === null)
+      throw new ConfigError(`logic-grid: clue ${k + 1} cannot be read: "${text}"`, { code: "bad_clue", param: `clues[${k}]` });
     return c;
   });
   return { houses: ex.houses, attrNames: ex.attributes.map((a) => a.name), words, clues };
@@ -280,7 +299,11 @@ export function evaluateLogicGrid(ex: Pick<LogicGridExample, "houses" | "attribu
   return { kind: "graded", correct: v.ok, reward: v.ok ? 1 : 0, extracted: boxed, detail: v.ok ? undefined : v.why };
 }
 
-export function logicGridProblemText(houses: number, attrs: readonly { name: string; values: readonly string[] }[], clues: readonly string[]): string {
+export function logicGridProblemText(
+  houses: number,
+  attrs: readonly { name: string; values: readonly string[] }[],
+  clues: readonly string[],
+): string {
   return (
     `${houses} houses in a row, numbered 1 to ${houses} from the left.\n` +
     `${attrs.map((a) => `${a.name}: ${a.values.join(" ")}`).join("\n")}\n` +
@@ -294,9 +317,17 @@ export function logicGridProblemText(houses: number, attrs: readonly { name: str
  * attribute per house, in any order) against the example's clues: each attribute a permutation,
  * every clue true. The clues have one solution, so this is the same as matching it.
  */
-export function verifyLogicGrid(ex: Pick<LogicGridExample, "houses" | "attributes" | "clues">, boxed: string): { ok: true } | { ok: false; why: string } {
+export function verifyLogicGrid(
+  ex: Pick<LogicGridExample, "houses" | "attributes" | "clues">,
+  boxed: string,
+): { ok: true } | { ok: false; why: string } {
   const words = ex.attributes.map((a) => a.values);
-  const groups = boxed.split(";").map((g) => g.trim().split(/\s+/).filter((w) => w !== ""));
+  const groups = boxed.split(";").map((g) =>
+    g
+      .trim()
+      .split(/\s+/)
+      .filter((w) => w !== ""),
+  );
   if (groups.length !== ex.houses) return { ok: false, why: `${groups.length} houses given, ${ex.houses} expected` };
   // at[a][v] = house of value v of attribute a.
   const at = words.map((w) => w.map(() => -1));

@@ -60,7 +60,9 @@ function permutations(n: number): number[][] {
 export function countSolutionsByPermutation(n: number, m: number, clues: readonly Clue[], limit = 2): number {
   const perms = permutations(n);
   const options = Array.from({ length: m }, (_, a) =>
-    perms.filter((perm) => clues.every((c) => c.x[0] !== a || (c.t === "at" ? perm[c.x[1]] === c.h : c.t === "notAt" ? perm[c.x[1]] !== c.h : true))),
+    perms.filter((perm) =>
+      clues.every((c) => c.x[0] !== a || (c.t === "at" ? perm[c.x[1]] === c.h : c.t === "notAt" ? perm[c.x[1]] !== c.h : true)),
+    ),
   );
   const byLevel: BinaryClue[][] = Array.from({ length: m }, () => []);
   for (const c of clues) if ("y" in c) byLevel[Math.max(c.x[0], c.y[0])]!.push(c);
@@ -211,7 +213,14 @@ class Tracer {
             if (!this.say(`${w}=${h + 1} c${k + 1}`)) return "spent";
             this.place(g, item, h);
           } else {
-            if (!this.say(`${w} not ${bits(cur & ~keep, this.p.houses).map((h) => h + 1).join(" ")} c${k + 1}`)) return "spent";
+            if (
+              !this.say(
+                `${w} not ${bits(cur & ~keep, this.p.houses)
+                  .map((h) => h + 1)
+                  .join(" ")} c${k + 1}`,
+              )
+            )
+              return "spent";
             g.cand[item[0]]![item[1]] = keep;
           }
           progress = true;

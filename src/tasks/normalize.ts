@@ -21,22 +21,121 @@ export interface Normalized {
 // Units removed when they trail a value. Qwen's list is far larger (it strips one-letter words such
 // as "a" or "m" anywhere); NOTE(h3): we only strip these after a value, to keep `m` as a variable.
 const UNIT_WORDS = [
-  "degrees?", "radians?", "cm\\^?2?", "mm", "km/h", "km", "kg", "mg", "mph", "m/s\\^?2?", "m\\^?[23]?",
-  "meters?", "metres?", "centimeters?", "kilometers?", "inch(es)?", "feet", "foot", "ft\\^?2?", "yards?",
-  "miles?", "units?", "square units", "sq\\.? ?units", "cents?", "dollars?", "hours?", "hrs?", "minutes?",
-  "mins?", "seconds?", "secs?", "s", "days?", "weeks?", "months?", "years?", "grams?", "g", "pounds?", "lbs?",
-  "liters?", "litres?", "ml", "gallons?", "points?", "people", "students?", "ways", "times", "percent",
-  "sq ?ft", "sq ?in", "mi", "ohms?", "volts?", "V", "J", "N", "K", "Hz", "W", "erg", "ergs", "eV", "keV", "MeV",
-  "AU", "pc", "kpc", "Mpc", "nm", "\\\\mu m", "\\\\AA", "arcsec", "tiles?", "coins?", "books?", "apples?",
+  "degrees?",
+  "radians?",
+  "cm\\^?2?",
+  "mm",
+  "km/h",
+  "km",
+  "kg",
+  "mg",
+  "mph",
+  "m/s\\^?2?",
+  "m\\^?[23]?",
+  "meters?",
+  "metres?",
+  "centimeters?",
+  "kilometers?",
+  "inch(es)?",
+  "feet",
+  "foot",
+  "ft\\^?2?",
+  "yards?",
+  "miles?",
+  "units?",
+  "square units",
+  "sq\\.? ?units",
+  "cents?",
+  "dollars?",
+  "hours?",
+  "hrs?",
+  "minutes?",
+  "mins?",
+  "seconds?",
+  "secs?",
+  "s",
+  "days?",
+  "weeks?",
+  "months?",
+  "years?",
+  "grams?",
+  "g",
+  "pounds?",
+  "lbs?",
+  "liters?",
+  "litres?",
+  "ml",
+  "gallons?",
+  "points?",
+  "people",
+  "students?",
+  "ways",
+  "times",
+  "percent",
+  "sq ?ft",
+  "sq ?in",
+  "mi",
+  "ohms?",
+  "volts?",
+  "V",
+  "J",
+  "N",
+  "K",
+  "Hz",
+  "W",
+  "erg",
+  "ergs",
+  "eV",
+  "keV",
+  "MeV",
+  "AU",
+  "pc",
+  "kpc",
+  "Mpc",
+  "nm",
+  "\\\\mu m",
+  "\\\\AA",
+  "arcsec",
+  "tiles?",
+  "coins?",
+  "books?",
+  "apples?",
 ];
 const UNIT_RE = new RegExp(`^(.*?[\\d}).a-zA-Z])\\s*(?:${UNIT_WORDS.join("|")})$`);
 
 // Wrappers whose content is kept: `\text{(C)}` -> `(C)`.
-const WRAPPERS = ["boxed", "text", "textnormal", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname", "boldsymbol", "mathsf", "textsf", "displaystyle"];
+const WRAPPERS = [
+  "boxed",
+  "text",
+  "textnormal",
+  "textbf",
+  "textit",
+  "textrm",
+  "mathrm",
+  "mathbf",
+  "mathit",
+  "mbox",
+  "operatorname",
+  "boldsymbol",
+  "mathsf",
+  "textsf",
+  "displaystyle",
+];
 
 const WORD_NUMBERS: Record<string, string> = {
-  zero: "0", one: "1", two: "2", three: "3", four: "4", five: "5", six: "6", seven: "7", eight: "8",
-  nine: "9", ten: "10", eleven: "11", twelve: "12",
+  zero: "0",
+  one: "1",
+  two: "2",
+  three: "3",
+  four: "4",
+  five: "5",
+  six: "6",
+  seven: "7",
+  eight: "8",
+  nine: "9",
+  ten: "10",
+  eleven: "11",
+  twelve: "12",
 };
 
 /** Index just past the `}` matching the `{` at `open`, or -1 when unbalanced. */
@@ -117,7 +216,10 @@ export function normalizeAnswer(raw: string): Normalized {
 
   s = s.replace(/\n/g, " ");
   // Math delimiters around the whole answer or parts of it (OlympiadBench keeps `$...$`).
-  s = s.replace(/\\\$/g, "\u0000DOLLAR\u0000").replace(/\$/g, "").replace(/\u0000DOLLAR\u0000/g, "\\$");
+  s = s
+    .replace(/\\\$/g, "\u0000DOLLAR\u0000")
+    .replace(/\$/g, "")
+    .replace(/\u0000DOLLAR\u0000/g, "\\$");
   s = s.replace(/\\\(|\\\)/g, "");
   s = s.replace(/^\\\[|\\\]$/g, "");
   s = s.replace(/(\d),\\!\s*(?=\d{3})/g, "$1,"); // `10,\!080`: a thousands comma, not a list
@@ -175,7 +277,10 @@ export function normalizeAnswer(raw: string): Normalized {
     const m = /^(.*[\d}).a-zA-Z\\])\s*\\(?:text|textnormal|mbox|mathrm|textrm|rm)\s*\{\s*((?:[^{}]|\{[^{}]*\})*)\}(\^\{?\d\}?)?$/.exec(s);
     if (!m || m[1]!.trim() === "") break;
     // `m/s^{2}` inside the unit: its exponent is part of the unit, not a value.
-    const inner = m[2]!.replace(/\^\s*\{?\d\}?/g, "").replace(/[~{}]/g, " ").trim();
+    const inner = m[2]!
+      .replace(/\^\s*\{?\d\}?/g, "")
+      .replace(/[~{}]/g, " ")
+      .trim();
     // Keep text that is the answer itself ("\text{(C)}", "\text{east}") or a connective.
     if (inner === "" || /^(and|or|,)$/.test(inner)) break;
     if (/^[a-zA-Z\s.\/^\\]+$/.test(inner) && !/^\(?[A-E]\)?$/.test(inner)) {

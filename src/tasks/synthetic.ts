@@ -8,8 +8,24 @@
  */
 import { ConfigError, invariant } from "../util/index.ts";
 import { VALUE_CAP } from "./countdown-search.ts";
-import { COUNTDOWN_PRESETS, CountdownTask, countdownProblemText, evaluateCountdown, type CountdownDifficulty, type CountdownExample } from "./countdown.ts";
-import { clueText, evaluateLogicGrid, LOGIC_ATTRIBUTES, LOGIC_GRID_PRESETS, LogicGridTask, logicGridProblemText, type LogicGridDifficulty, type LogicGridExample } from "./logic-grid.ts";
+import {
+  COUNTDOWN_PRESETS,
+  CountdownTask,
+  countdownProblemText,
+  evaluateCountdown,
+  type CountdownDifficulty,
+  type CountdownExample,
+} from "./countdown.ts";
+import {
+  clueText,
+  evaluateLogicGrid,
+  LOGIC_ATTRIBUTES,
+  LOGIC_GRID_PRESETS,
+  LogicGridTask,
+  logicGridProblemText,
+  type LogicGridDifficulty,
+  type LogicGridExample,
+} from "./logic-grid.ts";
 import type { Clue } from "./logic-search.ts";
 import { exampleSeed, MAX_TEST_EXAMPLES, MAX_TRAIN_EXAMPLES, type Split } from "./splits.ts";
 import { SYNTHETIC_NPR_INSTRUCTION, type Outcome } from "./task.ts";
@@ -38,7 +54,13 @@ const KNOBS: Record<SyntheticTaskName, readonly string[]> = {
  * The Task object of `name`: `size` examples of stream `seed` (train) or the first `size` of the
  * fixed test list (test; the seed is not used). A ConfigError names a bad preset or knob.
  */
-export function syntheticTask(name: SyntheticTaskName, size: number, seed: number, split: Split = "train", difficulty: SyntheticDifficulty = {}): SyntheticTask {
+export function syntheticTask(
+  name: SyntheticTaskName,
+  size: number,
+  seed: number,
+  split: Split = "train",
+  difficulty: SyntheticDifficulty = {},
+): SyntheticTask {
   const other = SYNTHETIC_TASKS.find((t) => t !== name)!;
   for (const k of Object.keys(difficulty)) {
     if (k !== "preset" && !KNOBS[name].includes(k)) {
@@ -49,7 +71,9 @@ export function syntheticTask(name: SyntheticTaskName, size: number, seed: numbe
       });
     }
   }
-  return name === "countdown" ? new CountdownTask(size, seed, { ...difficulty, split }) : new LogicGridTask(size, seed, { ...difficulty, split });
+  return name === "countdown"
+    ? new CountdownTask(size, seed, { ...difficulty, split })
+    : new LogicGridTask(size, seed, { ...difficulty, split });
 }
 
 export interface ReferenceTrace {
@@ -86,7 +110,10 @@ export function* streamExamples(opts: GenerateOptions): Generator<SyntheticExamp
   const split = opts.split ?? "train";
   const cap = split === "test" ? MAX_TEST_EXAMPLES : MAX_TRAIN_EXAMPLES;
   if (!Number.isSafeInteger(opts.n) || opts.n < 0 || opts.n > cap) {
-    throw new ConfigError(`${opts.task}: n must be an integer in 0..${cap} for the ${split} split, got ${opts.n}`, { code: "too_many", param: "n" });
+    throw new ConfigError(`${opts.task}: n must be an integer in 0..${cap} for the ${split} split, got ${opts.n}`, {
+      code: "too_many",
+      param: "n",
+    });
   }
   const seed = opts.seed ?? 1;
   const task = syntheticTask(opts.task, opts.n, seed, split, opts.difficulty);
@@ -125,7 +152,10 @@ export type GradableExample =
  * or the reason it cannot be read. Countdown needs `numbers` and `target`; logic-grid `houses`,
  * `attributes` and `clues`; `id` is kept when present.
  */
-export function exampleFromRecord(task: SyntheticTaskName, rec: Record<string, unknown>): { ok: true; example: GradableExample } | { ok: false; why: string } {
+export function exampleFromRecord(
+  task: SyntheticTaskName,
+  rec: Record<string, unknown>,
+): { ok: true; example: GradableExample } | { ok: false; why: string } {
   const id = typeof rec.id === "string" ? rec.id : "";
   const isInt = (v: unknown, lo: number, hi: number) => Number.isSafeInteger(v) && (v as number) >= lo && (v as number) <= hi;
   if (task === "countdown") {
@@ -139,13 +169,20 @@ export function exampleFromRecord(task: SyntheticTaskName, rec: Record<string, u
   const { houses, attributes, clues } = rec;
   if (!isInt(houses, 1, 50)) return { ok: false, why: `"houses" must be an integer in 1..50` };
   const attrOk = (a: unknown) =>
-    typeof a === "object" && a !== null && typeof (a as { name?: unknown }).name === "string" &&
-    Array.isArray((a as { values?: unknown }).values) && ((a as { values: unknown[] }).values).every((v) => typeof v === "string");
+    typeof a === "object" &&
+    a !== null &&
+    typeof (a as { name?: unknown }).name === "string" &&
+    Array.isArray((a as { values?: unknown }).values) &&
+    (a as { values: unknown[] }).values.every((v) => typeof v === "string");
   if (!Array.isArray(attributes) || attributes.length < 1 || attributes.length > 50 || !attributes.every(attrOk)) {
     return { ok: false, why: `"attributes" must be a list of {"name": string, "values": [string]}` };
   }
-  if (!Array.isArray(clues) || clues.length > 1000 || !clues.every((c) => typeof c === "string")) return { ok: false, why: `"clues" must be a list of strings` };
-  return { ok: true, example: { id, houses: houses as number, attributes: attributes as LogicGridExample["attributes"], clues: clues as string[] } };
+  if (!Array.isArray(clues) || clues.length > 1000 || !clues.every((c) => typeof c === "string"))
+    return { ok: false, why: `"clues" must be a list of strings` };
+  return {
+    ok: true,
+    example: { id, houses: houses as number, attributes: attributes as LogicGridExample["attributes"], clues: clues as string[] },
+  };
 }
 
 /** Grades a response to an example of `task` with the task's verifier (the RL reward). */
@@ -176,7 +213,11 @@ function collectWords(): string[] {
   const texts = [
     SYNTHETIC_NPR_INSTRUCTION,
     countdownProblemText([1, 2], 3),
-    logicGridProblemText(2, LOGIC_ATTRIBUTES, kinds.map((c) => clueText(c, words))),
+    logicGridProblemText(
+      2,
+      LOGIC_ATTRIBUTES,
+      kinds.map((c) => clueText(c, words)),
+    ),
     // Trace keywords (countdown-search.ts, logic-search.ts) and the chat template's roles.
     "back fail none steps reaching solving it try not only has no house solved boxed c",
     "user assistant system",

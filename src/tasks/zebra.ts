@@ -29,8 +29,10 @@ export function isZebraSolution(v: unknown): v is ZebraSolution {
   if (typeof v !== "object" || v === null) return false;
   const o = v as Record<string, unknown>;
   return (
-    Array.isArray(o.header) && o.header.every((h) => typeof h === "string") &&
-    Array.isArray(o.rows) && o.rows.every((r) => Array.isArray(r) && r.length === (o.header as unknown[]).length && r.every((c) => typeof c === "string"))
+    Array.isArray(o.header) &&
+    o.header.every((h) => typeof h === "string") &&
+    Array.isArray(o.rows) &&
+    o.rows.every((r) => Array.isArray(r) && r.length === (o.header as unknown[]).length && r.every((c) => typeof c === "string"))
   );
 }
 
@@ -61,7 +63,10 @@ function* jsonObjects(text: string): Generator<Record<string, unknown>> {
   }
 }
 
-const norm = (s: unknown) => String(s ?? "").trim().toLowerCase();
+const norm = (s: unknown) =>
+  String(s ?? "")
+    .trim()
+    .toLowerCase();
 
 /** The house table in a response: `{"House 1": {...}}`, possibly under "solution". */
 export function parseZebraResponse(text: string): Record<string, Record<string, unknown>> | null {

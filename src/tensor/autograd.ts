@@ -46,12 +46,7 @@ export function noGrad<T>(fn: () => T): T {
  * Marks `out` as produced by `op` from `inputs` when any input requires a gradient (and recording
  * is on); returns `out` for chaining.
  */
-export function record(
-  op: string,
-  out: Tensor,
-  inputs: readonly Tensor[],
-  saved: Record<string, unknown> = {},
-): Tensor {
+export function record(op: string, out: Tensor, inputs: readonly Tensor[], saved: Record<string, unknown> = {}): Tensor {
   if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return out;
   invariant(op in RULES, () => `op "${op}" has no gradient rule: add one to tensor/gradients.ts`);
   out.requiresGrad = true;
@@ -163,9 +158,7 @@ export function reduceAxisRaw(t: Tensor, axis: number, keepdim: boolean): Tensor
   const c = contiguousRaw(t);
   const outer = c.shape.slice(0, axis).reduce((a, d) => a * d, 1);
   const inner = c.shape.slice(axis + 1).reduce((a, d) => a * d, 1);
-  const shape = keepdim
-    ? c.shape.map((d, i) => (i === axis ? 1 : d))
-    : c.shape.filter((_, i) => i !== axis);
+  const shape = keepdim ? c.shape.map((d, i) => (i === axis ? 1 : d)) : c.shape.filter((_, i) => i !== axis);
   const out = c.backend.alloc(c.dtype, outer * inner);
   c.backend.reduceSum(c.buffer, out, { outer, reduce: c.shape[axis]!, inner });
   return new (c.constructor as typeof Tensor)(c.backend, out, shape);

@@ -156,7 +156,16 @@ function f16Table(): { u32: Uint32Array; f32: Float32Array } {
 
 /** Bytes per element. Mirrors format/safetensors.ts DTYPE_BYTES, which tensor/ may not import. */
 const ELEMENT_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /**
@@ -184,12 +193,7 @@ function elementCount(bytes: Uint8Array, dtype: string, fn: string): number {
 }
 
 /** Values of little-endian I64 words as numbers; |v| > 2^53 cannot be held exactly, so it is refused. */
-function decodeI64(
-  bytes: Uint8Array,
-  n: number,
-  into: Float32Array | Float64Array | Int32Array,
-  intRange: boolean,
-): void {
+function decodeI64(bytes: Uint8Array, n: number, into: Float32Array | Float64Array | Int32Array, intRange: boolean): void {
   const b = aligned(bytes, 4);
   const w = new Int32Array(b.buffer, b.byteOffset, 2 * n);
   const lo32 = new Uint32Array(w.buffer, w.byteOffset, 2 * n);

@@ -41,8 +41,15 @@ const matmulRule: GradRule = (node, dOut) => {
     // dA[m, k] = dC[m, n] @ B[k, n]^T
     dA = empty(a);
     be.matmul(g.buffer, b.buffer, dA.buffer, {
-      batch, m, n: k, k: n, transA: false, transB: true,
-      strideA: m * n, strideB: b.ndim === 3 ? k * n : 0, strideC: m * k,
+      batch,
+      m,
+      n: k,
+      k: n,
+      transA: false,
+      transB: true,
+      strideA: m * n,
+      strideB: b.ndim === 3 ? k * n : 0,
+      strideC: m * k,
     });
   }
   if (wants(node, 1)) {
@@ -50,12 +57,28 @@ const matmulRule: GradRule = (node, dOut) => {
     if (b.ndim === 3 || batch === 1) {
       // dB[k, n] = A[m, k]^T @ dC[m, n], per batch item
       be.matmul(a.buffer, g.buffer, dB.buffer, {
-        batch, m: k, n, k: m, transA: true, transB: false, strideA: m * k, strideB: m * n, strideC: k * n,
+        batch,
+        m: k,
+        n,
+        k: m,
+        transA: true,
+        transB: false,
+        strideA: m * k,
+        strideB: m * n,
+        strideC: k * n,
       });
     } else {
       // B was shared by every batch item: one GEMM over the stacked rows sums the items.
       be.matmul(a.buffer, g.buffer, dB.buffer, {
-        batch: 1, m: k, n, k: batch * m, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0,
+        batch: 1,
+        m: k,
+        n,
+        k: batch * m,
+        transA: true,
+        transB: false,
+        strideA: 0,
+        strideB: 0,
+        strideC: 0,
       });
     }
   }
@@ -77,13 +100,29 @@ const linearRule: GradRule = (node, dOut) => {
   if (wants(node, 0)) {
     dx = empty(x); // dx[rows, in] = g[rows, out] @ w[out, in]
     be.matmul(g.buffer, w.buffer, dx.buffer, {
-      batch: 1, m: rows, n: nIn, k: nOut, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0,
+      batch: 1,
+      m: rows,
+      n: nIn,
+      k: nOut,
+      transA: false,
+      transB: false,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
     });
   }
   if (wants(node, 1)) {
     dw = empty(w); // dw[out, in] = g[rows, out]^T @ x[rows, in]
     be.matmul(g.buffer, x.buffer, dw.buffer, {
-      batch: 1, m: nOut, n: nIn, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0,
+      batch: 1,
+      m: nOut,
+      n: nIn,
+      k: rows,
+      transA: true,
+      transB: false,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
     });
   }
   return [dx, dw];
@@ -228,7 +267,11 @@ export const RULES: Record<string, GradRule> = {
     const [T, H, D] = x.shape as [number, number, number];
     const dx = empty(x);
     x.backend.rope(g.buffer, positions.buffer, dx.buffer, {
-      tokens: T, heads: H, dim: D, theta: node.saved["theta"] as number, inverse: true,
+      tokens: T,
+      heads: H,
+      dim: D,
+      theta: node.saved["theta"] as number,
+      inverse: true,
     });
     return [dx, null];
   },
@@ -247,8 +290,17 @@ export const RULES: Record<string, GradRule> = {
       q.backend.fill(dv.buffer, 0);
     }
     q.backend.attentionBackward(
-      q.buffer, k.buffer, v.buffer, seg, node.out.buffer, lse.buffer, g.buffer,
-      dq.buffer, dk.buffer, dv.buffer, params,
+      q.buffer,
+      k.buffer,
+      v.buffer,
+      seg,
+      node.out.buffer,
+      lse.buffer,
+      g.buffer,
+      dq.buffer,
+      dk.buffer,
+      dv.buffer,
+      params,
     );
     return [dq, dk, dv];
   },
@@ -274,7 +326,12 @@ export const RULES: Record<string, GradRule> = {
     const dLogits = empty(logits);
     const lse = node.saved["lse"] as Tensor;
     logits.backend.logprobGatherBackward(
-      logits.buffer, targets.buffer, lse.buffer, g.buffer, dLogits.buffer, node.saved["params"] as LogprobParams,
+      logits.buffer,
+      targets.buffer,
+      lse.buffer,
+      g.buffer,
+      dLogits.buffer,
+      node.saved["params"] as LogprobParams,
     );
     return [dLogits, null];
   },

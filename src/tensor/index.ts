@@ -14,6 +14,25 @@ export { AdamW, clipGradNorm, gradNorm, constantLr, cosineLr } from "./optim.ts"
 export type { AdamWOptions, AdamWState, LrSchedule, CosineOptions } from "./optim.ts";
 export type * from "./backend/types.ts";
 export { PRIMITIVES, UNARY_OPS, BINARY_OPS, SCALAR_OPS } from "./backend/types.ts";
-export { CAPABILITIES, SAMPLE_MODE, SAMPLE_REC, hasDecodeAttention, hasDeviceSampling, hasFusedDecode, hasGraphCapture } from "./backend/types.ts";
+export {
+  CAPABILITIES,
+  SAMPLE_MODE,
+  SAMPLE_REC,
+  hasDecodeAttention,
+  hasDeviceSampling,
+  hasFusedDecode,
+  hasGraphCapture,
+} from "./backend/types.ts";
 export * from "./backend/decode-attention-plan.ts";
-export { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32, decodeToFloat, decodeToInt32, encodeFloat, encodeInt, toBf16Bits, bf16BitsToF32Array } from "./dtype.ts";
+export {
+  f32ToBf16Bits,
+  bf16BitsToF32,
+  f32ToF16Bits,
+  f16BitsToF32,
+  decodeToFloat,
+  decodeToInt32,
+  encodeFloat,
+  encodeInt,
+  toBf16Bits,
+  bf16BitsToF32Array,
+} from "./dtype.ts";

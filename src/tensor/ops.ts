@@ -49,7 +49,10 @@ export function cast(x: Tensor, dtype: FloatDType): Tensor {
 // ---------------------------------------------------------------- elementwise
 
 /** NumPy broadcasting: the output shape and each operand's strides in the output index space. */
-export function broadcastShapes(a: readonly number[], b: readonly number[]): {
+export function broadcastShapes(
+  a: readonly number[],
+  b: readonly number[],
+): {
   shape: number[];
   aStrides: number[];
   bStrides: number[];
@@ -121,8 +124,7 @@ export function lessEqual(a: Tensor, b: Tensor): Tensor {
  */
 export function clamp(x: Tensor, lo: number | Tensor, hi: number | Tensor): Tensor {
   checkFloat("clamp", x);
-  const bound = (v: number | Tensor): Tensor =>
-    typeof v === "number" ? Tensor.full([1], v, { backend: x.backend, dtype: x.dtype }) : v;
+  const bound = (v: number | Tensor): Tensor => (typeof v === "number" ? Tensor.full([1], v, { backend: x.backend, dtype: x.dtype }) : v);
   return maximum(minimum(x, bound(hi)), bound(lo));
 }
 
@@ -135,8 +137,10 @@ export function clamp(x: Tensor, lo: number | Tensor, hi: number | Tensor): Tens
  */
 export function where(mask: Tensor, a: Tensor, b: Tensor): Tensor {
   checkFloat("where", a, b);
-  invariant(mask.dtype === "i32" || mask.dtype === a.dtype, () =>
-    `where: mask ${shapeStr(mask)} is ${mask.dtype}, a is ${a.dtype}: a mask is i32 or the values' float dtype (cast it)`);
+  invariant(
+    mask.dtype === "i32" || mask.dtype === a.dtype,
+    () => `where: mask ${shapeStr(mask)} is ${mask.dtype}, a is ${a.dtype}: a mask is i32 or the values' float dtype (cast it)`,
+  );
   invariant(mask.backend === a.backend, "where: mask and values live on different backends");
   const mc = c(mask);
   const ac = c(a);
@@ -148,7 +152,10 @@ export function where(mask: Tensor, a: Tensor, b: Tensor): Tensor {
   const stridesIn = (t: Tensor): number[] => broadcastShapes(t.shape, shape).aStrides;
   const out = newLike(ac, shape);
   a.backend.where(mc.buffer, ac.buffer, bc.buffer, out.buffer, {
-    shape, maskStrides: mab.aStrides, aStrides: stridesIn(ac), bStrides: stridesIn(bc),
+    shape,
+    maskStrides: mab.aStrides,
+    aStrides: stridesIn(ac),
+    bStrides: stridesIn(bc),
   });
   return record("where", out, [mc, ac, bc]);
 }
@@ -258,7 +265,14 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const shape = ac.ndim === 3 ? [batch, m, n] : [m, n];
   const out = newLike(ac, shape);
   gemm(a.backend, ac.buffer, bc.buffer, out.buffer, {
-    batch, m, n, k, transA: false, transB: false, strideA: m * k, strideB: bc.ndim === 3 ? k * n : 0,
+    batch,
+    m,
+    n,
+    k,
+    transA: false,
+    transB: false,
+    strideA: m * k,
+    strideB: bc.ndim === 3 ? k * n : 0,
   });
   return record("matmul", out, [ac, bc]);
 }
@@ -283,7 +297,14 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const outShape = [...xc.shape.slice(0, -1), nOut];
   const out = mixed ? Tensor.empty(outShape, { backend: x.backend, dtype: "f32" }) : newLike(xc, outShape);
   gemm(x.backend, xc.buffer, wc.buffer, out.buffer, {
-    batch: 1, m: rows, n: nOut, k: nIn, transA: false, transB: true, strideA: 0, strideB: 0,
+    batch: 1,
+    m: rows,
+    n: nOut,
+    k: nIn,
+    transA: false,
+    transB: true,
+    strideA: 0,
+    strideB: 0,
   });
   const y = record("linear", out, [xc, wc]);
   return bias ? add(y, bias) : y;
@@ -360,20 +381,15 @@ export function layoutSegments(layout: Layout, backend: Backend): AttentionSegme
  * each query seeing the key segments its layout gives. Returns [T, H, D]. `bf16Inner` lets the
  * backend round the inner products to bf16 (tensor cores), as bf16-compute models accept.
  */
-export function attention(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  layout: Layout,
-  scale?: number,
-  opts: { bf16Inner?: boolean } = {},
-): Tensor {
+export function attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale?: number, opts: { bf16Inner?: boolean } = {}): Tensor {
   checkFloat("attention", q, k, v);
   invariant(q.ndim === 3 && k.ndim === 3 && v.ndim === 3, "attention: q, k, v must be 3-D");
   const [T, H, D] = q.shape as [number, number, number];
   const [S, Hkv, Dk] = k.shape as [number, number, number];
-  invariant(Dk === D && v.shape[1] === Hkv && v.shape[2] === D && v.shape[0] === S, () =>
-    `attention: q ${shapeStr(q)}, k ${shapeStr(k)}, v ${shapeStr(v)} do not fit`);
+  invariant(
+    Dk === D && v.shape[1] === Hkv && v.shape[2] === D && v.shape[0] === S,
+    () => `attention: q ${shapeStr(q)}, k ${shapeStr(k)}, v ${shapeStr(v)} do not fit`,
+  );
   invariant(H % Hkv === 0, () => `attention: ${H} query heads not a multiple of ${Hkv} kv heads`);
   invariant(layout.numTokens === T, () => `attention: layout has ${layout.numTokens} tokens, q has ${T}`);
   invariant(layout.numKeys <= S, () => `attention: layout sees ${layout.numKeys} keys, k has ${S}`);
@@ -382,7 +398,12 @@ export function attention(
   const vc = c(v);
   const seg = layoutSegments(layout, q.backend);
   const params = {
-    tokens: T, keys: layout.numKeys, heads: H, kvHeads: Hkv, headDim: D, scale: scale ?? 1 / Math.sqrt(D),
+    tokens: T,
+    keys: layout.numKeys,
+    heads: H,
+    kvHeads: Hkv,
+    headDim: D,
+    scale: scale ?? 1 / Math.sqrt(D),
     ...(opts.bf16Inner ? { bf16Inner: true } : {}),
   };
   const out = newLike(qc);
@@ -418,8 +439,10 @@ export function logSoftmax(x: Tensor): Tensor {
 export function logprobs(logits: Tensor, targets: Tensor, ignoreIndex = -100): Tensor {
   checkFloat("logprobs", logits);
   invariant(logits.ndim === 2, () => `logprobs: logits must be [N, V], got ${shapeStr(logits)}`);
-  invariant(targets.dtype === "i32" && targets.size === logits.shape[0], () =>
-    `logprobs: targets must be i32 [${logits.shape[0]}], got ${targets.dtype} ${shapeStr(targets)}`);
+  invariant(
+    targets.dtype === "i32" && targets.size === logits.shape[0],
+    () => `logprobs: targets must be i32 [${logits.shape[0]}], got ${targets.dtype} ${shapeStr(targets)}`,
+  );
   const lc = c(logits);
   const tc = c(targets);
   const [rows, cols] = lc.shape as [number, number];

@@ -82,8 +82,10 @@ export class AdamW {
   }
 
   loadState(state: AdamWState): void {
-    invariant(state.m.length === this.params.length && state.v.length === this.params.length, () =>
-      `optimizer state has ${state.m.length} moments for ${this.params.length} parameters`);
+    invariant(
+      state.m.length === this.params.length && state.v.length === this.params.length,
+      () => `optimizer state has ${state.m.length} moments for ${this.params.length} parameters`,
+    );
     this.numSteps = state.step;
     this.params.forEach((p, i) => {
       invariant(state.m[i]!.length === p.size, () => `optimizer moment ${i} has ${state.m[i]!.length} values, parameter ${p.size}`);

@@ -110,17 +110,12 @@ export class Tensor {
     invariant(data.length === n, () => `fromArray: ${data.length} values for shape [${shape.join(", ")}] (${n})`);
     const dtype = opts.dtype ?? (data instanceof Float64Array ? "f64" : data instanceof Int32Array ? "i32" : "f32");
     const t = Tensor.empty(shape, { ...opts, dtype });
-    const host =
-      dtype === "f64" ? Float64Array.from(data) : dtype === "i32" ? Int32Array.from(data) : Float32Array.from(data);
+    const host = dtype === "f64" ? Float64Array.from(data) : dtype === "i32" ? Int32Array.from(data) : Float32Array.from(data);
     t.backend.write(t.buffer, host);
     return t;
   }
 
-  static randn(
-    shape: readonly number[],
-    rng: Rng,
-    opts: TensorOptions & { std?: number; mean?: number },
-  ): Tensor {
+  static randn(shape: readonly number[], rng: Rng, opts: TensorOptions & { std?: number; mean?: number }): Tensor {
     const n = numel(shape);
     const std = opts.std ?? 1;
     const mean = opts.mean ?? 0;
@@ -189,10 +184,15 @@ export class Tensor {
       dims.length === this.ndim && [...dims].sort((a, b) => a - b).every((d, i) => d === i),
       () => `permute: [${dims}] is not a permutation of ${this.ndim} dims`,
     );
-    const out = new Tensor(this.backend, this.buffer, dims.map((d) => this.shape[d]!), {
-      strides: dims.map((d) => this.strides[d]!),
-      offset: this.offset,
-    });
+    const out = new Tensor(
+      this.backend,
+      this.buffer,
+      dims.map((d) => this.shape[d]!),
+      {
+        strides: dims.map((d) => this.strides[d]!),
+        offset: this.offset,
+      },
+    );
     return record("permute", out, [this], { dims });
   }
 

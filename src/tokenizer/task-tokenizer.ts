@@ -1,6 +1,7 @@
 /**
  * npr's compact tokenizer for the synthetic-task corpus: one token per word, per number 0..max and
- * per punctuation mark (each also with a leading space), the 256 byte symbols as a fallback so any
+ * per punctuation mark (words and marks also with a leading space; a number never takes its
+ * space, so `51` is the same token in a prompt's list and at the start of a trace line), the 256 byte symbols as a fallback so any
  * text still round-trips, and the chat tokens and 8 NPR tags as special tokens. Written as an
  * ordinary Hugging Face tokenizer.json in Qwen2's layout (Split + ByteLevel pre-tokenizer, BPE
  * model, ByteLevel decoder) with `ignore_merges` and no merges: a pre-token found in the
@@ -15,22 +16,30 @@ import { NprTokenizer } from "./tokenizer.ts";
 export interface TaskVocabulary {
   /** Words (runs of ASCII letters) that get a token each, with and without a leading space. */
   words: readonly string[];
-  /** Numbers 0..maxNumber get a token each, with and without a leading space. */
+  /**
+   * Numbers 0..maxNumber get a token each, never with a leading space: a space before a number is
+   * a token of its own, so a number the model must copy from the prompt into a trace line is the
+   * same id in both places (with " 51" and "51" as two ids, a tiny model has to learn the pairing
+   * of 1,000 numbers before it can copy any of them).
+   */
   maxNumber: number;
 }
 
 /**
- * The pre-tokenizer's pieces: a word, a number or one other non-space character, each with an
- * optional leading space, or one whitespace character. Kept to plain classes so the oniguruma
+ * The pre-tokenizer's pieces: a word or one other non-space character, each with an optional
+ * leading space, a number (without its space), or one whitespace character. Kept to plain classes so the oniguruma
  * (Rust) and JavaScript readings of the pattern agree.
  */
-export const TASK_SPLIT_PATTERN = " ?[A-Za-z]+| ?[0-9]+| ?[^ \\t\\n\\r\\fA-Za-z0-9]|[ \\t\\n\\r\\f]";
+export const TASK_SPLIT_PATTERN = " ?[A-Za-z]+|[0-9]+| ?[^ \\t\\n\\r\\fA-Za-z0-9]|[ \\t\\n\\r\\f]";
 
 /** Largest maxNumber accepted: the vocabulary stays small enough for a tiny model's embedding. */
 export const TASK_MAX_NUMBER = 9999;
 
 /** The tokenizer.json and tokenizer_config.json objects of the task tokenizer. */
-export function taskTokenizerFiles(vocab: TaskVocabulary): { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown> } {
+export function taskTokenizerFiles(vocab: TaskVocabulary): {
+  tokenizerJson: Record<string, unknown>;
+  tokenizerConfig: Record<string, unknown>;
+} {
   if (!Number.isInteger(vocab.maxNumber) || vocab.maxNumber < 0 || vocab.maxNumber > TASK_MAX_NUMBER) {
     throw new RangeError(`taskTokenizerFiles: maxNumber must be an integer in 0..${TASK_MAX_NUMBER}, got ${vocab.maxNumber}`);
   }
@@ -49,17 +58,22 @@ export function taskTokenizerFiles(vocab: TaskVocabulary): { tokenizerJson: Reco
     const ch = String.fromCharCode(c);
     if (!/[A-Za-z0-9]/.test(ch)) add(spell(` ${ch}`));
   }
-  for (let n = 0; n <= vocab.maxNumber; n++) {
-    add(spell(String(n)));
-    add(spell(` ${n}`));
-  }
+  for (let n = 0; n <= vocab.maxNumber; n++) add(spell(String(n)));
   for (const w of [...new Set(vocab.words)].sort()) {
     add(spell(w));
     add(spell(` ${w}`));
   }
   const base = size;
   const specials = [...BYTE_SPECIAL_TOKENS, ...NPR_TAGS];
-  const added = specials.map((content, i) => ({ id: base + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const added = specials.map((content, i) => ({
+    id: base + i,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  }));
   const tokenizerJson = {
     version: "1.0",
     truncation: null,

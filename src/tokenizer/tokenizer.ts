@@ -180,7 +180,15 @@ export class NprTokenizer {
       if (this.tok.token_to_id(tag) !== undefined) {
         throw new CheckpointFormatError(`"${tag}" is already a token of this tokenizer`, { code: "tag_exists", param: tag });
       }
-      const entry: AddedTokenJson = { id, content: tag, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+      const entry: AddedTokenJson = {
+        id,
+        content: tag,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      };
       added.push(entry);
       const { id: _id, ...rest } = entry;
       decoder[String(id)] = rest;
@@ -248,6 +256,10 @@ function readJson(file: string, required: boolean): Json | null {
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not a JSON object");
     return v as Json;
   } catch (err) {
-    throw new CheckpointFormatError(`${file}: not a JSON object (${(err as Error).message})`, { code: "bad_json", param: file, cause: err });
+    throw new CheckpointFormatError(`${file}: not a JSON object (${(err as Error).message})`, {
+      code: "bad_json",
+      param: file,
+      cause: err,
+    });
   }
 }

@@ -41,8 +41,10 @@ export class DataOrder {
 
   constructor(size: number, opts: DataOrderOptions, cursor: DataCursor = { epoch: 0, index: 0 }) {
     invariant(Number.isInteger(size) && size > 0, () => `DataOrder: dataset size ${size}`);
-    invariant(Number.isInteger(cursor.epoch) && cursor.epoch >= 0 && Number.isInteger(cursor.index) && cursor.index >= 0 && cursor.index < size,
-      () => `DataOrder: cursor ${JSON.stringify(cursor)} outside a dataset of ${size}`);
+    invariant(
+      Number.isInteger(cursor.epoch) && cursor.epoch >= 0 && Number.isInteger(cursor.index) && cursor.index >= 0 && cursor.index < size,
+      () => `DataOrder: cursor ${JSON.stringify(cursor)} outside a dataset of ${size}`,
+    );
     this.size = size;
     this.seed = opts.seed;
     this.shuffle = opts.shuffle;
@@ -115,8 +117,16 @@ export function nextStepBatch(order: DataOrder, dataset: readonly EncodedExample
   let numLossTokens = 0;
   let numTokens = 0;
   for (let m = 0; m < gradAccum; m++) {
-    const picked = fillRow(() => order.next(), () => order.peek(), (i) => dataset[i]!.ids.length, budget);
-    const row = packExamples(picked.map((i) => dataset[i]!), picked);
+    const picked = fillRow(
+      () => order.next(),
+      () => order.peek(),
+      (i) => dataset[i]!.ids.length,
+      budget,
+    );
+    const row = packExamples(
+      picked.map((i) => dataset[i]!),
+      picked,
+    );
     micro.push(row);
     numLossTokens += row.numLossTokens;
     numTokens += row.ids.length;

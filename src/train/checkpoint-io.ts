@@ -161,9 +161,17 @@ function writeOptimizer(file: string, model: Qwen3Model, opt: AdamW): void {
   specs.forEach((spec, i) => {
     const dtype = ST_OF[model.param(spec.name).dtype];
     invariant(dtype, () => `no storage dtype for ${model.param(spec.name).dtype}`);
-    for (const [key, arr] of [["m", state.m[i]!], ["v", state.v[i]!]] as const) {
+    for (const [key, arr] of [
+      ["m", state.m[i]!],
+      ["v", state.v[i]!],
+    ] as const) {
       const view = arr as unknown as ArrayBufferView;
-      entries.push({ name: `${key}.${spec.name}`, dtype, shape: [...spec.shape], data: new Uint8Array(view.buffer, view.byteOffset, view.byteLength) });
+      entries.push({
+        name: `${key}.${spec.name}`,
+        dtype,
+        shape: [...spec.shape],
+        data: new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
+      });
     }
   });
   writeSafetensors(file, entries, { optimizer: "adamw", step: String(state.step) });
@@ -177,7 +185,10 @@ function readOptimizer(file: string, model: Qwen3Model): AdamWState {
     const v: Array<Float32Array | Float64Array> = [];
     for (const spec of qwen3ParamSpecs(model.config)) {
       const dtype = model.param(spec.name).dtype;
-      for (const [key, out] of [["m", m], ["v", v]] as const) {
+      for (const [key, out] of [
+        ["m", m],
+        ["v", v],
+      ] as const) {
         const name = `${key}.${spec.name}`;
         const entry = st.get(name);
         if (!entry || entry.dtype !== ST_OF[dtype]) {
@@ -188,7 +199,12 @@ function readOptimizer(file: string, model: Qwen3Model): AdamWState {
           });
         }
         const bytes = st.readBytes(name).slice(); // aligned copy
-        const arr = dtype === "f64" ? new Float64Array(bytes.buffer) : dtype === "bf16" ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer);
+        const arr =
+          dtype === "f64"
+            ? new Float64Array(bytes.buffer)
+            : dtype === "bf16"
+              ? new Uint16Array(bytes.buffer)
+              : new Float32Array(bytes.buffer);
         out.push(arr as Float32Array | Float64Array);
       }
     }
@@ -200,7 +216,10 @@ function readOptimizer(file: string, model: Qwen3Model): AdamWState {
 }
 
 /** Writes a complete training checkpoint folder (atomically) at `target`. */
-export function saveTrainingCheckpoint(target: string, parts: { model: Qwen3Model; tokenizer: NprTokenizer; opt: AdamW; state: TrainerState }): void {
+export function saveTrainingCheckpoint(
+  target: string,
+  parts: { model: Qwen3Model; tokenizer: NprTokenizer; opt: AdamW; state: TrainerState },
+): void {
   writeFolderAtomically(target, (tmp) => {
     writeModelFiles(tmp, parts.model, parts.tokenizer);
     writeOptimizer(path.join(tmp, OPTIMIZER_FILE), parts.model, parts.opt);
@@ -218,7 +237,12 @@ export interface LoadedCheckpoint {
  * Reads a verified checkpoint folder back: the model in `dtype` on `backend` (with the run's
  * compute options), AdamW's moments and the trainer state.
  */
-export function loadTrainingCheckpoint(dir: string, backend: Backend, dtype: "f32" | "bf16", modelOpts: Qwen3ModelOptions = {}): LoadedCheckpoint {
+export function loadTrainingCheckpoint(
+  dir: string,
+  backend: Backend,
+  dtype: "f32" | "bf16",
+  modelOpts: Qwen3ModelOptions = {},
+): LoadedCheckpoint {
   const loaded = loadQwen3(dir, { backend, dtype });
   const model = modelOpts.computeDtype ? new Qwen3Model(loaded.config, loaded.params, modelOpts) : loaded;
   const optimizerState = readOptimizer(path.join(dir, OPTIMIZER_FILE), model);

@@ -75,11 +75,16 @@ function gradedProblems(task: SyntheticTaskName, difficulty: SyntheticDifficulty
  * every stage's greedy evaluation answers (the same problems at every evaluation and stage).
  */
 export function evalProblems(recipe: Recipe, n: number): EvalProblem[] {
-  const counts = splitByWeight(n, recipe.tasks.map((t) => t.weight));
+  const counts = splitByWeight(
+    n,
+    recipe.tasks.map((t) => t.weight),
+  );
   return recipe.tasks.flatMap((entry, t) => {
     if (counts[t] === 0) return [];
     const difficulty = entry.difficulty as SyntheticDifficulty;
-    return gradedProblems(entry.name, difficulty, [...streamExamples({ task: entry.name, n: counts[t]!, split: "test", difficulty, forms: [] })]);
+    return gradedProblems(entry.name, difficulty, [
+      ...streamExamples({ task: entry.name, n: counts[t]!, split: "test", difficulty, forms: [] }),
+    ]);
   });
 }
 
@@ -108,7 +113,9 @@ export function buildCorpus(recipe: Recipe, hp: PretrainHyper, seed: number): Co
     const nTest = Math.max(nHeld[t]!, nProblems[t]!);
     if (nTest === 0) return;
     const test = [...streamExamples({ task: entry.name, n: nTest, seed, split: "test", difficulty })];
-    test.slice(0, nHeld[t]!).forEach((ex, k) => corpus.heldOut.push({ prompt: ex.prompt, response: traceOf(ex, isParallelSlot(k, hp.corpus.parallel_share)) }));
+    test
+      .slice(0, nHeld[t]!)
+      .forEach((ex, k) => corpus.heldOut.push({ prompt: ex.prompt, response: traceOf(ex, isParallelSlot(k, hp.corpus.parallel_share)) }));
     corpus.problems.push(...gradedProblems(entry.name, difficulty, test.slice(0, nProblems[t]!)));
   });
   corpus.parallelShare = corpus.train.length === 0 ? 0 : corpus.parallelCount / corpus.train.length;

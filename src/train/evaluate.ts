@@ -86,7 +86,16 @@ export interface GreedyEval {
 }
 
 /** The same counts for no problems: NaN rates, nothing measured. */
-const NO_EVAL: GreedyEval = { accuracy: NaN, format_rate: NaN, parallel_rate: NaN, mean_tokens: NaN, mean_critical_path: NaN, pass_rate: NaN, responses: 0, samples: [] };
+const NO_EVAL: GreedyEval = {
+  accuracy: NaN,
+  format_rate: NaN,
+  parallel_rate: NaN,
+  mean_tokens: NaN,
+  mean_critical_path: NaN,
+  pass_rate: NaN,
+  responses: 0,
+  samples: [],
+};
 
 /**
  * Generations for `problems` (request r answers problem `problemOf[r]` with `params[r]`), batched
@@ -131,7 +140,16 @@ function generateAndScore(
     tokens += res.stats.serializedTokens;
     critical += res.stats.criticalPathTokens;
     if (samples.length < opts.samples) {
-      samples.push({ id: p.id, prompt: p.prompt, answer: p.answer, response: text, correct: ok, format_ok: format, finish: res.finishReason, tokens: res.stats.serializedTokens });
+      samples.push({
+        id: p.id,
+        prompt: p.prompt,
+        answer: p.answer,
+        response: text,
+        correct: ok,
+        format_ok: format,
+        finish: res.finishReason,
+        tokens: res.stats.serializedTokens,
+      });
     }
   });
   const n = results.length;
@@ -154,10 +172,22 @@ const PLAIN = { repetitionPenalty: 1, branchRepetitionPenalty: 1, minForkBudget:
  * Greedy generations (temperature 0, no repetition penalties: the plain argmax) for every
  * problem, batched through one engine, graded by each problem's verifier.
  */
-export function greedyEval(model: Qwen3Model, encoder: ExampleEncoder, problems: readonly EvalProblem[], opts: GreedyEvalOptions): GreedyEval {
+export function greedyEval(
+  model: Qwen3Model,
+  encoder: ExampleEncoder,
+  problems: readonly EvalProblem[],
+  opts: GreedyEvalOptions,
+): GreedyEval {
   // NPR's minForkBudget 1024 would forbid every fork at these budgets; the budget rule itself still applies.
   const params = { ...PLAIN, mode: opts.mode, temperature: 0, maxNewTokens: opts.maxNewTokens };
-  return generateAndScore(model, encoder, problems, problems.map((_, i) => i), problems.map(() => params), opts);
+  return generateAndScore(
+    model,
+    encoder,
+    problems,
+    problems.map((_, i) => i),
+    problems.map(() => params),
+    opts,
+  );
 }
 
 /**
@@ -166,13 +196,25 @@ export function greedyEval(model: Qwen3Model, encoder: ExampleEncoder, problems:
  * `<guideline>` greedily, yet samples it at about the share it was taught; this is the rate that
  * decides whether DAPO ever meets a parallel rollout. Seeded per generation, so reproducible.
  */
-export function sampledEval(model: Qwen3Model, encoder: ExampleEncoder, problems: readonly EvalProblem[], opts: SampledEvalOptions): GreedyEval {
+export function sampledEval(
+  model: Qwen3Model,
+  encoder: ExampleEncoder,
+  problems: readonly EvalProblem[],
+  opts: SampledEvalOptions,
+): GreedyEval {
   const problemOf: number[] = [];
   const params: Array<Partial<GenerateParams>> = [];
   problems.forEach((_, i) => {
     for (let j = 0; j < opts.perProblem; j++) {
       problemOf.push(i);
-      params.push({ ...PLAIN, mode: opts.mode, temperature: opts.temperature, topP: 1, maxNewTokens: opts.maxNewTokens, seed: opts.seed + i * opts.perProblem + j });
+      params.push({
+        ...PLAIN,
+        mode: opts.mode,
+        temperature: opts.temperature,
+        topP: 1,
+        maxNewTokens: opts.maxNewTokens,
+        seed: opts.seed + i * opts.perProblem + j,
+      });
     }
   });
   return generateAndScore(model, encoder, problems, problemOf, params, opts);

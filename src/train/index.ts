@@ -5,7 +5,18 @@
  * Other folders (cli/) import train/ only through this file. Rank 6: imports engine, model,
  * tokenizer, tasks, format, tensor and util; never eval/ or serve/.
  */
-export { ExampleEncoder, IGNORE, encodeAll, trajectoryLayout, type EncodeResult, type EncodedExample, type EncodedSet, type EncoderOptions, type LayoutMode, type TextExample } from "./examples.ts";
+export {
+  ExampleEncoder,
+  IGNORE,
+  encodeAll,
+  trajectoryLayout,
+  type EncodeResult,
+  type EncodedExample,
+  type EncodedSet,
+  type EncoderOptions,
+  type LayoutMode,
+  type TextExample,
+} from "./examples.ts";
 export { concatLayouts, fillRow, packExamples, type PackedBatch, type PackedSpan } from "./packing.ts";
 export { DataOrder, datasetFingerprint, nextStepBatch, type DataCursor, type DataOrderOptions, type StepBatch } from "./batches.ts";
 export { perExampleLoss, rowLogprobs, rowNll, targetsTensor, tokenMeanShare } from "./losses.ts";
@@ -42,7 +53,18 @@ export {
   type StageOverrides,
   type SupervisedStage,
 } from "./recipe.ts";
-export { learningRate, makeOptimizer, optimizerStep, runSupervised, type Evaluation, type LoopHyper, type OptimizerHyper, type StepResult, type SupervisedResult, type SupervisedRun } from "./trainer.ts";
+export {
+  learningRate,
+  makeOptimizer,
+  optimizerStep,
+  runSupervised,
+  type Evaluation,
+  type LoopHyper,
+  type OptimizerHyper,
+  type StepResult,
+  type SupervisedResult,
+  type SupervisedRun,
+} from "./trainer.ts";
 export { evaluateStage, greedyEval, heldOutLoss, type EvalProblem, type GreedyEval, type GreedyEvalOptions } from "./evaluate.ts";
 export { buildCorpus, evalProblems, isParallelSlot, splitByWeight, type Corpus } from "./corpus.ts";
 export { recipeModelConfig, recipeTokenizer, runPretrain, type PretrainInputs, type PretrainResult } from "./pretrain.ts";

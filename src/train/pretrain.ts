@@ -90,7 +90,9 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
   let tokens = 0;
   for (const ex of train.examples) tokens += ex.ids.length;
   progress.log(
-    `pretrain corpus: ${train.examples.length} traces (${Object.entries(corpus.perTask).map(([k, v]) => `${k} ${v}`).join(", ")}), ` +
+    `pretrain corpus: ${train.examples.length} traces (${Object.entries(corpus.perTask)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}), ` +
       `${corpus.parallelCount} in parallel form (${(100 * corpus.parallelShare).toFixed(1)}%), ${tokens} tokens, ` +
       `${train.dropped.length} dropped as longer than ${hp.tokens_per_micro_batch} tokens; ${held.examples.length} held-out traces, ` +
       `${corpus.problems.length} eval problems (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
@@ -101,10 +103,17 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
   if (be.gemmPath) progress.log(`pretrain backend: ${be.name}, GEMM path ${be.gemmPath}${be.whyNoBlas ? ` (${be.whyNoBlas})` : ""}`);
   const config = recipeModelConfig(recipe, tokenizer, encoder.eosId);
   const computeDtype = recipe.dtype === "bf16" ? ("bf16" as const) : undefined;
-  const evalOpts = { maxNewTokens: hp.eval.max_new_tokens, samples: hp.eval.samples, mode: "parallel" as const, budget: hp.tokens_per_micro_batch, sampledPerProblem: hp.eval.sampled_per_problem };
+  const evalOpts = {
+    maxNewTokens: hp.eval.max_new_tokens,
+    samples: hp.eval.samples,
+    mode: "parallel" as const,
+    budget: hp.tokens_per_micro_batch,
+    sampledPerProblem: hp.eval.sampled_per_problem,
+  };
   // The held-out loss at every evaluation (the curve); generations on the test problems only
   // after the last step: they cost more than the loss, and the test split is looked at once.
-  const evaluate = (model: Qwen3Model, step: number) => evaluateStage(model, encoder, held.examples, step === hp.steps ? corpus.problems : [], evalOpts);
+  const evaluate = (model: Qwen3Model, step: number) =>
+    evaluateStage(model, encoder, held.examples, step === hp.steps ? corpus.problems : [], evalOpts);
   const res = runSupervised({
     stage: "pretrain",
     hp,
@@ -115,7 +124,14 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
     tokenizer,
     train: train.examples,
     seed: recipe.seed,
-    initModel: () => Qwen3Model.random(config, { seed: recipe.seed, backend: inp.backend, dtype: "f32", computeDtype, std: recipe.model.initializer_range }),
+    initModel: () =>
+      Qwen3Model.random(config, {
+        seed: recipe.seed,
+        backend: inp.backend,
+        dtype: "f32",
+        computeDtype,
+        std: recipe.model.initializer_range,
+      }),
     evaluate: held.examples.length > 0 || corpus.problems.length > 0 ? evaluate : undefined,
     resume: inp.resume,
     progress,

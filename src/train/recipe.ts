@@ -190,7 +190,11 @@ const PRESET_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".
 /** Names of the built-in recipes (presets/recipes/*.json), sorted. */
 export function recipePresets(): string[] {
   try {
-    return fs.readdirSync(PRESET_DIR).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
+    return fs
+      .readdirSync(PRESET_DIR)
+      .filter((f) => f.endsWith(".json"))
+      .map((f) => f.slice(0, -5))
+      .sort();
   } catch {
     return [];
   }

@@ -55,7 +55,13 @@ export function sftTokenizer(initDir: string): { base: NprTokenizer; tokenizer: 
  * tags were added: each tag's row is the mean of the rows of its name's sub-tokens under the base
  * tokenizer ("guideline", "/guideline", ...), as NPR's and Multiverse's initializer does.
  */
-export function loadSftModel(initDir: string, backend: Backend, base: NprTokenizer, tokenizer: NprTokenizer, computeDtype: "bf16" | undefined): Qwen3Model {
+export function loadSftModel(
+  initDir: string,
+  backend: Backend,
+  base: NprTokenizer,
+  tokenizer: NprTokenizer,
+  computeDtype: "bf16" | undefined,
+): Qwen3Model {
   let model = loadQwen3(initDir, { backend, dtype: "f32" });
   if (tokenizer !== base || model.config.vocabSize < tokenizer.size) {
     const init = tokenizer === base ? [] : NPR_TAGS.map((tag) => ({ id: tokenizer.tagId(tag), sourceIds: base.encode(tagInitText(tag)) }));
@@ -103,13 +109,22 @@ export function runSft(inp: SftInputs): SftResult {
   const train = enc.examples.slice(0, enc.examples.length - heldCount);
   const heldOut = enc.examples.slice(enc.examples.length - heldCount);
   if (train.length === 0) {
-    throw new DataFormatError(`${inp.dataFile}: no usable trajectory (${enc.dropped.length} dropped${enc.dropped[0] ? `, first: ${enc.dropped[0].why}` : ""})`, {
-      code: "no_data",
-      param: "--data",
-      hint: inp.layout === "parallel" ? "parallel SFT needs complete NPR responses; check them with npr format check" : "check the file's prompt/response fields",
-    });
+    throw new DataFormatError(
+      `${inp.dataFile}: no usable trajectory (${enc.dropped.length} dropped${enc.dropped[0] ? `, first: ${enc.dropped[0].why}` : ""})`,
+      {
+        code: "no_data",
+        param: "--data",
+        hint:
+          inp.layout === "parallel"
+            ? "parallel SFT needs complete NPR responses; check them with npr format check"
+            : "check the file's prompt/response fields",
+      },
+    );
   }
-  if (addedTags) inp.progress.log(`the base tokenizer lacks the NPR tags: added as ids ${tokenizer.tagId("<guideline>")}..${tokenizer.tagId("</takeaway>")}, rows initialized from their names' sub-tokens`);
+  if (addedTags)
+    inp.progress.log(
+      `the base tokenizer lacks the NPR tags: added as ids ${tokenizer.tagId("<guideline>")}..${tokenizer.tagId("</takeaway>")}, rows initialized from their names' sub-tokens`,
+    );
   const computeDtype = inp.recipe.dtype === "bf16" ? ("bf16" as const) : undefined;
   const evalOpts = { maxNewTokens: hp.eval.max_new_tokens, samples: hp.eval.samples, mode: inp.layout, budget: hp.tokens_per_micro_batch };
   const problems = (inp.problems ?? evalProblems(inp.recipe, hp.eval.problems)).slice(0, hp.eval.problems);

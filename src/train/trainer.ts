@@ -215,7 +215,11 @@ export function runSupervised(r: SupervisedRun): SupervisedResult {
       const ev = r.evaluate(model, done);
       run.metrics.append({ kind: "eval", step: done, stage: r.stage, ...ev.metrics });
       if (ev.samples.length > 0) run.writeSamples(done, ev.samples);
-      progress.log(`${r.stage} eval @ step ${done}: ${Object.entries(ev.metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}`);
+      progress.log(
+        `${r.stage} eval @ step ${done}: ${Object.entries(ev.metrics)
+          .map(([k, v]) => `${k} ${fmt(v)}`)
+          .join(", ")}`,
+      );
     }
 
     // ---- save
@@ -242,13 +246,19 @@ export function runSupervised(r: SupervisedRun): SupervisedResult {
 /** A checkpoint belongs to this run and this data, or the resume is refused with the reason. */
 function checkResumable(state: TrainerState, r: SupervisedRun, configHash: string, fingerprint: string, dir: string): void {
   const why =
-    state.stage !== r.stage ? `it is a ${state.stage} checkpoint, this is ${r.stage}` :
-    state.recipe_sha256 !== configHash ? "recipe.json changed since it was written" :
-    state.data.size !== r.train.length ? `it was taken over ${state.data.size} training examples, the data now has ${r.train.length}` :
-    state.data.sha256 !== fingerprint ? "the training examples changed since it was written (their SHA-256 differs)" :
-    state.data.seed !== r.seed || state.data.shuffle !== r.hp.shuffle ? "the data order (seed, shuffle) changed" :
-    state.step > r.hp.steps ? `it is at step ${state.step}, past the stage's ${r.hp.steps} steps` :
-    null;
+    state.stage !== r.stage
+      ? `it is a ${state.stage} checkpoint, this is ${r.stage}`
+      : state.recipe_sha256 !== configHash
+        ? "recipe.json changed since it was written"
+        : state.data.size !== r.train.length
+          ? `it was taken over ${state.data.size} training examples, the data now has ${r.train.length}`
+          : state.data.sha256 !== fingerprint
+            ? "the training examples changed since it was written (their SHA-256 differs)"
+            : state.data.seed !== r.seed || state.data.shuffle !== r.hp.shuffle
+              ? "the data order (seed, shuffle) changed"
+              : state.step > r.hp.steps
+                ? `it is at step ${state.step}, past the stage's ${r.hp.steps} steps`
+                : null;
   if (why !== null) {
     throw new ConfigError(`cannot resume from ${dir}: ${why}`, {
       code: "not_resumable",

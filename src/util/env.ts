@@ -6,7 +6,6 @@
  */
 import path from "node:path";
 
-
 export interface NprEnv {
   /** NPR_BLAS=0 (or "off"/"false") forces the pure-TypeScript GEMM even when OpenBLAS loads. */
   readonly useBlas: boolean;

@@ -17,7 +17,10 @@ import { maxGraderPoolSize } from "../../src/tasks/grader-pool.ts";
 import { assertOneLineError, runAll, runCli, tempDir } from "./helpers.ts";
 
 test("backend check: --backend cpu compares a GEMM and an attention with float64; the default picks what is here", async () => {
-  const [cpu, auto] = await runAll([["backend", "check", "--backend", "cpu"], ["backend", "check"]]);
+  const [cpu, auto] = await runAll([
+    ["backend", "check", "--backend", "cpu"],
+    ["backend", "check"],
+  ]);
   assert.equal(cpu!.status, 0, cpu!.stderr);
   const path_ = new CpuBackend().gemmPath;
   assert.match(cpu!.stdout, new RegExp(`^cpu backend: GEMM path ${path_}`));
@@ -55,12 +58,30 @@ test("demo: flags checked before writing; progress, GEMM path and a next command
   assert.match(r.stderr, /npr demo: sequential run 1 of 1: \d+ tokens in [\d.]+ s/);
   assert.match(r.stderr, /npr demo: parallel run 1 of 1: /);
   assert.match(r.stdout, /speed-up: [\d.]+x tokens\/s, parallel versus sequential \(.*GEMM path (openblas|typescript), best of 1\)/);
-  const next = /next: npx npr generate --model (\S+) --prompt "\.\.\." --force-structure "([^"]+)" --max-tokens (\d+) --temperature 0\.7 --top-p 0\.95/.exec(r.stdout);
+  const next =
+    /next: npx npr generate --model (\S+) --prompt "\.\.\." --force-structure "([^"]+)" --max-tokens (\d+) --temperature 0\.7 --top-p 0\.95/.exec(
+      r.stdout,
+    );
   assert.ok(next, r.stdout);
   const serialized = Math.max(...[...r.stdout.matchAll(/^\| (?:sequential|parallel) \| (\d+) \|/gm)].map((x) => Number(x[1])));
   assert.ok(Number(next![3]) >= serialized, `--max-tokens ${next![3]} covers the ${serialized} serialized tokens`);
   // The suggested command, as printed (with a prompt), finishes the structure inside its budget.
-  const gen = await runCli(["generate", "--model", next![1]!, "--prompt", "What is 2+2?", "--force-structure", next![2]!, "--max-tokens", next![3]!, "--temperature", "0.7", "--top-p", "0.95", "--json"]);
+  const gen = await runCli([
+    "generate",
+    "--model",
+    next![1]!,
+    "--prompt",
+    "What is 2+2?",
+    "--force-structure",
+    next![2]!,
+    "--max-tokens",
+    next![3]!,
+    "--temperature",
+    "0.7",
+    "--top-p",
+    "0.95",
+    "--json",
+  ]);
   assert.equal(gen.status, 0, gen.stderr);
   const [res] = JSON.parse(gen.stdout) as Array<{ finishReason: string; malformed: string | null }>;
   assert.deepEqual([res!.finishReason, res!.malformed], ["stop", null]);
@@ -85,5 +106,10 @@ test("progress: a line per interval with done/total, rate note and ETA; nothing 
 
 test("grade: --pool is capped by the machine, with the cap in the message", async () => {
   const r = await runCli(["grade", "--pool", "1000"]);
-  assertOneLineError(r, "UsageError", new RegExp(`^npr: UsageError: --pool must be an integer in \\[1, ${maxGraderPoolSize()}\\], got "1000"$`), "pool");
+  assertOneLineError(
+    r,
+    "UsageError",
+    new RegExp(`^npr: UsageError: --pool must be an integer in \\[1, ${maxGraderPoolSize()}\\], got "1000"$`),
+    "pool",
+  );
 });

@@ -19,10 +19,18 @@ test("parseIntArg: decimal digits only, range named in the message", () => {
   assert.equal(parseIntArg("0", "--n"), 0);
   assert.equal(parseIntArg("-3", "--x", -5, 5), -3);
   for (const bad of ["0x10", "1e3", "1.5", " 5", "5 ", "", "+5", "-1", "abc", "Infinity", "9007199254740992", "0b11", "1_000"]) {
-    assert.throws(() => parseIntArg(bad, "--n"), (e: unknown) => e instanceof UsageError && e.code === "bad_int" && e.param === "--n", bad);
+    assert.throws(
+      () => parseIntArg(bad, "--n"),
+      (e: unknown) => e instanceof UsageError && e.code === "bad_int" && e.param === "--n",
+      bad,
+    );
   }
-  assert.throws(() => parseIntArg("0x10", "--seed"), { message: `--seed must be an integer >= 0, got "0x10"\nHINT: write the value in decimal digits, e.g. 16 (not 0x10, 1e3 or 1.5)` });
-  assert.throws(() => parseIntArg("100", "--pool", 1, 4, "at most 4 here"), { message: `--pool must be an integer in [1, 4], got "100"\nHINT: at most 4 here` });
+  assert.throws(() => parseIntArg("0x10", "--seed"), {
+    message: `--seed must be an integer >= 0, got "0x10"\nHINT: write the value in decimal digits, e.g. 16 (not 0x10, 1e3 or 1.5)`,
+  });
+  assert.throws(() => parseIntArg("100", "--pool", 1, 4, "at most 4 here"), {
+    message: `--pool must be an integer in [1, 4], got "100"\nHINT: at most 4 here`,
+  });
 });
 
 test("parseNumberArg, parseChoice, parseJsonText", () => {
@@ -30,12 +38,19 @@ test("parseNumberArg, parseChoice, parseJsonText", () => {
   assert.equal(parseNumberArg(".5", "--t"), 0.5);
   assert.equal(parseNumberArg("1e-3", "--t"), 0.001);
   for (const bad of ["0x1", "Infinity", "NaN", "", " 1", "1,5", "--1"]) assert.throws(() => parseNumberArg(bad, "--t"), UsageError, bad);
-  assert.throws(() => parseNumberArg("0", "--top-p", { min: 0, minOpen: true, max: 1 }), { message: `--top-p must be a number in (0, 1], got "0"` });
-  assert.throws(() => parseNumberArg("1", "--min-p", { min: 0, max: 1, maxOpen: true }), { message: `--min-p must be a number in [0, 1), got "1"` });
+  assert.throws(() => parseNumberArg("0", "--top-p", { min: 0, minOpen: true, max: 1 }), {
+    message: `--top-p must be a number in (0, 1], got "0"`,
+  });
+  assert.throws(() => parseNumberArg("1", "--min-p", { min: 0, max: 1, maxOpen: true }), {
+    message: `--min-p must be a number in [0, 1), got "1"`,
+  });
   assert.throws(() => parseNumberArg("-1", "--temperature", { min: 0 }), { message: `--temperature must be a number >= 0, got "-1"` });
   assert.equal(parseChoice("b", "--x", ["a", "b"] as const), "b");
   assert.throws(() => parseChoice("c", "--x", ["a", "b"]), { message: `--x must be one of a, b, got "c"` });
-  assert.throws(() => parseJsonText('{\n  "a": 1,\n  "b": \n}', "f.json"), (e: unknown) => e instanceof DataFormatError && e.message.startsWith("f.json:4:1: invalid JSON"));
+  assert.throws(
+    () => parseJsonText('{\n  "a": 1,\n  "b": \n}', "f.json"),
+    (e: unknown) => e instanceof DataFormatError && e.message.startsWith("f.json:4:1: invalid JSON"),
+  );
   assert.throws(() => parseJsonText("", "e.json"), { message: "e.json:1:1: invalid JSON (the file is empty)" });
 });
 
@@ -86,7 +101,8 @@ const BAD_FLAGS: Array<[string[], string]> = [
 
 test("every bad flag value of every command is one line naming the flag, before any work", async () => {
   const dir = tempDir();
-  const fill = (args: string[]) => args.map((a) => (a === "OUT" || a === "DIR" ? path.join(dir, a) : a === "NOPE" ? path.join(dir, "nope") : a));
+  const fill = (args: string[]) =>
+    args.map((a) => (a === "OUT" || a === "DIR" ? path.join(dir, a) : a === "NOPE" ? path.join(dir, "nope") : a));
   for (const [args, flag] of BAD_FLAGS) {
     const r = await runInProcess(fill(args));
     const escaped = flag.replace(/[-]/g, "\\-");
@@ -107,7 +123,10 @@ test("as processes: a bad integer, number and choice flag, and commander's usage
   assertOneLineError(hex!, "UsageError", /^npr: UsageError: --max-tokens must be an integer >= 1, got "0x10"$/, "hex");
   assertOneLineError(num!, "UsageError", /^npr: UsageError: --top-p must be a number in \(0, 1\], got "2"$/, "top-p");
   assertOneLineError(choice!, "UsageError", /--inject must be one of leak, double-free/, "inject");
-  for (const [r, msg] of [[unknown!, /unknown option '--bogus'/], [missing!, /required option '--config/]] as const) {
+  for (const [r, msg] of [
+    [unknown!, /unknown option '--bogus'/],
+    [missing!, /required option '--config/],
+  ] as const) {
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, msg);
     assert.doesNotMatch(r.stderr, /^\s+at /m);

@@ -114,7 +114,10 @@ export function assertOneLineError(r: CliResult, kind: string, message: RegExp, 
   assert.equal(r.signal, null, `killed (hang?) after ${r.ms.toFixed(0)} ms: ${ctx}`);
   assert.equal(r.status, 2, `exit code: ${ctx}`);
   assert.doesNotMatch(r.stderr, /^\s+at /m, `stack trace: ${ctx}`);
-  const lines = r.stderr.replace(/\n$/, "").split("\n").filter((l) => !l.startsWith("npr: warning:"));
+  const lines = r.stderr
+    .replace(/\n$/, "")
+    .split("\n")
+    .filter((l) => !l.startsWith("npr: warning:"));
   assert.ok(lines.length === 1 || (lines.length === 2 && lines[1]!.startsWith("HINT: ")), `not one line (+ HINT): ${ctx}`);
   assert.ok(lines[0]!.startsWith(`npr: ${kind}: `), `error kind: ${ctx}`);
   assert.match(lines[0]!, message, ctx);
@@ -132,7 +135,18 @@ export function tempDir(prefix = "npr-cli-"): string {
  * context finish fast).
  */
 export function writeTinyCheckpoint(dir: string, maxPositionEmbeddings = 128): Qwen3Config {
-  const config = makeQwen3Config({ vocabSize: 300, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 16, ropeTheta: 10000, maxPositionEmbeddings, tieWordEmbeddings: true });
+  const config = makeQwen3Config({
+    vocabSize: 300,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 1,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    headDim: 16,
+    ropeTheta: 10000,
+    maxPositionEmbeddings,
+    tieWordEmbeddings: true,
+  });
   const model = Qwen3Model.random(config, { seed: 1, backend: new CpuBackend() });
   saveQwen3(model, dir, { dtype: "f32", overwrite: true });
   byteTokenizer().save(dir);

@@ -31,9 +31,21 @@ const unwritable = "/proc/npr-test-unwritable/x";
 /** [args, error kind, message pattern]. */
 const CASES: Array<[string[], string, RegExp]> = [
   // outputs
-  [["model", "init", "--config", "tiny", "--out", file], "UsageError", /^npr: UsageError: --out .*a-file\.txt: a file is there, not a folder$/],
-  [["model", "init", "--config", "tiny", "--out", path.join(file, "sub")], "UsageError", /--out .*a-file\.txt\/sub: .*a-file\.txt is a file, not a folder$/],
-  [["model", "init", "--config", "tiny", "--out", unwritable], "UsageError", /--out \/proc\/npr-test-unwritable\/x: cannot create the folder \/proc\/npr-test-unwritable/],
+  [
+    ["model", "init", "--config", "tiny", "--out", file],
+    "UsageError",
+    /^npr: UsageError: --out .*a-file\.txt: a file is there, not a folder$/,
+  ],
+  [
+    ["model", "init", "--config", "tiny", "--out", path.join(file, "sub")],
+    "UsageError",
+    /--out .*a-file\.txt\/sub: .*a-file\.txt is a file, not a folder$/,
+  ],
+  [
+    ["model", "init", "--config", "tiny", "--out", unwritable],
+    "UsageError",
+    /--out \/proc\/npr-test-unwritable\/x: cannot create the folder \/proc\/npr-test-unwritable/,
+  ],
   [["model", "init", "--config", "tiny", "--out", ""], "UsageError", /--out must name a folder, got an empty string/],
   [["model", "init", "--config", "tiny", "--out", nonEmpty], "UsageError", /--out .*someone-elses: the folder exists and is not empty$/],
   [["tokenizer", "init-bytes", "--out", file], "UsageError", /--out .*: a file is there, not a folder/],
@@ -43,14 +55,30 @@ const CASES: Array<[string[], string, RegExp]> = [
   [["bundle", "--out", path.join(file, "npr.tar.xz")], "UsageError", /--out .*: .*a-file\.txt is a file, not a folder/],
   [["demo", "--dir", file], "UsageError", /--dir .*: a file is there, not a folder/],
   [["demo", "--dir", unwritable], "UsageError", /--dir .*: cannot create the folder/],
-  [["demo", "--dir", nonEmpty], "UsageError", /--dir .*someone-elses: the folder holds files but no checkpoint; the demo will not replace it$/],
+  [
+    ["demo", "--dir", nonEmpty],
+    "UsageError",
+    /--dir .*someone-elses: the folder holds files but no checkpoint; the demo will not replace it$/,
+  ],
   // inputs
   [["model", "init", "--config", missing, "--out", path.join(dir, "o1")], "UsageError", /no config file or preset named/],
   [["model", "init", "--config", dir, "--out", path.join(dir, "o1")], "UsageError", /--config .*config\.json: no such file$/],
   [["model", "init", "--config", empty, "--out", path.join(dir, "o1")], "UsageError", /--config .*empty\.json: the file is empty$/],
-  [["model", "init", "--config", badJson, "--out", path.join(dir, "o1")], "DataFormatError", /bad\.json:4:1: invalid JSON \(Unexpected token '}'\)$/],
-  [["model", "init", "--config", "tiny", "--out", path.join(dir, "o1"), "--tokenizer", missing], "UsageError", /--tokenizer .*missing: no such file or folder$/],
-  [["model", "init", "--config", "tiny", "--out", path.join(dir, "o1"), "--tokenizer", nonEmpty], "UsageError", /--tokenizer .*tokenizer\.json: no such file$/],
+  [
+    ["model", "init", "--config", badJson, "--out", path.join(dir, "o1")],
+    "DataFormatError",
+    /bad\.json:4:1: invalid JSON \(Unexpected token '}'\)$/,
+  ],
+  [
+    ["model", "init", "--config", "tiny", "--out", path.join(dir, "o1"), "--tokenizer", missing],
+    "UsageError",
+    /--tokenizer .*missing: no such file or folder$/,
+  ],
+  [
+    ["model", "init", "--config", "tiny", "--out", path.join(dir, "o1"), "--tokenizer", nonEmpty],
+    "UsageError",
+    /--tokenizer .*tokenizer\.json: no such file$/,
+  ],
   [["model", "info", missing], "UsageError", /<dir> .*missing: no such checkpoint folder$/],
   [["model", "info", file], "UsageError", /<dir> .*a-file\.txt: a file, not a checkpoint folder$/],
   [["model", "info", nonEmpty], "UsageError", /<dir> .*config\.json: no such file$/],
@@ -59,7 +87,11 @@ const CASES: Array<[string[], string, RegExp]> = [
   [["engine", "verify", "--model", file], "UsageError", /--model .*: a file, not a checkpoint folder$/],
   [["engine", "fuzz", "--model", missing], "UsageError", /--model .*missing: no such checkpoint folder$/],
   [["tokenize", "--tokenizer", file], "UsageError", /--tokenizer .*: a file, not a tokenizer folder$/],
-  [["tokenizer", "add-tags", "--model", missing, "--out", path.join(dir, "o2")], "UsageError", /--model .*missing: no such checkpoint folder$/],
+  [
+    ["tokenizer", "add-tags", "--model", missing, "--out", path.join(dir, "o2")],
+    "UsageError",
+    /--model .*missing: no such checkpoint folder$/,
+  ],
 ];
 
 test("bad output and input paths: one line each, exit 2, nothing written", async () => {
@@ -82,7 +114,10 @@ test("as processes: --out an existing file, an unwritable --out (no hang), bad J
 });
 
 test("a folder on stdin is refused, not read as nothing", async () => {
-  for (const args of [["format", "check"], ["tokenize", "--tokenizer", "bytes"]]) {
+  for (const args of [
+    ["format", "check"],
+    ["tokenize", "--tokenizer", "bytes"],
+  ]) {
     const fd = openSync(dir, "r");
     try {
       const r = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
@@ -103,5 +138,11 @@ test("a good path still works: model init into a new nested folder", async () =>
   const out = path.join(dir, "new", "nested", "model");
   const r = await runCli(["model", "init", "--config", "tiny", "--out", out, "--dtype", "f32"]);
   assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(readdirSync(out).sort(), ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]);
+  assert.deepEqual(readdirSync(out).sort(), [
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+  ]);
 });

@@ -14,7 +14,11 @@ const ckpt = path.join(tempDir(), "m");
 writeTinyCheckpoint(ckpt, 256);
 
 /** Runs the CLI, reads `keep` bytes of stdout, then closes the pipe; resolves with how it ended. */
-function headOf(args: string[], keep: number, input = ""): Promise<{ status: number | null; signal: string | null; stderr: string; got: number }> {
+function headOf(
+  args: string[],
+  keep: number,
+  input = "",
+): Promise<{ status: number | null; signal: string | null; stderr: string; got: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["src/cli/main.ts", ...args], {
       cwd: ROOT,
@@ -41,7 +45,9 @@ function headOf(args: string[], keep: number, input = ""): Promise<{ status: num
 
 test("EPIPE: output cut short by the reader ends with exit 0 and nothing on stderr", async () => {
   const tokens = Array.from({ length: 200 }, (_, i) => String(i)).join(",");
-  const lines = Array.from({ length: 20_000 }, (_, i) => JSON.stringify({ response: `<guideline><plan>1: p${i}</plan></guideline>` })).join("\n");
+  const lines = Array.from({ length: 20_000 }, (_, i) => JSON.stringify({ response: `<guideline><plan>1: p${i}</plan></guideline>` })).join(
+    "\n",
+  );
   const runs = await Promise.all([
     headOf(["model", "logits", "--model", ckpt, "--tokens", tokens], 10), // one ~1 MB write
     headOf(["format", "check"], 100, lines), // 20,000 lines, one write each

@@ -13,7 +13,17 @@ import { Engine, engineVocab, parseForceStructure } from "../../src/engine/index
 import { UsageError } from "../../src/util/errors.ts";
 
 const CTX = 64;
-const cfg = makeQwen3Config({ vocabSize: 300, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 16, ropeTheta: 10000, maxPositionEmbeddings: CTX });
+const cfg = makeQwen3Config({
+  vocabSize: 300,
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numHiddenLayers: 1,
+  numAttentionHeads: 2,
+  numKeyValueHeads: 1,
+  headDim: 16,
+  ropeTheta: 10000,
+  maxPositionEmbeddings: CTX,
+});
 const tok = byteTokenizer();
 const vocab = engineVocab(tok, 300);
 const model = Qwen3Model.random(cfg, { seed: 3, backend: new CpuBackend() });
@@ -23,14 +33,20 @@ test("a prompt that fills the context, or an empty one, is refused before anythi
   try {
     assert.equal(e.maxContext, CTX);
     const full = Array.from({ length: CTX }, (_, i) => 97 + (i % 26));
-    assert.throws(() => e.add([[97, 98], full]), (err: unknown) => {
-      assert.ok(err instanceof UsageError);
-      assert.equal(err.code, "prompt_too_long");
-      assert.match(err.message, /^prompt 1 has 64 tokens; the model's context holds 64 positions/);
-      return true;
-    });
+    assert.throws(
+      () => e.add([[97, 98], full]),
+      (err: unknown) => {
+        assert.ok(err instanceof UsageError);
+        assert.equal(err.code, "prompt_too_long");
+        assert.match(err.message, /^prompt 1 has 64 tokens; the model's context holds 64 positions/);
+        return true;
+      },
+    );
     assert.equal(e.scheduler.hasWork(), false, "the valid first prompt was not queued either");
-    assert.throws(() => e.add([[]]), (err: unknown) => err instanceof UsageError && err.code === "empty_prompt");
+    assert.throws(
+      () => e.add([[]]),
+      (err: unknown) => err instanceof UsageError && err.code === "empty_prompt",
+    );
     assert.equal(e.cappedMaxNewTokens(60, 1_000_000), 4);
   } finally {
     e.dispose();
@@ -41,10 +57,20 @@ test("max_new_tokens is capped at the context: no position reaches max_position_
   for (const mode of ["parallel", "sequential"] as const) {
     const e = new Engine(model, vocab, { numBlocks: 256, blockSize: 8 });
     const prompt = tok.encodeChat([{ role: "user", content: "hi" }]);
-    const [r] = e.generateSync([prompt], { mode, temperature: 0, maxNewTokens: 1_000_000, minForkBudget: 0, forceStructure: parseForceStructure("3x30,2x30"), maxPlans: 5, seed: 0 });
+    const [r] = e.generateSync([prompt], {
+      mode,
+      temperature: 0,
+      maxNewTokens: 1_000_000,
+      minForkBudget: 0,
+      forceStructure: parseForceStructure("3x30,2x30"),
+      maxPlans: 5,
+      seed: 0,
+    });
     e.dispose();
     const last = Math.max(...r!.positions);
-    console.log(`${mode}: prompt ${prompt.length}, ${r!.ids.length} tokens, finish ${r!.finishReason}, last position ${last} (context ${CTX})`);
+    console.log(
+      `${mode}: prompt ${prompt.length}, ${r!.ids.length} tokens, finish ${r!.finishReason}, last position ${last} (context ${CTX})`,
+    );
     assert.equal(r!.finishReason, "length");
     assert.ok(last < CTX, `position ${last} >= ${CTX}`);
     // Sequentially the budget is the critical path, so it runs to the last position; in parallel

@@ -16,7 +16,13 @@ import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/inde
 import { sampleProfile } from "../../src/tensor/backend/cuda/sampling.ts";
 import { deviceSamplerFor, packSampleRows } from "../../src/engine/sampling/device-sampler.ts";
 import {
-  DEFAULT_SAMPLING, applyConstraint, applyRepetitionPenalty, applyTopK, applyTopPMinP, sampleToken, softmax,
+  DEFAULT_SAMPLING,
+  applyConstraint,
+  applyRepetitionPenalty,
+  applyTopK,
+  applyTopPMinP,
+  sampleToken,
+  softmax,
 } from "../../src/engine/sampling/sampler.ts";
 import type { Constraint, SampleInput, SamplingParams } from "../../src/engine/sampling/sampler.ts";
 import { Rng } from "../../src/util/rng.ts";
@@ -31,19 +37,33 @@ function makeRow(rng: Rng, V: number, kind: number): Float32Array {
   for (let i = 0; i < V; i++) {
     const z = rng.normal();
     switch (kind) {
-      case 0: row[i] = z * scale; break; // plain
-      case 1: row[i] = Math.round(z * 2) / 2; break; // many ties
-      case 2: row[i] = rng.next() < 0.3 ? -Infinity : z * scale; break; // -inf entries
-      case 3: row[i] = z * 300 + (rng.next() < 0.01 ? 1e4 : 0); break; // huge spread: underflowing probabilities
-      case 4: row[i] = 1.5; break; // flat
-      default: row[i] = i % 97 === 0 ? 20 + rng.int(3) : z; // a few peaks, some tied
+      case 0:
+        row[i] = z * scale;
+        break; // plain
+      case 1:
+        row[i] = Math.round(z * 2) / 2;
+        break; // many ties
+      case 2:
+        row[i] = rng.next() < 0.3 ? -Infinity : z * scale;
+        break; // -inf entries
+      case 3:
+        row[i] = z * 300 + (rng.next() < 0.01 ? 1e4 : 0);
+        break; // huge spread: underflowing probabilities
+      case 4:
+        row[i] = 1.5;
+        break; // flat
+      default:
+        row[i] = i % 97 === 0 ? 20 + rng.int(3) : z; // a few peaks, some tied
     }
   }
   if (kind === 2) row[rng.int(V)] = 1; // at least one finite logit
   return row;
 }
 
-function makeInput(rng: Rng, V: number): { params: SamplingParams; constraint: Constraint; scope: number[]; penalty: number; seed: number } {
+function makeInput(
+  rng: Rng,
+  V: number,
+): { params: SamplingParams; constraint: Constraint; scope: number[]; penalty: number; seed: number } {
   const kind = rng.int(10);
   const pick = <X>(xs: X[]) => xs[rng.int(xs.length)]!;
   const params: SamplingParams = {
@@ -100,7 +120,14 @@ if (why) {
     assert.ok(sampler, "CudaBackend has sampleRows");
     const rng = new Rng(2024);
     const plan: Array<[V: number, batches: number]> = [
-      [1, 40], [2, 60], [5, 150], [37, 250], [1000, 250], [4099, 120], [9000, 60], [QWEN_V, 40],
+      [1, 40],
+      [2, 60],
+      [5, 150],
+      [37, 250],
+      [1000, 250],
+      [4099, 120],
+      [9000, 60],
+      [QWEN_V, 40],
     ];
     let rows = 0;
     let mismatches = 0;
@@ -132,7 +159,13 @@ if (why) {
             continue;
           }
           const m = makeInput(rng, V);
-          const mk = (): SampleInput => ({ params: m.params, rng: new Rng(m.seed), penaltyScope: m.scope, penalty: m.penalty, constraint: m.constraint });
+          const mk = (): SampleInput => ({
+            params: m.params,
+            rng: new Rng(m.seed),
+            penaltyScope: m.scope,
+            penalty: m.penalty,
+            constraint: m.constraint,
+          });
           dev.push(mk()), ref.push(mk()), us.push(new Rng(m.seed).next());
         }
         const got = sampler.sample(buf, V, rowOf, dev);
@@ -152,7 +185,9 @@ if (why) {
             mismatches++;
             const sampled = r.params.temperature > 0 && r.constraint.kind !== "force";
             const d = sampled ? boundaryDistance(row, r, us[i]!) : NaN;
-            report.push(`V=${V} T=${r.params.temperature} k=${r.params.topK} p=${r.params.topP} minP=${r.params.minP} pen=${r.penalty} ${r.constraint.kind}: device ${g.id} host ${want.id}, u=${us[i]} boundary distance ${d.toExponential(2)}`);
+            report.push(
+              `V=${V} T=${r.params.temperature} k=${r.params.topK} p=${r.params.topP} minP=${r.params.minP} pen=${r.penalty} ${r.constraint.kind}: device ${g.id} host ${want.id}, u=${us[i]} boundary distance ${d.toExponential(2)}`,
+            );
             continue;
           }
           if (Object.is(g.logprob, want.logprob) || (Number.isNaN(g.logprob) && Number.isNaN(want.logprob))) {
@@ -175,7 +210,9 @@ if (why) {
       }
     }
     const ms = performance.now() - t0;
-    console.log(`# ${rows} rows, ${mismatches} id mismatches (${((1 - mismatches / rows) * 100).toFixed(4)}% equal); logprob rel diff max ${lpMaxRel.toExponential(2)} (abs max ${lpMaxAbs.toExponential(2)}) mean ${(lpSumRel / Math.max(1, lpCount)).toExponential(2)}; ${ms.toFixed(0)} ms`);
+    console.log(
+      `# ${rows} rows, ${mismatches} id mismatches (${((1 - mismatches / rows) * 100).toFixed(4)}% equal); logprob rel diff max ${lpMaxRel.toExponential(2)} (abs max ${lpMaxAbs.toExponential(2)}) mean ${(lpSumRel / Math.max(1, lpCount)).toExponential(2)}; ${ms.toFixed(0)} ms`,
+    );
     for (const line of report.slice(0, 40)) console.log(`#   ${line}`);
     const paths = pathCounts();
     for (const k of Object.keys(paths)) paths[k]! -= pathsBefore[k] ?? 0;
@@ -208,10 +245,16 @@ if (why) {
       for (const B of [1, 8, 16]) {
         const pen = name.includes("penalty");
         const items = () =>
-          Array.from({ length: B }, (_, i): SampleInput => ({
-            params: { ...DEFAULT_SAMPLING, ...params }, rng: new Rng(i), constraint: { kind: "free" },
-            penaltyScope: pen ? Array.from({ length: 1000 }, (_, j) => (j * 151) % V) : [], penalty: pen ? 1.02 : 1,
-          }));
+          Array.from(
+            { length: B },
+            (_, i): SampleInput => ({
+              params: { ...DEFAULT_SAMPLING, ...params },
+              rng: new Rng(i),
+              constraint: { kind: "free" },
+              penaltyScope: pen ? Array.from({ length: 1000 }, (_, j) => (j * 151) % V) : [],
+              penalty: pen ? 1.02 : 1,
+            }),
+          );
         const rowOf = Array.from({ length: B }, (_, i) => i);
         const its = items();
         for (let w = 0; w < 3; w++) sampler.sample(buf, V, rowOf, its);
@@ -222,20 +265,30 @@ if (why) {
         const p0 = pathCounts();
         sampler.sample(buf, V, rowOf, its);
         const p1 = pathCounts();
-        const took = Object.keys(p1).filter((k) => p1[k] !== (p0[k] ?? 0)).join("+");
+        const took = Object.keys(p1)
+          .filter((k) => p1[k] !== (p0[k] ?? 0))
+          .join("+");
         // GPU time of the kernels alone (CUDA events), the rest of the call being host work.
         sampleProfile(be, true);
         for (let k = 0; k < 20; k++) sampler.sample(buf, V, rowOf, its);
         const pr = sampleProfile(be, false);
-        lines.push(`${name.padEnd(40)} B=${String(B).padStart(2)}  ${us.toFixed(1)} us/call  (path ${took}; GPU: part ${pr.partUs.toFixed(1)} us, finish ${pr.finishUs.toFixed(1)} us)`);
+        lines.push(
+          `${name.padEnd(40)} B=${String(B).padStart(2)}  ${us.toFixed(1)} us/call  (path ${took}; GPU: part ${pr.partUs.toFixed(1)} us, finish ${pr.finishUs.toFixed(1)} us)`,
+        );
       }
     }
     // Packing alone (host), the penalty case at B = 16.
     {
-      const its = Array.from({ length: 16 }, (_, i): SampleInput => ({
-        params: { ...DEFAULT_SAMPLING, temperature: 0.8, topK: 50 }, rng: new Rng(i), constraint: { kind: "free" },
-        penaltyScope: Array.from({ length: 1000 }, (_, j) => (j * 151) % V), penalty: 1.02,
-      }));
+      const its = Array.from(
+        { length: 16 },
+        (_, i): SampleInput => ({
+          params: { ...DEFAULT_SAMPLING, temperature: 0.8, topK: 50 },
+          rng: new Rng(i),
+          constraint: { kind: "free" },
+          penaltyScope: Array.from({ length: 1000 }, (_, j) => (j * 151) % V),
+          penalty: 1.02,
+        }),
+      );
       const rowOf = its.map((_, i) => i);
       for (let w = 0; w < 10; w++) packSampleRows(rowOf, its);
       const t = performance.now();
@@ -262,7 +315,13 @@ if (why) {
     const n = 5;
     for (let k = 0; k < n; k++) {
       const row = be.read(buf, 0, V) as Float32Array;
-      sampleToken(row, { params: { ...DEFAULT_SAMPLING, temperature: 0.8, topP: 0.95, topK: 50 }, rng: new Rng(k), constraint: { kind: "free" }, penaltyScope: [], penalty: 1 });
+      sampleToken(row, {
+        params: { ...DEFAULT_SAMPLING, temperature: 0.8, topP: 0.95, topK: 50 },
+        rng: new Rng(k),
+        constraint: { kind: "free" },
+        penaltyScope: [],
+        penalty: 1,
+      });
     }
     lines.push(`host: read one row + sampleToken (top-p 0.95 + top-k 50): ${(((performance.now() - t) / n) * 1000).toFixed(0)} us/row`);
     be.free(buf);

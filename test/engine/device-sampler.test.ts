@@ -16,7 +16,13 @@ import type { DeviceBuffer, DeviceSampling } from "../../src/tensor/index.ts";
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { Rng } from "../../src/util/rng.ts";
 
-function input(seed: number, params: Partial<SamplingParams>, constraint: Constraint = { kind: "free" }, penaltyScope: number[] = [], penalty = 1): SampleInput {
+function input(
+  seed: number,
+  params: Partial<SamplingParams>,
+  constraint: Constraint = { kind: "free" },
+  penaltyScope: number[] = [],
+  penalty = 1,
+): SampleInput {
   return { params: { ...DEFAULT_SAMPLING, ...params }, rng: new Rng(seed), penaltyScope, penalty, constraint };
 }
 
@@ -75,9 +81,20 @@ class FakeSampleRows implements DeviceSampling {
     const logprobs = new Float64Array(p.batch);
     rows.forEach((r, b) => {
       const [temperature, topK, topP, minP, penalty, u, mode, forced] = r.rec;
-      const constraint: Constraint = mode === SAMPLE_MODE.forced ? { kind: "force", id: forced! } : r.ban.length ? { kind: "ban", ids: new Set(r.ban) } : { kind: "free" };
+      const constraint: Constraint =
+        mode === SAMPLE_MODE.forced
+          ? { kind: "force", id: forced! }
+          : r.ban.length
+            ? { kind: "ban", ids: new Set(r.ban) }
+            : { kind: "free" };
       const rng = { next: () => u! } as unknown as Rng;
-      const s: SampleInput = { params: { ...DEFAULT_SAMPLING, temperature: temperature!, topK: topK!, topP: topP!, minP: minP! }, rng, penaltyScope: r.pen, penalty: penalty!, constraint };
+      const s: SampleInput = {
+        params: { ...DEFAULT_SAMPLING, temperature: temperature!, topK: topK!, topP: topP!, minP: minP! },
+        rng,
+        penaltyScope: r.pen,
+        penalty: penalty!,
+        constraint,
+      };
       const row = this.host.subarray(r.row * p.vocab, (r.row + 1) * p.vocab);
       const out = sampleToken(row, s);
       ids[b] = out.id;
@@ -119,12 +136,22 @@ test("round trip through a fake backend equals sampleToken on mixed rows, draws 
         topP: rng.next() < 0.5 ? 0.05 + rng.next() * 0.95 : 1,
         minP: rng.next() < 0.3 ? rng.next() * 0.5 : 0,
       };
-      const c: Constraint = kind === 1 ? { kind: "force", id: rng.int(V) } : kind === 2 ? { kind: "ban", ids: new Set([rng.int(V), rng.int(V)]) } : { kind: "free" };
+      const c: Constraint =
+        kind === 1
+          ? { kind: "force", id: rng.int(V) }
+          : kind === 2
+            ? { kind: "ban", ids: new Set([rng.int(V), rng.int(V)]) }
+            : { kind: "free" };
       const scope = Array.from({ length: rng.int(6) }, () => rng.int(V));
       const pen = rng.next() < 0.5 ? 1 : 1.02 + rng.next();
       made.push([input(seed, params, c, scope, pen), input(seed, params, c, scope, pen)]);
     }
-    const got = sampler.sample({} as DeviceBuffer, V, rowOf, made.map((m) => m?.[0] ?? null));
+    const got = sampler.sample(
+      {} as DeviceBuffer,
+      V,
+      rowOf,
+      made.map((m) => m?.[0] ?? null),
+    );
     made.forEach((m, i) => {
       if (!m) return assert.equal(got[i], null);
       const want = sampleToken(host.subarray(rowOf[i]! * V, (rowOf[i]! + 1) * V), m[1]);
@@ -168,7 +195,9 @@ test("pack time: 16 rows with 1000-id penalty scopes (printed; the Set per row i
   const kept = new IdDedupe();
   const fresh = () => inputs.map((s, i) => input(i, s.params, s.constraint, [...s.penaltyScope], s.penalty));
   for (let k = 0; k < 3; k++) assert.deepEqual(packSampleRows(rows, fresh(), kept), packSampleRows(rows, fresh()));
-  console.log(`# pack 16 rows x 1000 penalty ids (${distinct} distinct): ${packUs.toFixed(1)} us/call (a Set per row alone: ${setUs.toFixed(1)} us)`);
+  console.log(
+    `# pack 16 rows x 1000 penalty ids (${distinct} distinct): ${packUs.toFixed(1)} us/call (a Set per row alone: ${setUs.toFixed(1)} us)`,
+  );
   // B = 1 without penalties: the common decode step.
   const one = [input(1, { temperature: 0.8, topP: 0.95 })];
   for (let w = 0; w < 50; w++) packSampleRows([0], one);

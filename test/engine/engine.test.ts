@@ -33,7 +33,16 @@ import { refLayout } from "../format/reference-layout.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
-  makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
+  makeQwen3Config({
+    vocabSize: 320,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    ropeTheta: 10000,
+  }),
   { seed: 11, dtype: "f32", std: 0.5, backend: new CpuBackend() },
 );
 const vocab = engineVocab(tok, model.config.vocabSize);
@@ -63,12 +72,17 @@ test("engine equals the naive reference (greedy and sampled, batched, forked, jo
       worst = Math.max(worst, maxDiff(r.logprobs, ref.logprobs));
       assert.equal(r.finishReason, "stop");
       assert.equal(r.malformed, null, r.malformed ?? "");
-      assert.deepEqual(r.stats.branchesPerBlock, structures[i]!.map((b) => b.branches));
+      assert.deepEqual(
+        r.stats.branchesPerBlock,
+        structures[i]!.map((b) => b.branches),
+      );
       assert.ok(r.stats.criticalPathTokens < r.stats.serializedTokens || structures[i]!.every((b) => b.branches === 1));
     });
     engine.kv.assertConsistent();
     assert.equal(engine.kv.pool.numFree, 199, "no block leaked");
-    console.log(`engine vs naive (T=${sampling.temperature}): ${results.map((r) => r.ids.length).join("+")} tokens, max abs log-prob diff ${worst.toExponential(3)}`);
+    console.log(
+      `engine vs naive (T=${sampling.temperature}): ${results.map((r) => r.ids.length).join("+")} tokens, max abs log-prob diff ${worst.toExponential(3)}`,
+    );
     assert.ok(worst <= 1e-4);
     engine.dispose();
   }
@@ -178,15 +192,24 @@ test("scheduler positions equal format/'s trajectoryLayout and the oracle (rando
     const full = [...prompt, ...response];
     // Small blocks and batches: prefill chunks, partial tails and joins at odd offsets.
     const engine = new Engine(new ScriptedRunner(full, prompt.length), vocab, {
-      numBlocks: 256, blockSize: 1 + rng.int(6), maxBatchTokens: 3 + rng.int(30),
+      numBlocks: 256,
+      blockSize: 1 + rng.int(6),
+      maxBatchTokens: 3 + rng.int(30),
     });
     const [r] = engine.generateSync([prompt], { temperature: 0, maxNewTokens: 4000, minForkBudget: 0 }) as [GenerationResult];
     assert.equal(r.finishReason, "stop", r.malformed ?? "");
     assert.deepEqual(r.ids, response, "the engine serialized the scripted trajectory");
     const lay = trajectoryLayout({ promptLen: prompt.length, ids: full, tokenOf: (id) => vocab.parserToken(id), mode: "parallel" });
     assert.ok(lay.ok, lay.ok ? "" : lay.why);
-    assert.deepEqual(r.positions, Array.from(lay.layout.positions.subarray(prompt.length)), `trajectory ${n}: scheduler vs trajectoryLayout`);
-    const oracle = refLayout(prompt.length, full.map((id) => vocab.parserToken(id)));
+    assert.deepEqual(
+      r.positions,
+      Array.from(lay.layout.positions.subarray(prompt.length)),
+      `trajectory ${n}: scheduler vs trajectoryLayout`,
+    );
+    const oracle = refLayout(
+      prompt.length,
+      full.map((id) => vocab.parserToken(id)),
+    );
     assert.ok(oracle, "the oracle accepts the trajectory");
     assert.deepEqual(r.positions, oracle.positions.slice(prompt.length), `trajectory ${n}: scheduler vs oracle`);
     // Blocks whose steps differ in length: there only the longest step places the takeaway.
@@ -200,8 +223,10 @@ test("scheduler positions equal format/'s trajectoryLayout and the oracle (rando
     assert.equal(engine.kv.pool.numFree, 255, "no block leaked");
     engine.dispose();
   }
-  console.log(`scheduler vs trajectoryLayout vs oracle: 60 trajectories, ${tokens} tokens, ${blocks} blocks ` +
-    `(${uneven} with uneven steps), ${branches} branches: positions identical`);
+  console.log(
+    `scheduler vs trajectoryLayout vs oracle: 60 trajectories, ${tokens} tokens, ${blocks} blocks ` +
+      `(${uneven} with uneven steps), ${branches} branches: positions identical`,
+  );
   assert.ok(uneven > 20, "uneven blocks are exercised");
 });
 
@@ -212,7 +237,10 @@ test("sequential mode equals a causal reference and serializes the same structur
   const [r] = engine.generateSync([prompts[0]!], params) as [GenerationResult];
   const ref = generateNaive(model, vocab, prompts[0]!, params);
   assert.deepEqual(r.ids, ref.ids);
-  const d = maxDiff(r.logprobs.map((x, i) => (r.origins[i] === "engine" ? null : x)), ref.logprobs);
+  const d = maxDiff(
+    r.logprobs.map((x, i) => (r.origins[i] === "engine" ? null : x)),
+    ref.logprobs,
+  );
   console.log(`sequential vs naive: max abs log-prob diff ${d.toExponential(3)}`);
   assert.ok(d <= 1e-4);
   assert.equal(r.stats.blocks, 0);
@@ -232,10 +260,13 @@ test("budget rules: branch serialized estimate, critical path, fork declined, tr
   const engine = new Engine(model, vocab, { numBlocks: 64, blockSize: 4 });
   const fs = parseForceStructure("3x20");
   // Default minForkBudget 1024 > maxNewTokens: the fork is declined, decoding goes on, malformed.
-  const [declined, truncated] = engine.generateSync([prompts[0]!, prompts[1]!], [
-    { temperature: 0, maxNewTokens: 200, forceStructure: fs },
-    { temperature: 0, maxNewTokens: 40, minForkBudget: 0, forceStructure: fs },
-  ]) as [GenerationResult, GenerationResult];
+  const [declined, truncated] = engine.generateSync(
+    [prompts[0]!, prompts[1]!],
+    [
+      { temperature: 0, maxNewTokens: 200, forceStructure: fs },
+      { temperature: 0, maxNewTokens: 40, minForkBudget: 0, forceStructure: fs },
+    ],
+  ) as [GenerationResult, GenerationResult];
   assert.equal(declined.stats.forksDeclined, 1);
   assert.equal(declined.stats.blocks, 0);
   assert.equal(declined.finishReason, "malformed");

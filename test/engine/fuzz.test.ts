@@ -27,7 +27,10 @@ test("engine fuzz: no leaks, no double frees, every request finishes", () => {
     assert.equal(r.invariantViolations, 0);
     assert.equal(r.unfinished, 0);
     const reasons = r.finishReasons;
-    assert.equal(Object.values(reasons).reduce((a, b) => a + b!, 0), r.requests);
+    assert.equal(
+      Object.values(reasons).reduce((a, b) => a + b!, 0),
+      r.requests,
+    );
     for (const k of ["stop", "length", "malformed", "abort"] as const) assert.ok((reasons[k] ?? 0) > 0, `some request ended with ${k}`);
     assert.ok(r.forks > 0 && r.preemptions > 0);
   }

@@ -24,7 +24,17 @@ if (why) {
 } else {
   const be = new CudaBackend();
   const tok = byteTokenizer();
-  const cfg = makeQwen3Config({ vocabSize: 384, hiddenSize: 128, intermediateSize: 256, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, ropeTheta: 10000, tieWordEmbeddings: true });
+  const cfg = makeQwen3Config({
+    vocabSize: 384,
+    hiddenSize: 128,
+    intermediateSize: 256,
+    numHiddenLayers: 3,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 32,
+    ropeTheta: 10000,
+    tieWordEmbeddings: true,
+  });
   const vocab = engineVocab(tok, 384);
   const prompt = tok.encodeChat([{ role: "user", content: "What is 6 times 7, twice?" }]);
   const cases = [
@@ -43,13 +53,23 @@ if (why) {
         const engine = new Engine(runner, vocab, { numBlocks: 256, blockSize: 16 });
         const c0 = be.counters();
         const [r] = engine.generateSync([prompt], {
-          mode: "parallel", temperature: 0, maxNewTokens: 400, minForkBudget: 0, forceStructure: structure, maxPlans: forcedMaxPlans(structure),
+          mode: "parallel",
+          temperature: 0,
+          maxNewTokens: 400,
+          minForkBudget: 0,
+          forceStructure: structure,
+          maxPlans: forcedMaxPlans(structure),
         });
         const c1 = be.counters();
         const delta = (key: string) => (c1[key] ?? 0) - (c0[key] ?? 0);
         const stats = {
-          steps: runner.decoder?.steps ?? 0, captures: runner.decoder?.captures ?? 0, replays: runner.decoder?.replays ?? 0, graphLaunches: delta("cuda.graph"),
-          fused: runner.decoder?.fused ?? false, fusedGemvs: delta("decodeGemv"), fusedRopes: delta("decodeQkNormRope"),
+          steps: runner.decoder?.steps ?? 0,
+          captures: runner.decoder?.captures ?? 0,
+          replays: runner.decoder?.replays ?? 0,
+          graphLaunches: delta("cuda.graph"),
+          fused: runner.decoder?.fused ?? false,
+          fusedGemvs: delta("decodeGemv"),
+          fusedRopes: delta("decodeQkNormRope"),
         };
         engine.dispose();
         return { r: r!, stats };
@@ -79,7 +99,9 @@ if (why) {
         sum += Math.abs(x - y);
         n++;
       }
-      t.diagnostic(`${dtype}: ${same} of ${slow.r.ids.length} tokens agree before any divergence; ${n} log-probs, max abs diff ${max.toExponential(2)}, mean ${(sum / Math.max(1, n)).toExponential(2)}`);
+      t.diagnostic(
+        `${dtype}: ${same} of ${slow.r.ids.length} tokens agree before any divergence; ${n} log-probs, max abs diff ${max.toExponential(2)}, mean ${(sum / Math.max(1, n)).toExponential(2)}`,
+      );
       if (dtype === "f32") assert.equal(same, slow.r.ids.length, "f32: every token agrees");
       else assert.ok(same >= 40, `bf16: ${same} tokens agree`);
       assert.ok(n > 20 && max < tol, `max |logprob diff| ${max} over ${n}`);

@@ -34,11 +34,18 @@ test("decode plan: buckets, ranges merged, the packed input block with padding",
   // Item b: block 2 shared, then block 5 rows 1..3 (after a join), new slot in block 6.
   const b = { ids: [9], positions: [9], writeSlots: Int32Array.from([24]), visible: { blocks: [2, 5], starts: [0, 1], ends: [4, 3] } };
   assert.deepEqual(rowRanges(a, bs), [[8, 15]]);
-  assert.deepEqual(rowRanges(b, bs), [[8, 12], [21, 23], [24, 25]]);
+  assert.deepEqual(rowRanges(b, bs), [
+    [8, 12],
+    [21, 23],
+    [24, 25],
+  ]);
   assert.equal(rangesNeeded([a, b], bs), 4);
   // A table in non-slot order (a join put block 1 after block 6) comes out sorted.
   const c = { ids: [1], positions: [3], writeSlots: Int32Array.from([6]), visible: { blocks: [6, 1], starts: [0, 0], ends: [2, 2] } };
-  assert.deepEqual(rowRanges(c, bs), [[4, 7], [24, 26]]);
+  assert.deepEqual(rowRanges(c, bs), [
+    [4, 7],
+    [24, 26],
+  ]);
   const lay = inputLayout(4, 6);
   assert.deepEqual([lay.ids, lay.positions, lay.writeSlots, lay.offsets, lay.starts, lay.ends, lay.length], [0, 4, 8, 12, 17, 23, 29]);
   const out = new Int32Array(lay.length).fill(-99);
@@ -56,7 +63,16 @@ test("decode plan: buckets, ranges merged, the packed input block with padding",
 test("graph decode body (eager, cpu f64) equals the generic paged forward inside the engine", () => {
   const tok = byteTokenizer();
   const model = Qwen3Model.random(
-    makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
+    makeQwen3Config({
+      vocabSize: 320,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      ropeTheta: 10000,
+    }),
     { seed: 11, dtype: "f64", std: 0.3, backend: new CpuBackend() },
   );
   const vocab = engineVocab(tok, 320);
@@ -65,7 +81,14 @@ test("graph decode body (eager, cpu f64) equals the generic paged forward inside
   const gen = (fast: boolean) => {
     const runner = new ModelRunner(model, 128, 4, { graphDecode: fast ? { graphs: false } : false });
     const engine = new Engine(runner, vocab, { numBlocks: 128, blockSize: 4 });
-    const [r] = engine.generateSync([prompt, prompt], { mode: "parallel", temperature: 0.8, seed: 5, maxNewTokens: 400, minForkBudget: 0, forceStructure: structure });
+    const [r] = engine.generateSync([prompt, prompt], {
+      mode: "parallel",
+      temperature: 0.8,
+      seed: 5,
+      maxNewTokens: 400,
+      minForkBudget: 0,
+      forceStructure: structure,
+    });
     const steps = runner.decoder?.steps ?? 0;
     engine.dispose();
     return { r: r!, steps };
@@ -89,7 +112,9 @@ test("graph decode body (eager, cpu f64) equals the generic paged forward inside
     sum += d;
     n++;
   }
-  console.log(`graph decode vs generic: ${slow.r.ids.length} tokens, ${n} log-probs, max abs diff ${max.toExponential(2)}, mean ${(sum / n).toExponential(2)}; fast steps ${fast.steps}`);
+  console.log(
+    `graph decode vs generic: ${slow.r.ids.length} tokens, ${n} log-probs, max abs diff ${max.toExponential(2)}, mean ${(sum / n).toExponential(2)}; fast steps ${fast.steps}`,
+  );
   assert.ok(n > 30);
   assert.ok(max < 1e-10, `max |logprob diff| ${max}`);
 });
@@ -104,13 +129,29 @@ test("graph decode with the paged decode attention op (plan evaluated on the cpu
     capabilities: ["decodeAttention"],
     decodeAttentionScratchLength: (cap: DecodeAttentionCapacity, H: number, D: number) => Math.max(1, cap.partials * H * (D + 2)),
     decodeAttention: (
-      q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, _scratch: DeviceBuffer, out: DeviceBuffer, lse: DeviceBuffer,
+      q: DeviceBuffer,
+      k: DeviceBuffer,
+      v: DeviceBuffer,
+      plan: DeviceBuffer,
+      _scratch: DeviceBuffer,
+      out: DeviceBuffer,
+      lse: DeviceBuffer,
       p: DecodeAttentionParams,
     ) => {
       const lay = planLayout(p.rows, p.capacity);
       const buf = be.read(plan) as Int32Array;
       maxItems = Math.max(maxItems, buf[lay.numItems]!);
-      const r = evalPacked(buf, lay, be.read(q) as Float64Array, be.read(k) as Float64Array, be.read(v) as Float64Array, p.heads, p.kvHeads, p.headDim, p.scale);
+      const r = evalPacked(
+        buf,
+        lay,
+        be.read(q) as Float64Array,
+        be.read(k) as Float64Array,
+        be.read(v) as Float64Array,
+        p.heads,
+        p.kvHeads,
+        p.headDim,
+        p.scale,
+      );
       be.write(out, r.out);
       be.write(lse, r.lse);
       calls++;
@@ -118,7 +159,16 @@ test("graph decode with the paged decode attention op (plan evaluated on the cpu
   });
   const tok = byteTokenizer();
   const model = Qwen3Model.random(
-    makeQwen3Config({ vocabSize: 300, hiddenSize: 24, intermediateSize: 40, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 6, ropeTheta: 10000 }),
+    makeQwen3Config({
+      vocabSize: 300,
+      hiddenSize: 24,
+      intermediateSize: 40,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 6,
+      ropeTheta: 10000,
+    }),
     { seed: 21, dtype: "f64", std: 0.3, backend: be },
   );
   const vocab = engineVocab(tok, 300);
@@ -127,8 +177,22 @@ test("graph decode with the paged decode attention op (plan evaluated on the cpu
     const runner = new ModelRunner(model, 160, 4, { graphDecode: fast ? { graphs: false } : false });
     const engine = new Engine(runner, vocab, { numBlocks: 160, blockSize: 4 });
     // Three requests (two forced 3- and 2-branch structures, one plain) so buckets hold padding rows.
-    const [a, b] = engine.generateSync([prompt, prompt], { mode: "parallel", temperature: 0.8, seed: 9, maxNewTokens: 300, minForkBudget: 0, forceStructure: parseForceStructure("3x10") });
-    const [c] = engine.generateSync([prompt], { mode: "parallel", temperature: 0.8, seed: 4, maxNewTokens: 40, minForkBudget: 0, forceStructure: parseForceStructure("2x9") });
+    const [a, b] = engine.generateSync([prompt, prompt], {
+      mode: "parallel",
+      temperature: 0.8,
+      seed: 9,
+      maxNewTokens: 300,
+      minForkBudget: 0,
+      forceStructure: parseForceStructure("3x10"),
+    });
+    const [c] = engine.generateSync([prompt], {
+      mode: "parallel",
+      temperature: 0.8,
+      seed: 4,
+      maxNewTokens: 40,
+      minForkBudget: 0,
+      forceStructure: parseForceStructure("2x9"),
+    });
     const steps = runner.decoder?.steps ?? 0;
     engine.dispose();
     return { rs: [a!, b!, c!], steps };
@@ -148,6 +212,8 @@ test("graph decode with the paged decode attention op (plan evaluated on the cpu
       if (x !== null && y !== null) max = Math.max(max, Math.abs(x - y));
     });
   }
-  console.log(`decode attention op (cpu stand-in) vs generic: ${fast.steps} fast steps, ${calls} op calls, plans up to ${maxItems} items, max |logprob diff| ${max.toExponential(2)}`);
+  console.log(
+    `decode attention op (cpu stand-in) vs generic: ${fast.steps} fast steps, ${calls} op calls, plans up to ${maxItems} items, max |logprob diff| ${max.toExponential(2)}`,
+  );
   assert.ok(max < 1e-10, `max |logprob diff| ${max}`);
 });

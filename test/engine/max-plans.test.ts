@@ -54,7 +54,10 @@ test("engine params: a forced block wider than maxPlans is a usage error; forced
   assert.equal(forcedMaxPlans(parseForceStructure("3x4")), 5);
   assert.equal(forcedMaxPlans(null), 5);
   assert.equal(resolveParams({}).maxPlans, 5);
-  assert.throws(() => resolveParams({ forceStructure: s }), (e: unknown) => e instanceof UsageError && /8 branches, more than max_plans = 5/.test(e.message));
+  assert.throws(
+    () => resolveParams({ forceStructure: s }),
+    (e: unknown) => e instanceof UsageError && /8 branches, more than max_plans = 5/.test(e.message),
+  );
   assert.equal(resolveParams({ forceStructure: s, maxPlans: 8 }).maxPlans, 8);
   assert.throws(() => parseForceStructure("65x1"), UsageError);
   assert.throws(() => parseForceStructure("6x1", "--force-structure", 5), UsageError);
@@ -63,7 +66,16 @@ test("engine params: a forced block wider than maxPlans is a usage error; forced
 test("an 8-branch forced block decodes in parallel; each branch equals a causal forward over its own context", () => {
   const tok = byteTokenizer();
   const model = Qwen3Model.random(
-    makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
+    makeQwen3Config({
+      vocabSize: 320,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      ropeTheta: 10000,
+    }),
     { seed: 23, dtype: "f32", std: 0.5, backend: new CpuBackend() },
   );
   const vocab = engineVocab(tok, 320);
@@ -71,8 +83,14 @@ test("an 8-branch forced block decodes in parallel; each branch equals a causal 
   const forceStructure = parseForceStructure("8x5");
   // No repetition penalty, so a branch's greedy choice is the plain argmax over allowed ids.
   const params: Partial<GenerateParams> = {
-    temperature: 0, maxNewTokens: 1000, minForkBudget: 0, forceStructure, maxPlans: forcedMaxPlans(forceStructure),
-    repetitionPenalty: 1, branchRepetitionPenalty: 1, seed: 4,
+    temperature: 0,
+    maxNewTokens: 1000,
+    minForkBudget: 0,
+    forceStructure,
+    maxPlans: forcedMaxPlans(forceStructure),
+    repetitionPenalty: 1,
+    branchRepetitionPenalty: 1,
+    seed: 4,
   };
   const engine = new Engine(model, vocab, { numBlocks: 64, blockSize: 4, maxBatchTokens: 64 });
   const [r] = engine.generateSync([prompt], params);
@@ -101,7 +119,10 @@ test("an 8-branch forced block decodes in parallel; each branch equals a causal 
       worst = Math.max(worst, Math.abs(logProbOf(row, r!.ids[i]!) - lp));
       let best = -1;
       for (let v = 0; v < V; v++) if (!banned.has(v) && (best < 0 || row[v]! > row[best]!)) best = v;
-      assert.ok(best === r!.ids[i] || row[best]! - row[r!.ids[i]!]! < 1e-5, `branch ${sp.branch} token ${i}: greedy ${r!.ids[i]} vs ${best}`);
+      assert.ok(
+        best === r!.ids[i] || row[best]! - row[r!.ids[i]!]! < 1e-5,
+        `branch ${sp.branch} token ${i}: greedy ${r!.ids[i]} vs ${best}`,
+      );
       scored++;
     }
   }

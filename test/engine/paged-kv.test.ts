@@ -19,7 +19,16 @@ import { diffStats } from "../util/check-close.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
-  makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
+  makeQwen3Config({
+    vocabSize: 320,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    ropeTheta: 10000,
+  }),
   { seed: 5, dtype: "f64", std: 0.3, backend: new CpuBackend() },
 );
 
@@ -110,7 +119,9 @@ test("paged forward over fork/join equals the masked forward of the serialized t
   assert.ok(copiesSeen > 0, "a copy-on-write happened");
 
   const { max, mean } = diffStats(got, want);
-  console.log(`paged vs masked forward (f64, ${serialized.length} tokens, ${copiesSeen} CoW copies): max abs diff ${max.toExponential(3)}, mean ${mean.toExponential(3)}`);
+  console.log(
+    `paged vs masked forward (f64, ${serialized.length} tokens, ${copiesSeen} CoW copies): max abs diff ${max.toExponential(3)}, mean ${mean.toExponential(3)}`,
+  );
   assert.ok(max < 1e-10, `max abs diff ${max}`);
   pages.dispose();
 });

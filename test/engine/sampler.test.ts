@@ -33,7 +33,8 @@ test("top-p keeps exactly the reference's ids (ties by lower id, banned ids stay
     const x = new Float64Array(V);
     // Few distinct values make ties common, including at the cut.
     const levels = 1 + rng.int(6);
-    for (let i = 0; i < V; i++) x[i] = rng.int(levels) * (0.5 + rng.next()) * (trial % 3 === 0 ? 1 : 0) + (trial % 3 === 0 ? 0 : rng.int(levels));
+    for (let i = 0; i < V; i++)
+      x[i] = rng.int(levels) * (0.5 + rng.next()) * (trial % 3 === 0 ? 1 : 0) + (trial % 3 === 0 ? 0 : rng.int(levels));
     for (let i = 0; i < V; i++) if (rng.next() < 0.1) x[i] = -Infinity;
     if (x.every((v) => v === -Infinity)) x[0] = 0;
     const topP = [0.1, 0.5, 0.9, 0.95, 0.999][rng.int(5)]!;

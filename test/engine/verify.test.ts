@@ -18,13 +18,31 @@ import { Engine, TIE_TOLERANCE, engineVocab, parseForceStructure, rescoreTraject
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const cpu = new CpuBackend();
-const cfg = makeQwen3Config({ vocabSize: 300, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 });
+const cfg = makeQwen3Config({
+  vocabSize: 300,
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numHiddenLayers: 2,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 8,
+  ropeTheta: 10000,
+});
 
 test("verify tolerances follow the model's GEMM dtype", () => {
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", backend: cpu })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f64", backend: cpu })), { tie: TIE_TOLERANCE, logprob: 1e-4 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", backend: cpu })), {
+    tie: TIE_TOLERANCE,
+    logprob: 1e-4,
+  });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f64", backend: cpu })), {
+    tie: TIE_TOLERANCE,
+    logprob: 1e-4,
+  });
   assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "bf16", backend: cpu })), { tie: 1e-2, logprob: 1e-2 });
-  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", computeDtype: "bf16", backend: cpu })), { tie: 1e-2, logprob: 1e-2 });
+  assert.deepEqual(verifyTolerances(Qwen3Model.random(cfg, { seed: 1, dtype: "f32", computeDtype: "bf16", backend: cpu })), {
+    tie: 1e-2,
+    logprob: 1e-2,
+  });
 });
 
 test("engine trajectories re-score to the trainer's numbers, and tampering is caught", () => {
@@ -33,10 +51,19 @@ test("engine trajectories re-score to the trainer's numbers, and tampering is ca
   const vocab = engineVocab(tok, 300);
   const prompt = tok.encodeChat([{ role: "user", content: "4+4?" }]);
   const e = new Engine(model, vocab, { numBlocks: 256, blockSize: 4 });
-  const [r] = e.generateSync([prompt], { mode: "parallel", temperature: 0, maxNewTokens: 400, minForkBudget: 0, forceStructure: parseForceStructure("3x8,2x6"), seed: 0 });
+  const [r] = e.generateSync([prompt], {
+    mode: "parallel",
+    temperature: 0,
+    maxNewTokens: 400,
+    minForkBudget: 0,
+    forceStructure: parseForceStructure("3x8,2x6"),
+    seed: 0,
+  });
   e.dispose();
   const rep = rescoreTrajectory(model, vocab, r!, "parallel", true, true);
-  console.log(`verify: ${rep.scored} log-probs scored, max |diff| ${rep.maxAbsLogprobDiff.toExponential(2)}, mismatches ${rep.tokensMismatch}, near ties ${rep.nearTies}`);
+  console.log(
+    `verify: ${rep.scored} log-probs scored, max |diff| ${rep.maxAbsLogprobDiff.toExponential(2)}, mismatches ${rep.tokensMismatch}, near ties ${rep.nearTies}`,
+  );
   assert.ok(rep.scored > 30);
   assert.equal(rep.tokensMismatch, 0);
   assert.equal(rep.positionsMismatch, 0);
@@ -58,9 +85,13 @@ test("engine trajectories re-score to the trainer's numbers, and tampering is ca
 
 test("npr engine verify --dtype bf16 passes with the bf16 tolerances", { timeout: 60_000 }, () => {
   const dir = mkdtempSync(path.join(tmpdir(), "npr-verify-"));
-  const cli = (args: string[]) => execFileSync(process.execPath, ["src/cli/main.ts", ...args], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const cli = (args: string[]) =>
+    execFileSync(process.execPath, ["src/cli/main.ts", ...args], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   cli(["model", "init", "--config", "tiny", "--out", path.join(dir, "m")]);
-  const out = JSON.parse(cli(["engine", "verify", "--model", path.join(dir, "m"), "--prompts", "2", "--dtype", "bf16"]).trim()) as Record<string, unknown>;
+  const out = JSON.parse(cli(["engine", "verify", "--model", path.join(dir, "m"), "--prompts", "2", "--dtype", "bf16"]).trim()) as Record<
+    string,
+    unknown
+  >;
   // The child process reads the same environment, so it takes the GEMM path this backend takes.
   const gemmPath = new CpuBackend().gemmPath;
   const diff = out["maxAbsLogprobDiff"] as number;

@@ -37,7 +37,10 @@ test("npr format layout matches the independent oracle; malformed lines give {er
   }
   const r = npr(["format", "layout"], lines.join("\n") + "\n");
   assert.equal(r.status, 0, r.stderr);
-  const out = r.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  const out = r.stdout
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(out.length, want.length);
   let ok = 0;
   let rejected = 0;
@@ -58,10 +61,14 @@ test("npr format layout matches the independent oracle; malformed lines give {er
 
 test("npr format check scores per line in both variants", () => {
   const good = "<guideline><plan>1: small cases</plan></guideline><step>1: n=1 gives 2</step><takeaway>so it is 2</takeaway>\\boxed{2}";
-  const input = [good, "plain text", good.replace("\\boxed{2}", "no box")].map((response) => JSON.stringify({ response })).join("\n") + "\n{}\n";
+  const input =
+    [good, "plain text", good.replace("\\boxed{2}", "no box")].map((response) => JSON.stringify({ response })).join("\n") + "\n{}\n";
   const s1 = npr(["format", "check", "--variant", "stage1"], input);
   assert.equal(s1.status, 0, s1.stderr);
-  const rows = s1.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
+  const rows = s1.stdout
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   assert.deepEqual(rows[0], { valid: true, score: 0, errors: [] });
   assert.equal(rows[1].score, -1.5);
   assert.equal(rows[2].score, -1);
@@ -72,7 +79,8 @@ test("npr format check scores per line in both variants", () => {
 });
 
 test("npr format show draws the tree", () => {
-  const text = "<guideline><plan>1: a plan</plan><plan>2: another</plan></guideline><step>1: work one</step><step>2: work two</step><takeaway>pick one</takeaway>So \\boxed{5}.";
+  const text =
+    "<guideline><plan>1: a plan</plan><plan>2: another</plan></guideline><step>1: work one</step><step>2: work two</step><takeaway>pick one</takeaway>So \\boxed{5}.";
   const r = npr(["format", "show", "--text"], text);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /block 1 \(2 plan\(s\), 2 step\(s\)\)/);

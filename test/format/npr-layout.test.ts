@@ -21,8 +21,31 @@ import { Rng } from "../../src/util/rng.ts";
 import { MUTATIONS, mutate, randomTrajectory, refLayout } from "./reference-layout.ts";
 
 const EXAMPLE = [
-  "P", "<|im_end|>", "A", "<guideline>", "<plan>", "1:a", "</plan>", "<plan>", "2:b", "</plan>", "</guideline>",
-  "<step>", "1:", "x", "</step>", "<step>", "2:", "y", "z", "</step>", "<takeaway>", "t", "</takeaway>", "ans", "<|im_end|>",
+  "P",
+  "<|im_end|>",
+  "A",
+  "<guideline>",
+  "<plan>",
+  "1:a",
+  "</plan>",
+  "<plan>",
+  "2:b",
+  "</plan>",
+  "</guideline>",
+  "<step>",
+  "1:",
+  "x",
+  "</step>",
+  "<step>",
+  "2:",
+  "y",
+  "z",
+  "</step>",
+  "<takeaway>",
+  "t",
+  "</takeaway>",
+  "ans",
+  "<|im_end|>",
 ];
 
 test("worked example of reference/npr.md §4.3", () => {
@@ -31,7 +54,15 @@ test("worked example of reference/npr.md §4.3", () => {
   const j = layoutToJson(r.layout);
   assert.deepEqual(j.positions, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
   for (let i = 0; i <= 14; i++) assert.deepEqual(j.visible[i], [[0, i + 1]], `token ${i}`);
-  for (let i = 15; i <= 19; i++) assert.deepEqual(j.visible[i], [[0, 11], [15, i + 1]], `token ${i}`);
+  for (let i = 15; i <= 19; i++)
+    assert.deepEqual(
+      j.visible[i],
+      [
+        [0, 11],
+        [15, i + 1],
+      ],
+      `token ${i}`,
+    );
   for (let i = 20; i < EXAMPLE.length; i++) assert.deepEqual(j.visible[i], [[0, i + 1]], `token ${i}`);
 });
 
@@ -67,10 +98,11 @@ test("branch isolation: no step sees a sibling; takeaway and later see every ste
       if (tok === "<step>") open = i;
       if (tok === "</step>") spans.push([open, i]);
       if (tok === "<takeaway>") {
-        for (const [s1, e1] of spans) for (const [s2, e2] of spans) {
-          if (s1 === s2) continue;
-          for (let a = s1; a <= e1; a++) for (let b = s2; b <= e2; b++) assert.ok(!sees(a, b), `step token ${a} sees sibling token ${b}`);
-        }
+        for (const [s1, e1] of spans)
+          for (const [s2, e2] of spans) {
+            if (s1 === s2) continue;
+            for (let a = s1; a <= e1; a++) for (let b = s2; b <= e2; b++) assert.ok(!sees(a, b), `step token ${a} sees sibling token ${b}`);
+          }
         for (const [s, e] of spans) for (let b = s; b <= e; b++) assert.ok(sees(i, b), `takeaway ${i} misses step token ${b}`);
         // One past the largest position any step used.
         const maxPos = Math.max(...spans.map(([, e]) => positions[e]!));
@@ -143,7 +175,10 @@ test("canonicalizeTokens drops whitespace only where the canonical form has none
     assert.ok(!buildNprLayout(t.promptLen, noisy).ok);
     const c = canonicalizeTokens(t.promptLen, noisy);
     assert.deepEqual(c.tokens, t.tokens);
-    assert.deepEqual(c.kept.map((k) => noisy[k]), t.tokens);
+    assert.deepEqual(
+      c.kept.map((k) => noisy[k]),
+      t.tokens,
+    );
   }
 });
 

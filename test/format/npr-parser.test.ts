@@ -17,16 +17,64 @@ function feed(tokens: string[], opts?: { requirePlanNumbers?: boolean }): { p: N
 }
 
 const GOOD = [
-  "intro", "<guideline>", "<plan>", "1", ":", " a", "</plan>", "\n", "<plan>", "2.1:", "b", "</plan>", "</guideline>",
-  "<step>", "1:", "x", "</step>", "<step>", "2.1:", "y", "</step>", "<takeaway>", "t", "</takeaway>", "so", "\\boxed{1}",
+  "intro",
+  "<guideline>",
+  "<plan>",
+  "1",
+  ":",
+  " a",
+  "</plan>",
+  "\n",
+  "<plan>",
+  "2.1:",
+  "b",
+  "</plan>",
+  "</guideline>",
+  "<step>",
+  "1:",
+  "x",
+  "</step>",
+  "<step>",
+  "2.1:",
+  "y",
+  "</step>",
+  "<takeaway>",
+  "t",
+  "</takeaway>",
+  "so",
+  "\\boxed{1}",
 ];
 
 test("regions and engine events over a well-formed response", () => {
   const { p, events } = feed(GOOD);
   const regions = events.map((e) => (e.kind === "token" ? e.region : e.kind));
   assert.deepEqual(regions, [
-    "free", "guideline", "plan", "plan", "plan", "plan", "guideline", "guideline", "plan", "plan", "plan", "guideline", "fork",
-    "step", "step", "step", "branch-end", "step", "step", "step", "branch-end", "join", "takeaway", "conclusion", "conclusion", "conclusion",
+    "free",
+    "guideline",
+    "plan",
+    "plan",
+    "plan",
+    "plan",
+    "guideline",
+    "guideline",
+    "plan",
+    "plan",
+    "plan",
+    "guideline",
+    "fork",
+    "step",
+    "step",
+    "step",
+    "branch-end",
+    "step",
+    "step",
+    "step",
+    "branch-end",
+    "join",
+    "takeaway",
+    "conclusion",
+    "conclusion",
+    "conclusion",
   ]);
   assert.deepEqual(events[12], { kind: "fork", plans: ["1", "2.1"] });
   assert.deepEqual(events[16], { kind: "branch-end", step: 0 });
@@ -57,20 +105,40 @@ test("every malformed structure is reported with a reason, and the error is stic
   const G = ["<guideline>", "<plan>", "1:", "</plan>", "</guideline>"];
   const cases: Array<[string, string[], RegExp, number]> = [
     ["nested guideline in a step", [...G, "<step>", "<guideline>"], /nested <guideline> inside step 1 of block 1/, 6],
-    ["step count below plan count", [...G.slice(0, 4), "<plan>", "2:", "</plan>", "</guideline>", "<step>", "</step>", "<takeaway>"], /1 step\(s\) for 2 plan\(s\)/, 10],
+    [
+      "step count below plan count",
+      [...G.slice(0, 4), "<plan>", "2:", "</plan>", "</guideline>", "<step>", "</step>", "<takeaway>"],
+      /1 step\(s\) for 2 plan\(s\)/,
+      10,
+    ],
     ["step count above plan count", [...G, "<step>", "</step>", "<step>"], /step 2 in block 1, which has 1 plan/, 7],
     ["text after </guideline>", [...G, "\n"], /text "\\n" after <\/guideline>.*canonical form/, 5],
-    ["text between steps", [...G.slice(0, 4), "<plan>", "2:", "</plan>", "</guideline>", "<step>", "</step>", " "], /after step 1's <\/step>/, 10],
+    [
+      "text between steps",
+      [...G.slice(0, 4), "<plan>", "2:", "</plan>", "</guideline>", "<step>", "</step>", " "],
+      /after step 1's <\/step>/,
+      10,
+    ],
     ["text before <takeaway>", [...G, "<step>", "</step>", "x"], /text "x" after step 1's <\/step>/, 7],
     ["zero plans", ["<guideline>", "</guideline>"], /has no plan/, 1],
-    ["six plans", ["<guideline>", ...Array.from({ length: 6 }, (_, k) => ["<plan>", `${k + 1}:`, "</plan>"]).flat(), "</guideline>"], /6 plans; at most 5/, 19],
+    [
+      "six plans",
+      ["<guideline>", ...Array.from({ length: 6 }, (_, k) => ["<plan>", `${k + 1}:`, "</plan>"]).flat(), "</guideline>"],
+      /6 plans; at most 5/,
+      19,
+    ],
     ["plan without a number", ["<guideline>", "<plan>", "try", "</plan>"], /plan 1 of block 1 does not start with a number/, 3],
     ["tag inside a plan", ["<guideline>", "<plan>", "<step>"], /<step> inside plan 1/, 2],
     ["nested guideline in a guideline", ["<guideline>", "<guideline>"], /nested <guideline> inside the guideline/, 1],
     ["step inside the guideline", ["<guideline>", "<step>"], /<step> inside the guideline of block 1, outside any plan/, 1],
     ["tag inside a takeaway", [...G, "<step>", "</step>", "<takeaway>", "<plan>"], /<plan> inside the takeaway/, 8],
     ["stray closing tag in free text", ["hi", "</plan>"], /<\/plan> outside a block \(the text before the first block\)/, 1],
-    ["stray tag in the conclusion", [...G, "<step>", "</step>", "<takeaway>", "</takeaway>", "<step>"], /<step> outside a block \(the text after block 1\)/, 9],
+    [
+      "stray tag in the conclusion",
+      [...G, "<step>", "</step>", "<takeaway>", "</takeaway>", "<step>"],
+      /<step> outside a block \(the text after block 1\)/,
+      9,
+    ],
     ["other tag in a step", [...G, "<step>", "<takeaway>"], /<takeaway> inside step 1/, 6],
   ];
   for (const [name, toks, re, at] of cases) {
@@ -97,7 +165,9 @@ test("end() names where an incomplete response stops", () => {
 });
 
 test("without required plan numbers, plans get their ordinals", () => {
-  const { events } = feed(["<guideline>", "<plan>", "a", "</plan>", "<plan>", "7:", "</plan>", "</guideline>"], { requirePlanNumbers: false });
+  const { events } = feed(["<guideline>", "<plan>", "a", "</plan>", "<plan>", "7:", "</plan>", "</guideline>"], {
+    requirePlanNumbers: false,
+  });
   assert.deepEqual(events[7], { kind: "fork", plans: ["1", "7"] });
 });
 
@@ -111,8 +181,17 @@ test("response parser: trajectory tree, conclusion and last non-empty boxed", ()
   assert.equal(t.blocks.length, 1);
   const b = t.blocks[0]!;
   assert.equal(b.before, "Let me think.\n");
-  assert.deepEqual(b.plans.map((p) => p.num), ["1", "2"]);
-  assert.deepEqual(b.steps.map((s) => [s.num, s.text]), [["1", "1: n=1 gives 2"], ["2", "2: factor"]]);
+  assert.deepEqual(
+    b.plans.map((p) => p.num),
+    ["1", "2"],
+  );
+  assert.deepEqual(
+    b.steps.map((s) => [s.num, s.text]),
+    [
+      ["1", "1: n=1 gives 2"],
+      ["2", "2: factor"],
+    ],
+  );
   assert.equal(b.takeaway, "\nboth give 2");
   assert.equal(t.answer, "2");
   assert.match(t.conclusion, /^\nSo /);

@@ -22,7 +22,12 @@ const TABLE: Array<[string, string, number, number]> = [
   ["perfect with NPR's whitespace between tags", PERFECT.replaceAll("><", ">\n<"), 0, 0],
   ["no block found", "The answer is \\boxed{2}.", -1.5, -1.5],
   ["tags in the gap before a block", `<plan>stray</plan>${PERFECT}`, -1.5, -1.5],
-  ["block with 0 plans (steps then mismatch too)", `${block("", "")}\\boxed{2}`.replace("<guideline></guideline>", "<guideline></guideline><step>1: some work</step>"), -2, -2],
+  [
+    "block with 0 plans (steps then mismatch too)",
+    `${block("", "")}\\boxed{2}`.replace("<guideline></guideline>", "<guideline></guideline><step>1: some work</step>"),
+    -2,
+    -2,
+  ],
   ["step count != plan count", `${block(PLAN1 + PLAN2, STEP1)}\\boxed{2}`, -1, -1],
   ["non-plan text inside the guideline", `${block(`intro${PLAN1}${PLAN2}`)}\\boxed{2}`, -0.4, -0.4],
   ["text between plans", `${block(`${PLAN1}and${PLAN2}`)}\\boxed{2}`, -0.2, -0.2],
@@ -83,7 +88,10 @@ test("checkResponse: structure errors the score does not see make a response inv
   assert.deepEqual(r.errors, ["structure: the guideline of block 1 has 6 plans; at most 5"]);
   const nested = checkResponse(`<guideline>${PLAN1}</guideline><step>1: a <guideline> b</step>${TAKE}\\boxed{1}`, "stage1");
   assert.equal(nested.valid, false);
-  assert.ok(nested.errors.some((e) => /nested <guideline> inside step 1/.test(e)), JSON.stringify(nested.errors));
+  assert.ok(
+    nested.errors.some((e) => /nested <guideline> inside step 1/.test(e)),
+    JSON.stringify(nested.errors),
+  );
   const bad = checkResponse("no structure", "stage1");
   assert.equal(bad.score, -1.5);
   assert.equal(bad.valid, false);

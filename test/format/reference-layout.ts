@@ -67,7 +67,10 @@ export function refParse(promptLen: number, toks: readonly string[]): RefBlock[]
 }
 
 /** Positions and merged visible ranges by the adopted convention, or null for malformed input. */
-export function refLayout(promptLen: number, toks: readonly string[]): { positions: number[]; visible: Array<Array<[number, number]>> } | null {
+export function refLayout(
+  promptLen: number,
+  toks: readonly string[],
+): { positions: number[]; visible: Array<Array<[number, number]>> } | null {
   const blocks = refParse(promptLen, toks);
   if (!blocks) return null;
   const T = toks.length;
@@ -177,7 +180,13 @@ export function mutate(rng: Rng, t: Trajectory, kind: (typeof MUTATIONS)[number]
   const filler = () => pick(rng, [" ", "\n", "x", "1:"]);
   switch (kind) {
     case "text after </guideline>":
-      ins(pick(rng, indicesOf(t, (x) => x === "</guideline>")) + 1, filler());
+      ins(
+        pick(
+          rng,
+          indicesOf(t, (x) => x === "</guideline>"),
+        ) + 1,
+        filler(),
+      );
       break;
     case "text between steps": {
       const closes = steps.map(([, e]) => e).filter((e) => toks[e + 1] === "<step>");
@@ -186,7 +195,13 @@ export function mutate(rng: Rng, t: Trajectory, kind: (typeof MUTATIONS)[number]
       break;
     }
     case "text before <takeaway>":
-      ins(pick(rng, indicesOf(t, (x) => x === "<takeaway>")), filler());
+      ins(
+        pick(
+          rng,
+          indicesOf(t, (x) => x === "<takeaway>"),
+        ),
+        filler(),
+      );
       break;
     case "drop a step": {
       const [s, e] = pick(rng, steps);
@@ -205,7 +220,13 @@ export function mutate(rng: Rng, t: Trajectory, kind: (typeof MUTATIONS)[number]
     }
     case "other tag in a step": {
       const [s, e] = pick(rng, steps);
-      ins(s + 1 + rng.int(e - s), pick(rng, TAGS.filter((x) => x !== "</step>")));
+      ins(
+        s + 1 + rng.int(e - s),
+        pick(
+          rng,
+          TAGS.filter((x) => x !== "</step>"),
+        ),
+      );
       break;
     }
     case "drop a tag":
@@ -219,7 +240,12 @@ export function mutate(rng: Rng, t: Trajectory, kind: (typeof MUTATIONS)[number]
       break;
     }
     case "tag in the conclusion":
-      toks.push(pick(rng, TAGS.filter((x) => x !== "<guideline>")));
+      toks.push(
+        pick(
+          rng,
+          TAGS.filter((x) => x !== "<guideline>"),
+        ),
+      );
       break;
     case "six plans": {
       const out: string[] = toks.slice(0, t.promptLen);

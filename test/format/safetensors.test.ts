@@ -72,8 +72,7 @@ test("every dtype round trips bit-exactly, streamed one thunk at a time, aligned
   ALL_DTYPES.forEach((dtype, i) => entries.push(entry(rng, `layer.${i}.${dtype.toLowerCase()}`, dtype, shapes[i % shapes.length])));
   // Half the tensors as thunks; each must run once, in file order, after the previous one is written.
   const calls: string[] = [];
-  const given: WriteEntry[] = entries.map((e, i) =>
-    i % 2 === 0 ? e : { ...e, data: () => (calls.push(e.name), e.data) });
+  const given: WriteEntry[] = entries.map((e, i) => (i % 2 === 0 ? e : { ...e, data: () => (calls.push(e.name), e.data) }));
   const file = path.join(dir, "all.safetensors");
   writeSafetensors(file, given, { format: "pt", note: "round trip" });
 
@@ -94,8 +93,14 @@ test("every dtype round trips bit-exactly, streamed one thunk at a time, aligned
   // Data order: dtype alignment (safetensors-rs Dtype order, descending), then name.
   const rsOrder = ["I64", "F64", "F32", "I32", "BF16", "F16", "I16", "I8", "U8", "BOOL"];
   const expectOrder = [...entries].sort((a, b) => rsOrder.indexOf(a.dtype) - rsOrder.indexOf(b.dtype) || (a.name < b.name ? -1 : 1));
-  assert.deepEqual(listed.map((e) => e.name), expectOrder.map((e) => e.name));
-  assert.deepEqual(calls, expectOrder.filter((_, i) => entries.indexOf(expectOrder[i]) % 2 === 1).map((e) => e.name));
+  assert.deepEqual(
+    listed.map((e) => e.name),
+    expectOrder.map((e) => e.name),
+  );
+  assert.deepEqual(
+    calls,
+    expectOrder.filter((_, i) => entries.indexOf(expectOrder[i]) % 2 === 1).map((e) => e.name),
+  );
   // Header: length a multiple of 8, space padded, "__metadata__" first.
   const bytes = fs.readFileSync(file);
   const n = Number(bytes.readBigUInt64LE(0));
@@ -124,10 +129,10 @@ test("reads files written by safetensors-rs / Python save_file, and writes the s
   // (1) safetensors-rs tensor.rs test_serialization_forced_alignement: "attn0" F32 [1,1,2,3] = 0..5,
   // header of 65 bytes padded with 7 spaces to 72.
   const rsAligned = [
-    72, 0, 0, 0, 0, 0, 0, 0, 123, 34, 97, 116, 116, 110, 48, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34, 70,
-    51, 50, 34, 44, 34, 115, 104, 97, 112, 101, 34, 58, 91, 49, 44, 49, 44, 50, 44, 51, 93, 44, 34, 100, 97, 116, 97,
-    95, 111, 102, 102, 115, 101, 116, 115, 34, 58, 91, 48, 44, 50, 52, 93, 125, 125, 32, 32, 32, 32, 32, 32, 32, 0, 0,
-    0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64,
+    72, 0, 0, 0, 0, 0, 0, 0, 123, 34, 97, 116, 116, 110, 48, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34, 70, 51, 50, 34, 44, 34,
+    115, 104, 97, 112, 101, 34, 58, 91, 49, 44, 49, 44, 50, 44, 51, 93, 44, 34, 100, 97, 116, 97, 95, 111, 102, 102, 115, 101, 116, 115, 34,
+    58, 91, 48, 44, 50, 52, 93, 125, 125, 32, 32, 32, 32, 32, 32, 32, 0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64,
+    0, 0, 160, 64,
   ];
   // (2) What `safetensors.torch.save_file({"a": f32 [1, .5], "b": bf16 [1, -2], "c": i64 [7]},
   // metadata={"format": "pt"})` writes: I64 first, then F32, then BF16 (alignment order); the
@@ -140,9 +145,17 @@ test("reads files written by safetensors-rs / Python save_file, and writes the s
   assert.equal(pyHeader.length, 200);
 
   const cases = [
-    { name: "rs", bytes: rsAligned, meta: undefined, tensors: [{ name: "attn0", dtype: "F32" as StDType, shape: [1, 1, 2, 3], data: f32le(0, 1, 2, 3, 4, 5) }] },
     {
-      name: "py", bytes: py, meta: { format: "pt" }, tensors: [
+      name: "rs",
+      bytes: rsAligned,
+      meta: undefined,
+      tensors: [{ name: "attn0", dtype: "F32" as StDType, shape: [1, 1, 2, 3], data: f32le(0, 1, 2, 3, 4, 5) }],
+    },
+    {
+      name: "py",
+      bytes: py,
+      meta: { format: "pt" },
+      tensors: [
         { name: "a", dtype: "F32" as StDType, shape: [2], data: f32le(1, 0.5) },
         { name: "b", dtype: "BF16" as StDType, shape: [2], data: [0x80, 0x3f, 0x00, 0xc0] },
         { name: "c", dtype: "I64" as StDType, shape: [1], data: [7, 0, 0, 0, 0, 0, 0, 0] },
@@ -161,7 +174,11 @@ test("reads files written by safetensors-rs / Python save_file, and writes the s
     st.close();
     // Our writer, given the same tensors in another order, produces the identical bytes.
     const ours = path.join(dir, `${c.name}-ours.safetensors`);
-    writeSafetensors(ours, [...c.tensors].reverse().map((tn) => ({ ...tn, data: new Uint8Array(tn.data) })), c.meta);
+    writeSafetensors(
+      ours,
+      [...c.tensors].reverse().map((tn) => ({ ...tn, data: new Uint8Array(tn.data) })),
+      c.meta,
+    );
     assert.deepEqual([...fs.readFileSync(ours)], c.bytes, `${c.name}: writer output differs from the reference bytes`);
   }
 });
@@ -179,8 +196,16 @@ test("sharded checkpoint: HF shard rule, file names, index json, round trip, sta
     entry(rng, "lm_head", "I32", [3]),
   ];
   const written = writeSafetensorsCheckpoint(dir, entries, { maxShardBytes: 100 });
-  const names = ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json"];
-  assert.deepEqual(written, names.map((n) => path.join(dir, n)));
+  const names = [
+    "model-00001-of-00003.safetensors",
+    "model-00002-of-00003.safetensors",
+    "model-00003-of-00003.safetensors",
+    "model.safetensors.index.json",
+  ];
+  assert.deepEqual(
+    written,
+    names.map((n) => path.join(dir, n)),
+  );
   assert.deepEqual(fs.readdirSync(dir).sort(), [...names].sort());
 
   // The index exactly as transformers writes it: json.dumps(index, indent=2, sort_keys=True) + "\n".

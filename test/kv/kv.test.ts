@@ -40,9 +40,15 @@ test("manager: append, fork with copy-on-write, join, release (exact ids)", () =
   assert.deepEqual(Array.from(a.slots), [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
   assert.equal(entries(root), "1:0-4 2:0-4 3:0-2");
   const [c0, c1] = m.fork(root, 2) as [BlockTable, BlockTable];
-  assert.deepEqual([1, 2, 3].map((b) => m.pool.refCount(b)), [3, 3, 3]);
+  assert.deepEqual(
+    [1, 2, 3].map((b) => m.pool.refCount(b)),
+    [3, 3, 3],
+  );
   m.release(root); // the parent's reference goes once the children hold theirs
-  assert.deepEqual([1, 2, 3].map((b) => m.pool.refCount(b)), [2, 2, 2]);
+  assert.deepEqual(
+    [1, 2, 3].map((b) => m.pool.refCount(b)),
+    [2, 2, 2],
+  );
   // Child 0 owns block 3's frontier: extends in place, then takes block 4.
   const r0 = m.appendSlots(c0, 3);
   assert.ok(r0.ok);
@@ -63,7 +69,10 @@ test("manager: append, fork with copy-on-write, join, release (exact ids)", () =
   m.release(c0);
   m.release(c1);
   m.assertConsistent();
-  assert.deepEqual([1, 2, 3, 4, 5].map((b) => m.pool.refCount(b)), [1, 1, 1, 1, 1]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map((b) => m.pool.refCount(b)),
+    [1, 1, 1, 1, 1],
+  );
   // The join's tail (block 5, written to 4) is full: the next token takes a fresh block.
   const rj = m.appendSlots(j, 1);
   assert.ok(rj.ok);
@@ -151,7 +160,9 @@ test("manager: seeded random walks keep pool and tables consistent", () => {
           slots.push(...res.slots);
         }
         if (ok) {
-          kids.forEach((k, i) => want.splice(i === 0 ? 0 : want.length, i === 0 ? want.length : 0, ...expect.get(k)!.slice(i === 0 ? 0 : inherited)));
+          kids.forEach((k, i) =>
+            want.splice(i === 0 ? 0 : want.length, i === 0 ? want.length : 0, ...expect.get(k)!.slice(i === 0 ? 0 : inherited)),
+          );
           const j = m.join(kids, inherited);
           expect.set(j, want);
         }

@@ -79,9 +79,11 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
     const relF64 = relNorm(logits, refF64);
     const refGap = relNorm(refBf16, refF64); // what bf16 rounding itself moves the logits
     const agree = argmaxRows(logits, cfg.vocab_size).filter((a, i) => a === argmaxRows(refBf16, cfg.vocab_size)[i]).length / T;
-    console.log(`  ${name}: vs bf16 oracle ${fmt(diff(logits, refBf16))} rel ${rel.toExponential(2)}, ` +
-      `${(miss * 100).toFixed(1)}% of logits differ, argmax ${agree}; vs f64 oracle rel ${relF64.toExponential(2)} ` +
-      `(bf16 oracle vs f64 oracle ${refGap.toExponential(2)})`);
+    console.log(
+      `  ${name}: vs bf16 oracle ${fmt(diff(logits, refBf16))} rel ${rel.toExponential(2)}, ` +
+        `${(miss * 100).toFixed(1)}% of logits differ, argmax ${agree}; vs f64 oracle rel ${relF64.toExponential(2)} ` +
+        `(bf16 oracle vs f64 oracle ${refGap.toExponential(2)})`,
+    );
     // Short dot products: fp32 and float64 accumulation round alike almost everywhere (measured: 0%).
     assert.ok(miss <= 0.05, `${(miss * 100).toFixed(1)}% of logits differ from the bf16 oracle`);
     assert.ok(rel <= 1e-3, `relative error ${rel} to the bf16 oracle`);
@@ -101,8 +103,14 @@ for (const [name, cfg] of Object.entries(PARITY_CONFIGS)) {
  */
 test("activations bf16, 3 layers of width 256: exact under a float64-accumulating GEMM, flips bounded under OpenBLAS", () => {
   const cfg = rawConfig({
-    vocab_size: 512, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2,
-    head_dim: 64, num_hidden_layers: 3, rope_theta: 1e6,
+    vocab_size: 512,
+    hidden_size: 256,
+    intermediate_size: 512,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 64,
+    num_hidden_layers: 3,
+    rope_theta: 1e6,
   });
   const { weights } = randomWeights(cfg, { seed: 3, roundTo: "BF16" });
   const ids = tokens(24, cfg.vocab_size, 1);
@@ -117,8 +125,10 @@ test("activations bf16, 3 layers of width 256: exact under a float64-accumulatin
     const out = noGrad(() => bf16Model(cfg, weights, "bf16", be).forward(ids, causalLayout(24))).toArray();
     const miss = mismatch(out, ref);
     const rel = relNorm(out, ref);
-    console.log(`  ${be.gemmPath} GEMM: ${(miss * 100).toFixed(2)}% of logits differ from the bf16 oracle, ` +
-      `rel ${rel.toExponential(2)} (bf16 oracle vs f64 oracle ${gap.toExponential(2)}), ${fmt(diff(out, ref))}`);
+    console.log(
+      `  ${be.gemmPath} GEMM: ${(miss * 100).toFixed(2)}% of logits differ from the bf16 oracle, ` +
+        `rel ${rel.toExponential(2)} (bf16 oracle vs f64 oracle ${gap.toExponential(2)}), ${fmt(diff(out, ref))}`,
+    );
     if (useBlas) assert.ok(rel <= gap / 2, `rel ${rel} to the bf16 oracle against a bf16/f64 gap of ${gap}`);
     else assert.ok(miss <= 1e-3, `${miss} of the logits differ under a float64-accumulating GEMM`);
   }
@@ -162,7 +172,7 @@ test("activations bf16: a packed segment layout matches the oracle under the sam
   const { weights } = randomWeights(cfg, { seed: 12, roundTo: "BF16" });
   const ids = tokens(9, cfg.vocab_size, 7);
   const lay = packedCausalLayout([4, 5]);
-  const ref = referenceLogitsBf16(cfg, weights, ids, lay.positions, (i, j) => j <= i && (i < 4) === (j < 4));
+  const ref = referenceLogitsBf16(cfg, weights, ids, lay.positions, (i, j) => j <= i && i < 4 === j < 4);
   const out = noGrad(() => bf16Model(cfg, weights, "bf16").forward(ids, lay)).toArray();
   const miss = mismatch(out, ref);
   console.log(`  packed [4, 5]: ${fmt(diff(out, ref))}, ${(miss * 100).toFixed(1)}% differ`);
@@ -177,7 +187,12 @@ test("activations bf16: gradients reach f32 masters", () => {
   const ids = tokens(T, cfg.vocab_size, 3);
   const targets = Tensor.fromArray(tokens(T, cfg.vocab_size, 9), [T], { dtype: "i32", backend: cpu });
   crossEntropy(m.forward(ids, causalLayout(T)), targets).backward();
-  for (const name of ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_norm.weight", "lm_head.weight"]) {
+  for (const name of [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.1.self_attn.k_norm.weight",
+    "lm_head.weight",
+  ]) {
     const g = m.param(name).grad;
     assert.ok(g, `${name} has no gradient`);
     const gv = g.toArray();
@@ -189,6 +204,8 @@ test("activations bf16 is refused for f64 parameters", () => {
   const cfg = rawConfig();
   const { weights } = randomWeights(cfg, { seed: 1, roundTo: "BF16" });
   const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
-  assert.throws(() => new Qwen3Model(m.config, m.params, { activations: "bf16" }), (e: unknown) =>
-    e instanceof UsageError && e.code === "bad_activations");
+  assert.throws(
+    () => new Qwen3Model(m.config, m.params, { activations: "bf16" }),
+    (e: unknown) => e instanceof UsageError && e.code === "bad_activations",
+  );
 });

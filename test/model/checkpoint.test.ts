@@ -94,20 +94,33 @@ test("missing, mis-shaped and non-float tensors are errors naming the tensor", (
 
   const d1 = copy();
   rewrite(d1, (e) => e.delete("model.layers.0.self_attn.k_norm.weight"));
-  expectCkError(() => loadQwen3(d1, { backend: cpu }), "missing_tensor", "model.layers.0.self_attn.k_norm.weight",
-    /: tensor model\.layers\.0\.self_attn\.k_norm\.weight is missing/);
+  expectCkError(
+    () => loadQwen3(d1, { backend: cpu }),
+    "missing_tensor",
+    "model.layers.0.self_attn.k_norm.weight",
+    /: tensor model\.layers\.0\.self_attn\.k_norm\.weight is missing/,
+  );
 
   const d2 = copy();
   rewrite(d2, (e) => {
     const q = e.get("model.layers.0.self_attn.q_proj.weight")!;
     q.shape = [q.shape[1]!, q.shape[0]!];
   });
-  expectCkError(() => loadQwen3(d2, { backend: cpu }), "bad_shape", "model.layers.0.self_attn.q_proj.weight",
-    /q_proj\.weight has shape \[32, 48\], config\.json implies \[48, 32\]/);
+  expectCkError(
+    () => loadQwen3(d2, { backend: cpu }),
+    "bad_shape",
+    "model.layers.0.self_attn.q_proj.weight",
+    /q_proj\.weight has shape \[32, 48\], config\.json implies \[48, 32\]/,
+  );
 
   const d3 = copy();
   rewrite(d3, (e) => e.delete("lm_head.weight"));
-  expectCkError(() => loadQwen3(d3, { backend: cpu }), "missing_tensor", "lm_head.weight", /tensor lm_head\.weight is missing[^]*tie_word_embeddings/);
+  expectCkError(
+    () => loadQwen3(d3, { backend: cpu }),
+    "missing_tensor",
+    "lm_head.weight",
+    /tensor lm_head\.weight is missing[^]*tie_word_embeddings/,
+  );
 
   const d4 = copy();
   rewrite(d4, (e) => {
@@ -125,7 +138,14 @@ test("a tied checkpoint that also stores lm_head.weight loads with it ignored", 
   const cfg = rawConfig({ tie_word_embeddings: true, num_hidden_layers: 1 });
   const dir = freshDir("tied");
   // A stray lm_head of random values: HF ignores it, so must we (the embeddings are the head).
-  writeRandomCheckpoint(dir, cfg, { seed: 2, dtype: "F32", extra: [["lm_head.weight", [48, 32]], ["model.rotary_emb.inv_freq", [6]]] });
+  writeRandomCheckpoint(dir, cfg, {
+    seed: 2,
+    dtype: "F32",
+    extra: [
+      ["lm_head.weight", [48, 32]],
+      ["model.rotary_emb.inv_freq", [6]],
+    ],
+  });
   const unexpected: string[] = [];
   const m = loadQwen3(dir, { backend: cpu, onUnexpected: (n) => unexpected.push(...n) });
   assert.equal(m.params.has("lm_head.weight"), false);
@@ -139,11 +159,22 @@ test("a tied checkpoint that also stores lm_head.weight loads with it ignored", 
 
 test("save -> load round trips exactly (bf16, f32, sharded) and writes the HF files", () => {
   const config = makeQwen3Config({
-    vocabSize: 40, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 4,
-    numKeyValueHeads: 2, headDim: 6, attentionBias: true, bosTokenId: 1, eosTokenId: [2, 3],
+    vocabSize: 40,
+    hiddenSize: 16,
+    intermediateSize: 24,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 6,
+    attentionBias: true,
+    bosTokenId: 1,
+    eosTokenId: [2, 3],
   });
   const model = Qwen3Model.random(config, { seed: 5, dtype: "f32", backend: cpu });
-  for (const [dtype, st] of [["bf16", "BF16"], ["f32", "F32"]] as const) {
+  for (const [dtype, st] of [
+    ["bf16", "BF16"],
+    ["f32", "F32"],
+  ] as const) {
     const dir = freshDir(`save-${dtype}`);
     saveQwen3(model, dir, { dtype });
     assert.deepEqual(fs.readdirSync(dir).sort(), ["config.json", "generation_config.json", "model.safetensors"]);
@@ -184,8 +215,13 @@ test("save -> load round trips exactly (bf16, f32, sharded) and writes the HF fi
 
 test("save is atomic: no partial folder under the final name, no overwrite by default", () => {
   const config = makeQwen3Config({
-    vocabSize: 16, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,
-    numKeyValueHeads: 1, headDim: 4,
+    vocabSize: 16,
+    hiddenSize: 8,
+    intermediateSize: 8,
+    numHiddenLayers: 1,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    headDim: 4,
   });
   const model = Qwen3Model.random(config, { seed: 1, backend: cpu });
   const parent = freshDir("atomic");

@@ -6,13 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError } from "../../src/util/errors.ts";
-import {
-  CONFIG_LIMITS,
-  REQUIRED_KEYS,
-  makeQwen3Config,
-  parseQwen3Config,
-  qwen3ConfigToJson,
-} from "../../src/model/config.ts";
+import { CONFIG_LIMITS, REQUIRED_KEYS, makeQwen3Config, parseQwen3Config, qwen3ConfigToJson } from "../../src/model/config.ts";
 
 /** A real Qwen3-0.6B config.json (transformers 4.51), trimmed of nothing. */
 const QWEN3_06B = {
@@ -73,14 +67,20 @@ test("parses a real Qwen3-0.6B config.json", () => {
   assert.equal(config.eosTokenId, 151645);
   assert.equal(config.torchDtype, "bfloat16");
   assert.deepEqual(unknown, []);
-  assert.deepEqual(
-    [...ignored].sort(),
-    [
-      "architectures", "attention_dropout", "bos_token_id", "eos_token_id", "initializer_range",
-      "max_position_embeddings", "max_window_layers", "model_type", "sliding_window", "torch_dtype",
-      "transformers_version", "use_cache",
-    ],
-  );
+  assert.deepEqual([...ignored].sort(), [
+    "architectures",
+    "attention_dropout",
+    "bos_token_id",
+    "eos_token_id",
+    "initializer_range",
+    "max_position_embeddings",
+    "max_window_layers",
+    "model_type",
+    "sliding_window",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+  ]);
 });
 
 test("every missing required key is an error naming the file and the key", () => {
@@ -110,7 +110,11 @@ test("bad values name key, value and expectation", () => {
     [{ hidden_act: "gelu" }, "hidden_act", `config.json: key "hidden_act" is "gelu", expected "silu" (the only activation Qwen3 uses)`],
     [{ tie_word_embeddings: "yes" }, "tie_word_embeddings", `config.json: key "tie_word_embeddings" is "yes", expected true or false`],
     [{ attention_bias: 1 }, "attention_bias", `config.json: key "attention_bias" is 1, expected true or false`],
-    [{ use_sliding_window: true }, "use_sliding_window", `config.json: key "use_sliding_window" is true, expected false (sliding-window attention is not supported)`],
+    [
+      { use_sliding_window: true },
+      "use_sliding_window",
+      `config.json: key "use_sliding_window" is true, expected false (sliding-window attention is not supported)`,
+    ],
     [{ model_type: "llama" }, "model_type", `config.json: key "model_type" is "llama", expected "qwen3"`],
     [
       { rope_scaling: { rope_type: "yarn", factor: 4 } },
@@ -128,7 +132,11 @@ test("bad values name key, value and expectation", () => {
       "num_key_value_heads",
       `config.json: num_attention_heads (16) must be a multiple of num_key_value_heads (3)`,
     ],
-    [{ eos_token_id: [] }, "eos_token_id", `config.json: key "eos_token_id" is [], expected a token id, a non-empty list of token ids, or null`],
+    [
+      { eos_token_id: [] },
+      "eos_token_id",
+      `config.json: key "eos_token_id" is [], expected a token id, a non-empty list of token ids, or null`,
+    ],
   ];
   for (const [patch, param, message] of cases) {
     expectConfigError(() => parseQwen3Config({ ...QWEN3_06B, ...patch }), "bad_value", param, message);
@@ -190,13 +198,28 @@ test("qwen3ConfigToJson round-trips and writes what transformers expects", () =>
   assert.deepEqual({ ...again.config, torchDtype: null }, { ...config, torchDtype: null });
 
   const small = makeQwen3Config({
-    vocabSize: 32, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2,
-    numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 6, attentionBias: true,
+    vocabSize: 32,
+    hiddenSize: 16,
+    intermediateSize: 24,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 6,
+    attentionBias: true,
   });
   assert.equal(small.attentionBias, true);
   assert.equal(small.ropeTheta, 1e6);
   assert.throws(
-    () => makeQwen3Config({ vocabSize: 32, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 3, headDim: 6 }),
+    () =>
+      makeQwen3Config({
+        vocabSize: 32,
+        hiddenSize: 16,
+        intermediateSize: 24,
+        numHiddenLayers: 2,
+        numAttentionHeads: 4,
+        numKeyValueHeads: 3,
+        headDim: 6,
+      }),
     ConfigError,
   );
 });
@@ -205,10 +228,22 @@ test("size keys have ranges: a typo like vocab_size 1e12 is refused by name, not
   const cases: Array<[string, unknown, string]> = [
     ["vocab_size", 1e12, `/tmp/c.json: key "vocab_size" is 1000000000000, expected a positive integer <= ${CONFIG_LIMITS.vocab_size}`],
     ["hidden_size", 2 ** 20, `/tmp/c.json: key "hidden_size" is 1048576, expected a positive integer <= ${CONFIG_LIMITS.hidden_size}`],
-    ["num_hidden_layers", 1e6, `/tmp/c.json: key "num_hidden_layers" is 1000000, expected a positive integer <= ${CONFIG_LIMITS.num_hidden_layers}`],
-    ["max_position_embeddings", 2 ** 30, `/tmp/c.json: key "max_position_embeddings" is 1073741824, expected a positive integer <= ${CONFIG_LIMITS.max_position_embeddings}`],
+    [
+      "num_hidden_layers",
+      1e6,
+      `/tmp/c.json: key "num_hidden_layers" is 1000000, expected a positive integer <= ${CONFIG_LIMITS.num_hidden_layers}`,
+    ],
+    [
+      "max_position_embeddings",
+      2 ** 30,
+      `/tmp/c.json: key "max_position_embeddings" is 1073741824, expected a positive integer <= ${CONFIG_LIMITS.max_position_embeddings}`,
+    ],
     ["rms_norm_eps", 2, `/tmp/c.json: key "rms_norm_eps" is 2, expected a positive number below 1`],
-    ["eos_token_id", 2 ** 40, `/tmp/c.json: key "eos_token_id" is 1099511627776, expected a token id, a non-empty list of token ids, or null`],
+    [
+      "eos_token_id",
+      2 ** 40,
+      `/tmp/c.json: key "eos_token_id" is 1099511627776, expected a token id, a non-empty list of token ids, or null`,
+    ],
   ];
   for (const [key, value, message] of cases) {
     expectConfigError(() => parseQwen3Config({ ...QWEN3_06B, [key]: value }, "/tmp/c.json"), "bad_value", key, message);

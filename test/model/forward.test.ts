@@ -88,12 +88,15 @@ for (const dtype of ["f64", "f32"] as const) {
     assert.ok(d2.rel <= tol, `chunked decode differs: ${fmt(d2)}`);
 
     // The cache is full now: one more token is a clear error and leaves the cache untouched.
-    assert.throws(() => m.forward(ids.subarray(0, 1), causalLayout(1, n), kv2), (err: unknown) => {
-      assert.ok(err instanceof KVCacheFullError);
-      assert.equal(err.code, "kv_full");
-      assert.match(err.message, /KV cache full: 12 tokens cached \+ 1 new > maxTokens 12/);
-      return true;
-    });
+    assert.throws(
+      () => m.forward(ids.subarray(0, 1), causalLayout(1, n), kv2),
+      (err: unknown) => {
+        assert.ok(err instanceof KVCacheFullError);
+        assert.equal(err.code, "kv_full");
+        assert.match(err.message, /KV cache full: 12 tokens cached \+ 1 new > maxTokens 12/);
+        return true;
+      },
+    );
     assert.equal(kv2.length, n);
 
     // Truncate and re-decode the last token: same row as before.
@@ -126,12 +129,19 @@ test("a segment layout (shared prefix, two branches) matches the reference and s
   const m = modelFromWeights(cfg, weights, { dtype: "f64", backend: cpu });
   const ids = tokens(9, V, 4);
   const positions = [0, 1, 2, 3, 4, 5, 3, 4, 5];
-  const visible = Array.from({ length: 9 }, (_, i): Array<[number, number]> =>
-    i < 6 ? [[0, i + 1]] : [[0, 3], [6, i + 1]]);
+  const visible = Array.from(
+    { length: 9 },
+    (_, i): Array<[number, number]> =>
+      i < 6
+        ? [[0, i + 1]]
+        : [
+            [0, 3],
+            [6, i + 1],
+          ],
+  );
   const layout = segmentLayout(positions, visible);
   const out = noGrad(() => m.forward(ids, layout)).toArray();
-  const ref = referenceLogits(cfg, weights, ids, positions, (i, j) =>
-    visible[i]!.some(([s, e]) => j >= s && j < e));
+  const ref = referenceLogits(cfg, weights, ids, positions, (i, j) => visible[i]!.some(([s, e]) => j >= s && j < e));
   const dr = diff(out, ref);
   console.log(`  segment layout vs reference: ${fmt(dr)}`);
   assert.ok(dr.rel <= 1e-10);
@@ -147,10 +157,13 @@ test("token ids outside the vocabulary are a UsageError naming the token", () =>
   const cfg = rawConfig();
   const { weights } = randomWeights(cfg, { seed: 1, roundTo: "F32" });
   const m = modelFromWeights(cfg, weights, { dtype: "f32", backend: cpu });
-  assert.throws(() => m.forward([1, 48], causalLayout(2)), (err: unknown) => {
-    assert.ok(err instanceof UsageError);
-    assert.equal(err.code, "bad_token");
-    assert.match(err.message, /^token 1 is 48, outside the vocabulary \[0, 48\)/);
-    return true;
-  });
+  assert.throws(
+    () => m.forward([1, 48], causalLayout(2)),
+    (err: unknown) => {
+      assert.ok(err instanceof UsageError);
+      assert.equal(err.code, "bad_token");
+      assert.match(err.message, /^token 1 is 48, outside the vocabulary \[0, 48\)/);
+      return true;
+    },
+  );
 });

@@ -16,12 +16,24 @@ import { cpu, modelFromWeights, rawConfig, tokens } from "./helpers.ts";
 
 const GRAD_CONFIGS = {
   "tied + bias, H2/Hkv1 D6": rawConfig({
-    vocab_size: 11, hidden_size: 8, intermediate_size: 12, num_attention_heads: 2, num_key_value_heads: 1,
-    head_dim: 6, tie_word_embeddings: true, attention_bias: true,
+    vocab_size: 11,
+    hidden_size: 8,
+    intermediate_size: 12,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    head_dim: 6,
+    tie_word_embeddings: true,
+    attention_bias: true,
   }),
   "untied, H4/Hkv2 D4": rawConfig({
-    vocab_size: 13, hidden_size: 8, intermediate_size: 10, num_attention_heads: 4, num_key_value_heads: 2,
-    head_dim: 4, tie_word_embeddings: false, attention_bias: false,
+    vocab_size: 13,
+    hidden_size: 8,
+    intermediate_size: 10,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 4,
+    tie_word_embeddings: false,
+    attention_bias: false,
   }),
 };
 
@@ -75,8 +87,14 @@ for (const [name, cfg] of Object.entries(GRAD_CONFIGS)) {
 
 test("a tiny model overfits one small batch (loss falls by >= 90%)", () => {
   const config = makeQwen3Config({
-    vocabSize: 32, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2,
-    numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, tieWordEmbeddings: true,
+    vocabSize: 32,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    tieWordEmbeddings: true,
   });
   const model = Qwen3Model.random(config, { seed: 1, dtype: "f32", backend: cpu });
   // Two packed sequences of 16 random tokens; each predicts its next token.
@@ -98,6 +116,8 @@ test("a tiny model overfits one small batch (loss falls by >= 90%)", () => {
     loss.backward();
     opt.step();
   }
-  console.log(`  overfit: loss ${first.toFixed(4)} -> ${last.toFixed(4)} in ${steps} steps (${((1 - last / first) * 100).toFixed(1)}% lower)`);
+  console.log(
+    `  overfit: loss ${first.toFixed(4)} -> ${last.toFixed(4)} in ${steps} steps (${((1 - last / first) * 100).toFixed(1)}% lower)`,
+  );
   assert.ok(last <= 0.1 * first, `loss only fell from ${first} to ${last}`);
 });

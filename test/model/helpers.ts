@@ -38,11 +38,20 @@ export const cpu: Backend = new CpuBackend();
 export const PARITY_CONFIGS: Record<string, RefConfig> = {
   "gqa H4/Hkv2 D12 untied": rawConfig(),
   "gqa H4/Hkv1 D8 tied+bias": rawConfig({
-    hidden_size: 24, num_key_value_heads: 1, head_dim: 8, tie_word_embeddings: true, attention_bias: true,
+    hidden_size: 24,
+    num_key_value_heads: 1,
+    head_dim: 8,
+    tie_word_embeddings: true,
+    attention_bias: true,
   }),
   "mha H2/Hkv2 D16 untied+bias 3 layers": rawConfig({
-    num_attention_heads: 2, num_key_value_heads: 2, head_dim: 16, num_hidden_layers: 3, attention_bias: true,
-    rope_theta: 1e6, rms_norm_eps: 1e-5,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    head_dim: 16,
+    num_hidden_layers: 3,
+    attention_bias: true,
+    rope_theta: 1e6,
+    rms_norm_eps: 1e-5,
   }),
 };
 
@@ -57,9 +66,14 @@ export function modelFromWeights(
   const skip = config.tieWordEmbeddings ? "lm_head.weight" : null;
   for (const [name, vals] of weights) {
     if (name === skip) continue;
-    params.set(name, Tensor.fromArray(vals, shapeOf(cfg, name), {
-      dtype: opts.dtype, backend: opts.backend, requiresGrad: opts.requiresGrad ?? false,
-    }));
+    params.set(
+      name,
+      Tensor.fromArray(vals, shapeOf(cfg, name), {
+        dtype: opts.dtype,
+        backend: opts.backend,
+        requiresGrad: opts.requiresGrad ?? false,
+      }),
+    );
   }
   return new Qwen3Model(config, params);
 }
@@ -70,13 +84,24 @@ function shapeOf(cfg: RefConfig, name: string): number[] {
   const Hkv = cfg.num_key_value_heads;
   const leaf = name.replace(/^model\.layers\.\d+\./, "");
   const table: Record<string, number[]> = {
-    "model.embed_tokens.weight": [V, C], "lm_head.weight": [V, C], "model.norm.weight": [C],
-    "self_attn.q_proj.weight": [H * D, C], "self_attn.k_proj.weight": [Hkv * D, C],
-    "self_attn.v_proj.weight": [Hkv * D, C], "self_attn.o_proj.weight": [C, H * D],
-    "self_attn.q_proj.bias": [H * D], "self_attn.k_proj.bias": [Hkv * D], "self_attn.v_proj.bias": [Hkv * D],
-    "self_attn.o_proj.bias": [C], "self_attn.q_norm.weight": [D], "self_attn.k_norm.weight": [D],
-    "mlp.gate_proj.weight": [I, C], "mlp.up_proj.weight": [I, C], "mlp.down_proj.weight": [C, I],
-    "input_layernorm.weight": [C], "post_attention_layernorm.weight": [C],
+    "model.embed_tokens.weight": [V, C],
+    "lm_head.weight": [V, C],
+    "model.norm.weight": [C],
+    "self_attn.q_proj.weight": [H * D, C],
+    "self_attn.k_proj.weight": [Hkv * D, C],
+    "self_attn.v_proj.weight": [Hkv * D, C],
+    "self_attn.o_proj.weight": [C, H * D],
+    "self_attn.q_proj.bias": [H * D],
+    "self_attn.k_proj.bias": [Hkv * D],
+    "self_attn.v_proj.bias": [Hkv * D],
+    "self_attn.o_proj.bias": [C],
+    "self_attn.q_norm.weight": [D],
+    "self_attn.k_norm.weight": [D],
+    "mlp.gate_proj.weight": [I, C],
+    "mlp.up_proj.weight": [I, C],
+    "mlp.down_proj.weight": [C, I],
+    "input_layernorm.weight": [C],
+    "post_attention_layernorm.weight": [C],
   };
   const s = table[leaf];
   if (!s) throw new Error(`helpers: no shape for ${name}`);

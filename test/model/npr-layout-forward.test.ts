@@ -18,7 +18,16 @@ import { cpu } from "./helpers.ts";
 
 const tok = byteTokenizer();
 const model = Qwen3Model.random(
-  makeQwen3Config({ vocabSize: 320, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 10000 }),
+  makeQwen3Config({
+    vocabSize: 320,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    ropeTheta: 10000,
+  }),
   { seed: 17, dtype: "f64", std: 0.3, backend: cpu },
 );
 
@@ -56,16 +65,34 @@ test("one masked forward equals separate forwards of prefix + each branch at the
     // Prefix (prompt .. </guideline>) then this branch alone, causal, positions from the NPR layout.
     const idx = [...Array.from({ length: gIdx + 1 }, (_, i) => i), ...Array.from({ length: e - s }, (_, k) => s + k)];
     const sepPos = idx.map((i) => pos[i]!);
-    const lay = segmentLayout(sepPos, sepPos.map((_, i) => [[0, i + 1] as [number, number]]));
-    const sep = model.forward(idx.map((i) => ids[i]!), lay).toArray();
+    const lay = segmentLayout(
+      sepPos,
+      sepPos.map((_, i) => [[0, i + 1] as [number, number]]),
+    );
+    const sep = model
+      .forward(
+        idx.map((i) => ids[i]!),
+        lay,
+      )
+      .toArray();
     const d = diffStats(rowsOf(sep, gIdx + 1, idx.length), rowsOf(full, s, e));
     const dPrefix = diffStats(rowsOf(sep, 0, gIdx + 1), rowsOf(full, 0, gIdx + 1));
-    console.log(`branch ${s}..${e} (${e - s} tokens): max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}; prefix max ${dPrefix.max.toExponential(2)}`);
+    console.log(
+      `branch ${s}..${e} (${e - s} tokens): max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}; prefix max ${dPrefix.max.toExponential(2)}`,
+    );
     worst = Math.max(worst, d.max, dPrefix.max);
   }
   assert.ok(worst < 1e-9, `max diff ${worst}`);
   // The check can fail: a causal (unmasked) forward differs on the second branch.
-  const causal = model.forward(ids, segmentLayout(pos, Array.from(pos, (_, i) => [[0, i + 1] as [number, number]]))).toArray();
+  const causal = model
+    .forward(
+      ids,
+      segmentLayout(
+        pos,
+        Array.from(pos, (_, i) => [[0, i + 1] as [number, number]]),
+      ),
+    )
+    .toArray();
   const leak = diffStats(rowsOf(causal, steps[1]![0], steps[1]![1]), rowsOf(full, steps[1]![0], steps[1]![1]));
   console.log(`causal mask instead (sibling leak): max abs diff ${leak.max.toExponential(2)}`);
   assert.ok(leak.max > 1e-3);
@@ -86,7 +113,14 @@ test("the engine's cached fork/join gives the same logits as the one masked forw
     const T = e - s;
     const lay: Layout = segmentLayout(
       Array.from({ length: T }, (_, k) => pos[gIdx]! + 1 + k),
-      Array.from({ length: T }, (_, k) => [[0, gIdx + 1], [past, past + k + 1]] as Array<[number, number]>),
+      Array.from(
+        { length: T },
+        (_, k) =>
+          [
+            [0, gIdx + 1],
+            [past, past + k + 1],
+          ] as Array<[number, number]>,
+      ),
       past + T,
     );
     parts.push(Array.from(model.forward(ids.slice(s, e), lay, kv).toArray()));
@@ -96,6 +130,8 @@ test("the engine's cached fork/join gives the same logits as the one masked forw
   const rest = ids.length - tIdx;
   parts.push(Array.from(model.forward(ids.slice(tIdx), causalLayout(rest, kv.length, pos[gIdx]! + 1 + longest), kv).toArray()));
   const d = diffStats(parts.flat(), full);
-  console.log(`cached fork/join over ${ids.length} tokens, ${steps.length} branches: max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`);
+  console.log(
+    `cached fork/join over ${ids.length} tokens, ${steps.length} branches: max abs diff ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)}`,
+  );
   assert.ok(d.max < 1e-9);
 });

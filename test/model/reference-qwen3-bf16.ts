@@ -19,7 +19,8 @@ export function bf16(x: number): number {
   if (x === 0 || !Number.isFinite(x)) return x;
   const ax = Math.abs(x);
   let e = Math.floor(Math.log2(ax));
-  if (2 ** e > ax) e--; // log2 may be off by one next to a power of two
+  if (2 ** e > ax)
+    e--; // log2 may be off by one next to a power of two
   else if (2 ** (e + 1) <= ax) e++;
   const ulp = 2 ** (Math.max(e, -126) - 7); // below 2^-126: bf16 subnormals, fixed spacing 2^-133
   const q = x / ulp;

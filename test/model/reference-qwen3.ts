@@ -235,9 +235,7 @@ export function randomWeights(
       vals[i] = isNorm ? 1 + 0.1 * rng.normal() : isBias ? 0.1 * rng.normal() : std * rng.normal();
     }
     const rounded =
-      opts.roundTo && opts.roundTo !== "F64"
-        ? (decodeToFloat(encodeFloat(vals, opts.roundTo), opts.roundTo, "f64") as Float64Array)
-        : vals;
+      opts.roundTo && opts.roundTo !== "F64" ? (decodeToFloat(encodeFloat(vals, opts.roundTo), opts.roundTo, "f64") as Float64Array) : vals;
     weights.set(name, rounded);
     shapes.set(name, shape);
   }

@@ -22,15 +22,27 @@ import { cpu } from "./helpers.ts";
 /** The byte tokenizer without the 8 tags (259 ids), as a base model's tokenizer would be. */
 function untaggedByteTokenizer(): NprTokenizer {
   const { tokenizerJson, tokenizerConfig } = byteTokenizerFiles();
-  const added = (tokenizerJson["added_tokens"] as Array<{ content: string }>).filter((t) => !(NPR_TAGS as readonly string[]).includes(t.content));
+  const added = (tokenizerJson["added_tokens"] as Array<{ content: string }>).filter(
+    (t) => !(NPR_TAGS as readonly string[]).includes(t.content),
+  );
   const cfg = { ...tokenizerConfig, additional_special_tokens: [] as string[] };
-  const dec = Object.fromEntries(Object.entries(tokenizerConfig["added_tokens_decoder"] as Record<string, { content: string }>).filter(([, v]) => !(NPR_TAGS as readonly string[]).includes(v.content)));
+  const dec = Object.fromEntries(
+    Object.entries(tokenizerConfig["added_tokens_decoder"] as Record<string, { content: string }>).filter(
+      ([, v]) => !(NPR_TAGS as readonly string[]).includes(v.content),
+    ),
+  );
   return new NprTokenizer({ ...tokenizerJson, added_tokens: added }, { ...cfg, added_tokens_decoder: dec });
 }
 
 function tinyModel(vocabSize: number, tied: boolean, seed: number): Qwen3Model {
   const config = makeQwen3Config({
-    vocabSize, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 8,
+    vocabSize,
+    hiddenSize: 16,
+    intermediateSize: 24,
+    numHiddenLayers: 1,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    headDim: 8,
     tieWordEmbeddings: tied,
   });
   return Qwen3Model.random(config, { seed, dtype: "f64", std: 0.5, backend: cpu });
@@ -95,7 +107,10 @@ test("add-tags checkpoint round trip: tokenizer + resized weights load back iden
     assert.throws(() => addTagsToCheckpoint(out, join(dir, "again")), /already has the NPR tags/);
     // Same logits as the in-memory resize (f32 storage of f64 weights: compare at f32 precision).
     const ids = tok.encode("<guideline><plan>1: hi</plan></guideline>");
-    const want = resizeVocab(model, { tokenizerSize: 267, init: NPR_TAGS.map((t) => ({ id: tok.tagId(t), sourceIds: [...Buffer.from(tagInitText(t))] })) });
+    const want = resizeVocab(model, {
+      tokenizerSize: 267,
+      init: NPR_TAGS.map((t) => ({ id: tok.tagId(t), sourceIds: [...Buffer.from(tagInitText(t))] })),
+    });
     const a = back.forward(ids, causalLayout(ids.length)).toArray();
     const b = want.forward(ids, causalLayout(ids.length)).toArray();
     const { max, mean } = diffStats(a, b);

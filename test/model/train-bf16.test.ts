@@ -31,7 +31,10 @@ function nprBlockLayout(p: number, g: number, branches: number, len: number, t: 
     const start = prefix + b * len;
     for (let j = 0; j < len; j++) {
       positions.push(prefix + j);
-      visible.push([[0, prefix], [start, start + j + 1]]);
+      visible.push([
+        [0, prefix],
+        [start, start + j + 1],
+      ]);
     }
   }
   const end = prefix + branches * len;
@@ -43,8 +46,13 @@ function nprBlockLayout(p: number, g: number, branches: number, len: number, t: 
 }
 
 const CFG = rawConfig({
-  vocab_size: 64, hidden_size: 32, intermediate_size: 48, num_attention_heads: 4, num_key_value_heads: 2,
-  head_dim: 16, tie_word_embeddings: true,
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 16,
+  tie_word_embeddings: true,
 });
 
 function setup(seed: number): { layout: Layout; ids: Int32Array | number[]; targets: Tensor } {

@@ -24,10 +24,18 @@ test("parameter specs match the HF names and shapes", () => {
     }
   }
   // Qwen3-0.6B's published parameter count (tied): 596,049,920.
-  const q06 = parseQwen3Config(rawConfig({
-    vocab_size: 151936, hidden_size: 1024, intermediate_size: 3072, num_hidden_layers: 28,
-    num_attention_heads: 16, num_key_value_heads: 8, head_dim: 128, tie_word_embeddings: true,
-  })).config;
+  const q06 = parseQwen3Config(
+    rawConfig({
+      vocab_size: 151936,
+      hidden_size: 1024,
+      intermediate_size: 3072,
+      num_hidden_layers: 28,
+      num_attention_heads: 16,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      tie_word_embeddings: true,
+    }),
+  ).config;
   assert.equal(qwen3ParamCount(q06), 596049920);
 });
 
@@ -56,10 +64,23 @@ test("random init is deterministic per seed and per name, with HF statistics", (
   const std = Math.sqrt(sq / emb.length - mean * mean);
   console.log(`  embed init: n ${emb.length} mean ${mean.toExponential(3)} std ${std.toFixed(5)} (want 0.02)`);
   assert.ok(Math.abs(std - 0.02) < 0.002 && Math.abs(mean) < 0.002);
-  assert.ok(a.get("model.norm.weight")!.toArray().every((v) => v === 1));
-  assert.ok(a.get("model.layers.1.self_attn.k_proj.bias")!.toArray().every((v) => v === 0));
+  assert.ok(
+    a
+      .get("model.norm.weight")!
+      .toArray()
+      .every((v) => v === 1),
+  );
+  assert.ok(
+    a
+      .get("model.layers.1.self_attn.k_proj.bias")!
+      .toArray()
+      .every((v) => v === 0),
+  );
 
   const m = Qwen3Model.random(untied, { seed: 42, dtype: "f64", backend: cpu });
-  assert.deepEqual(m.parameters().map((p) => p.shape), qwen3ParamSpecs(untied).map((s) => s.shape));
+  assert.deepEqual(
+    m.parameters().map((p) => p.shape),
+    qwen3ParamSpecs(untied).map((s) => s.shape),
+  );
   assert.deepEqual(m.param("model.layers.0.mlp.up_proj.weight").toArray(), a.get("model.layers.0.mlp.up_proj.weight")!.toArray());
 });

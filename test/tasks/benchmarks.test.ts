@@ -34,12 +34,15 @@ test("loader: malformed lines fail with file, line number and reason", () => {
   ];
   for (const [bad, reason] of cases) {
     withData("aime24.jsonl", [ok, "", bad], (dir, path) => {
-      assert.throws(() => loadBenchmark("aime24", dir), (err: unknown) => {
-        assert.ok(err instanceof DataFormatError);
-        assert.equal(err.code, "malformed_line");
-        assert.ok(err.message.startsWith(`${path}:3: ${reason}`), err.message);
-        return true;
-      });
+      assert.throws(
+        () => loadBenchmark("aime24", dir),
+        (err: unknown) => {
+          assert.ok(err instanceof DataFormatError);
+          assert.equal(err.code, "malformed_line");
+          assert.ok(err.message.startsWith(`${path}:3: ${reason}`), err.message);
+          return true;
+        },
+      );
     });
   }
 });
@@ -59,28 +62,43 @@ test("loader: OlympiadBench unit and error become grading options; zebra grids v
     assert.deepEqual(t.get(0).grade, { unit: "%", absTol: 0.1 });
     const o = t.evaluate(t.get(0), "\\boxed{4.25}");
     assert.equal(o.kind === "graded" && o.correct, true);
-    assert.deepEqual(t.evaluate(t.get(0), "no answer at all"), { kind: "malformed", why: "no answer found (no \\boxed{} and no fallback matched)" });
+    assert.deepEqual(t.evaluate(t.get(0), "no answer at all"), {
+      kind: "malformed",
+      why: "no answer found (no \\boxed{} and no fallback matched)",
+    });
   });
-  withData("zebralogic_grid_partial216.jsonl", [JSON.stringify({ id: "z", problem: "p", answer: "{}", solution: { header: ["House"], rows: [["1", "x"]] } })], (dir, path) => {
-    assert.throws(() => loadBenchmark("zebralogic", dir), { message: `${path}:1: "solution" must be {header: string[], rows: string[][]} with rows as wide as the header` });
-  });
+  withData(
+    "zebralogic_grid_partial216.jsonl",
+    [JSON.stringify({ id: "z", problem: "p", answer: "{}", solution: { header: ["House"], rows: [["1", "x"]] } })],
+    (dir, path) => {
+      assert.throws(() => loadBenchmark("zebralogic", dir), {
+        message: `${path}:1: "solution" must be {header: string[], rows: string[][]} with rows as wide as the header`,
+      });
+    },
+  );
 });
 
 test("loader: an empty or blank file is an error, never a benchmark of 0 rows; a folder in its place too", () => {
   for (const lines of [[], ["", "   ", ""]]) {
     withData("math500.jsonl", lines, (dir, path) => {
-      assert.throws(() => loadBenchmark("math500", dir), (err: unknown) => {
-        assert.ok(err instanceof DataFormatError);
-        assert.equal(err.code, "empty_file");
-        assert.ok(err.message.startsWith(`${path}: the file holds no rows`), err.message);
-        return true;
-      });
+      assert.throws(
+        () => loadBenchmark("math500", dir),
+        (err: unknown) => {
+          assert.ok(err instanceof DataFormatError);
+          assert.equal(err.code, "empty_file");
+          assert.ok(err.message.startsWith(`${path}: the file holds no rows`), err.message);
+          return true;
+        },
+      );
     });
   }
   const dir = mkdtempSync(join(tmpdir(), "npr-bench-"));
   try {
     mkdirSync(join(dir, "benchmarks", "aime24.jsonl"), { recursive: true });
-    assert.throws(() => loadBenchmark("aime24", dir), (err: unknown) => err instanceof DataFormatError && /EISDIR/.test(err.message));
+    assert.throws(
+      () => loadBenchmark("aime24", dir),
+      (err: unknown) => err instanceof DataFormatError && /EISDIR/.test(err.message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

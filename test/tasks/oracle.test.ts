@@ -50,7 +50,9 @@ for (const name of BENCHMARK_NAMES.filter((n) => n !== "zebralogic")) {
       .filter(([ex, other], i) => wrong[i]!.correct && !TRULY_EQUAL.has(`${ex.id}|${other.id}`))
       .map(([ex, other]) => `${ex.id} gold=${ex.answer} other(${other.id})=${other.answer}`);
     const timeouts = [...right, ...wrong].filter((r) => r.timeout).length;
-    console.log(`# ${name}: ${items.length} items, oracle ${items.length - failedRight.length}/${items.length}, wrong-rejected ${items.length - failedWrong.length}/${items.length}, timeouts ${timeouts}`);
+    console.log(
+      `# ${name}: ${items.length} items, oracle ${items.length - failedRight.length}/${items.length}, wrong-rejected ${items.length - failedWrong.length}/${items.length}, timeouts ${timeouts}`,
+    );
     assert.deepEqual(failedRight, [], "ground truth must grade correct");
     assert.deepEqual(failedWrong, [], "another item's answer must grade wrong");
   });

@@ -37,7 +37,9 @@ test("countdown: no training seed draws a test problem, even where streams cover
     for (let i = 0; i < t.size; i++) trainSet.add(cdKey(t.get(i)));
   }
   const overlap = [...trainSet].filter((k) => testSet.has(k));
-  console.log(`countdown small space: ${trainSet.size} distinct training problems from 20 seeds x 1000, ${testSet.size} test problems, overlap ${overlap.length}`);
+  console.log(
+    `countdown small space: ${trainSet.size} distinct training problems from 20 seeds x 1000, ${testSet.size} test problems, overlap ${overlap.length}`,
+  );
   assert.deepEqual(overlap, []);
   assert.ok(trainSet.size > 1500, "the streams cover a good part of the space, so disjointness means something");
 });
@@ -53,7 +55,10 @@ test("logic grid: training puzzles never have a test puzzle's solution grid", ()
     for (let i = 0; i < t.size; i++) trainGrids.add(t.get(i).answer);
   }
   console.log(`logic-grid 3x3: ${trainGrids.size} training grids from 2 seeds x 500, ${testGrids.size} test grids in 40 test puzzles`);
-  assert.deepEqual([...trainGrids].filter((g) => testGrids.has(g)), []);
+  assert.deepEqual(
+    [...trainGrids].filter((g) => testGrids.has(g)),
+    [],
+  );
   assert.ok(testGrids.size >= 3 && trainGrids.size > 180, "the streams cover most grids, so disjointness means something");
   // A difficulty with very few grids may hold no test grid at all: a clear error, not a hang.
   assert.throws(() => new LogicGridTask(1, 0, { houses: 2, attributes: 2, split: "test" }).get(0), /only 0 distinct test problems found/);

@@ -26,7 +26,11 @@ test("countdown verifier: exact values, each number at most once", () => {
   assert.deepEqual(verifyCountdown([3, 5], 9, "3+3+3"), { ok: false, why: "3 is not available (or used too often)" });
   assert.deepEqual(verifyCountdown([5, 3, 2, 1], 2, "5/(3-2-1)"), { ok: false, why: 'cannot parse "5/(3-2-1)": division by zero' });
   assert.equal(verifyCountdown([3, 5], 8, "3+").ok, false);
-  assert.equal(verifyCountdown([3, 5], 8, `${"(".repeat(5000)}3+5${")".repeat(5000)}`).ok, false, "long input is refused, not a stack overflow");
+  assert.equal(
+    verifyCountdown([3, 5], 8, `${"(".repeat(5000)}3+5${")".repeat(5000)}`).ok,
+    false,
+    "long input is refused, not a stack overflow",
+  );
 });
 
 test("countdown reward is the verifier: boxing the target, or reusing a number, earns nothing", () => {
@@ -47,7 +51,10 @@ test("countdown generator: seeded, APR's distribution by default, knobs respecte
     const ex = t.get(i);
     assert.deepEqual(ex, u.get(i));
     assert.equal(ex.numbers.length, 4);
-    assert.ok(ex.numbers.every((x) => x >= 1 && x <= 99), ex.id);
+    assert.ok(
+      ex.numbers.every((x) => x >= 1 && x <= 99),
+      ex.id,
+    );
     assert.ok(ex.target >= 10 && ex.target <= 100 && !ex.numbers.includes(ex.target), ex.id);
     assert.deepEqual(verifyCountdown(ex.numbers, ex.target, ex.answer), { ok: true }, `${ex.id}: the construction is a solution`);
     assert.ok(countdownMoves(ex.numbers, ex.target).length >= 2);
@@ -91,11 +98,18 @@ test("logic grid: unique solutions, the verifier checks a boxed grid against the
   const ex = t.get(0);
   const rows = ex.answer.split("; ");
   assert.deepEqual(verifyLogicGrid(ex, rows.join(";")), { ok: true }, "spacing around ; is free");
-  assert.deepEqual(verifyLogicGrid(ex, rows.map((r) => r.split(" ").reverse().join(" ")).join("; ")), { ok: true }, "order inside a house is free");
+  assert.deepEqual(
+    verifyLogicGrid(ex, rows.map((r) => r.split(" ").reverse().join(" ")).join("; ")),
+    { ok: true },
+    "order inside a house is free",
+  );
   const swapped = [rows[1], rows[0], ...rows.slice(2)].join("; ");
   assert.equal(verifyLogicGrid(ex, swapped).ok, false);
   assert.equal(verifyLogicGrid(ex, rows.slice(1).join("; ")).ok, false);
-  assert.match((verifyLogicGrid(ex, ex.answer.replace(ex.attributes[0]!.values[0]!, "Zed")) as { why: string }).why, /"Zed" is not a value/);
+  assert.match(
+    (verifyLogicGrid(ex, ex.answer.replace(ex.attributes[0]!.values[0]!, "Zed")) as { why: string }).why,
+    /"Zed" is not a value/,
+  );
   assert.deepEqual(t.evaluate(ex, "no box"), { kind: "malformed", why: "no \\boxed{} grid" });
   const g = t.evaluate(ex, `\\boxed{${ex.answer}}`);
   assert.equal(g.kind === "graded" && g.correct, true);
@@ -122,7 +136,10 @@ test("logic grid: the propagating solution counter agrees with brute force on ra
     assert.equal(countSolutions(n, m, clues, limit), want, `${n}x${m} ${JSON.stringify(clues)}`);
     seen[want]!++;
   }
-  assert.ok(seen.every((c) => c > 10), `cases 0..3 solutions all covered: ${seen.join(" ")}`);
+  assert.ok(
+    seen.every((c) => c > 10),
+    `cases 0..3 solutions all covered: ${seen.join(" ")}`,
+  );
 });
 
 test("generateExamples: prompts, both forms, rows read back by exampleFromRecord", () => {
@@ -145,28 +162,66 @@ test("generateExamples: prompts, both forms, rows read back by exampleFromRecord
     assert.equal(only[0]!.sequential, undefined);
     assert.equal(only[0]!.parallel!.text, xs[0]!.parallel!.text);
   }
-  assert.deepEqual(exampleFromRecord("countdown", { numbers: [1, "2"], target: 3 }), { ok: false, why: '"numbers" must be a list of 1-12 non-negative integers' });
-  assert.deepEqual(exampleFromRecord("logic-grid", { houses: 3, attributes: [], clues: [] }), { ok: false, why: '"attributes" must be a list of {"name": string, "values": [string]}' });
-  const lg = exampleFromRecord("logic-grid", { houses: 2, attributes: [{ name: "Name", values: ["Alice", "Bob"] }], clues: ["Alice loves Bob."] });
+  assert.deepEqual(exampleFromRecord("countdown", { numbers: [1, "2"], target: 3 }), {
+    ok: false,
+    why: '"numbers" must be a list of 1-12 non-negative integers',
+  });
+  assert.deepEqual(exampleFromRecord("logic-grid", { houses: 3, attributes: [], clues: [] }), {
+    ok: false,
+    why: '"attributes" must be a list of {"name": string, "values": [string]}',
+  });
+  const lg = exampleFromRecord("logic-grid", {
+    houses: 2,
+    attributes: [{ name: "Name", values: ["Alice", "Bob"] }],
+    clues: ["Alice loves Bob."],
+  });
   assert.ok(lg.ok);
   const o = evaluateSynthetic("logic-grid", lg.example as LogicGridExample, "\\boxed{Alice; Bob}");
-  assert.deepEqual(o, { kind: "graded", correct: false, reward: 0, extracted: "Alice; Bob", detail: 'clue 1 cannot be read: "Alice loves Bob."' });
+  assert.deepEqual(o, {
+    kind: "graded",
+    correct: false,
+    reward: 0,
+    extracted: "Alice; Bob",
+    detail: 'clue 1 cannot be read: "Alice loves Bob."',
+  });
   const cd = generateExamples({ task: "countdown", n: 1, seed: 1 })[0]!.example as CountdownExample;
   assert.equal(cd.id, "countdown-1-0");
 });
 
 test("TASK_VOCABULARY holds every word of the templates", () => {
   const words = new Set(TASK_VOCABULARY.words);
-  for (const w of ["Make", "back", "fail", "none", "try", "only", "solved", "reaching", "Alice", "rugby", "neighbours", "somewhere", "user", "assistant"]) {
+  for (const w of [
+    "Make",
+    "back",
+    "fail",
+    "none",
+    "try",
+    "only",
+    "solved",
+    "reaching",
+    "Alice",
+    "rugby",
+    "neighbours",
+    "somewhere",
+    "user",
+    "assistant",
+  ]) {
     assert.ok(words.has(w), w);
   }
   assert.equal(TASK_VOCABULARY.maxNumber, 999);
 });
 
 test("zebra grid graded cell by cell; multiple choice by letter", () => {
-  const sol = { header: ["House", "Name", "Pet"], rows: [["1", "Eric", "cat"], ["2", "Arnold", "dog"]] };
+  const sol = {
+    header: ["House", "Name", "Pet"],
+    rows: [
+      ["1", "Eric", "cat"],
+      ["2", "Arnold", "dog"],
+    ],
+  };
   assert.deepEqual(gradeZebraGrid(sol, `Answer: ${zebraAnswerJson(sol)}`), { parsed: true, correctCells: 4, totalCells: 4, solved: true });
-  const half = '{"reasoning": "x {y}", "solution": {"House 1": {"Name": " eric ", "Pet": "dog"}, "House 2": {"Name": "Arnold", "Pet": "CAT"}}}';
+  const half =
+    '{"reasoning": "x {y}", "solution": {"House 1": {"Name": " eric ", "Pet": "dog"}, "House 2": {"Name": "Arnold", "Pet": "CAT"}}}';
   assert.deepEqual(gradeZebraGrid(sol, half), { parsed: true, correctCells: 2, totalCells: 4, solved: false });
   assert.deepEqual(gradeZebraGrid(sol, "no table \\boxed{3}"), { parsed: false, correctCells: 0, totalCells: 4, solved: false });
   assert.deepEqual(gradeZebraChoice("C", "so \\boxed{\\text{(C)}}"), { correct: true, extracted: "C" });

@@ -18,7 +18,10 @@ import { checkCountdownParallel, checkCountdownSequential, checkLogicParallel } 
 test("tasks sample: rows with checkable traces; --split test is the fixed list", async () => {
   const seq = await runInProcess(["tasks", "sample", "--task", "countdown", "--n", "40", "--seed", "9", "--form", "sequential"]);
   assert.equal(seq.status, 0, seq.stderr);
-  const rows = seq.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  const rows = seq.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   assert.equal(rows.length, 40);
   for (const r of rows) {
     assert.equal(r.task, "countdown");
@@ -27,12 +30,18 @@ test("tasks sample: rows with checkable traces; --split test is the fixed list",
     assert.equal(typeof r.solved, "boolean");
   }
   const par = await runInProcess(["tasks", "sample", "--task", "countdown", "--n", "20", "--preset", "small", "--form", "parallel"]);
-  for (const r of par.stdout.trim().split("\n").map((l) => JSON.parse(l))) {
+  for (const r of par.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))) {
     assert.deepEqual(checkCountdownParallel(r.numbers, r.target, r.reference).errors, []);
     assert.ok(r.numbers.length === 3);
   }
   const lg = await runInProcess(["tasks", "sample", "--task", "logic-grid", "--n", "5", "--houses", "4", "--form", "parallel"]);
-  for (const r of lg.stdout.trim().split("\n").map((l) => JSON.parse(l))) {
+  for (const r of lg.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))) {
     assert.equal(r.houses, 4);
     assert.deepEqual(checkLogicParallel({ houses: r.houses, attrs: r.attributes, clues: r.clues }, r.reference).errors, []);
   }
@@ -69,13 +78,30 @@ test("tasks sample: bad flags are one-line errors", async () => {
   ] as [string[], RegExp][]) {
     assertOneLineError(await runInProcess(["tasks", "sample", "--task", "logic-grid", ...flags]), "UsageError", re, flags.join(" "));
   }
-  assertOneLineError(await runInProcess(["tasks", "sample", "--task", "sudoku"]), "UsageError", /--task must be one of countdown, logic-grid, got "sudoku"/, "--task sudoku");
+  assertOneLineError(
+    await runInProcess(["tasks", "sample", "--task", "sudoku"]),
+    "UsageError",
+    /--task must be one of countdown, logic-grid, got "sudoku"/,
+    "--task sudoku",
+  );
   // A difficulty with no test grid at all: an error naming the split, not a hang.
-  assertOneLineError(await runInProcess(["tasks", "sample", "--task", "logic-grid", "--split", "test", "--houses", "2", "--attributes", "2"]), "BoundaryError", /only 0 distinct test problems found/, "2x2 test split");
+  assertOneLineError(
+    await runInProcess(["tasks", "sample", "--task", "logic-grid", "--split", "test", "--houses", "2", "--attributes", "2"]),
+    "BoundaryError",
+    /only 0 distinct test problems found/,
+    "2x2 test split",
+  );
 });
 
 test("tasks sample --n 1000000 piped into a reader that stops: quiet exit 0", async () => {
-  const child = spawn(process.execPath, ["src/cli/main.ts", "tasks", "sample", "--task", "countdown", "--n", "1000000", "--form", "parallel"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(
+    process.execPath,
+    ["src/cli/main.ts", "tasks", "sample", "--task", "countdown", "--n", "1000000", "--form", "parallel"],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const firstLine = await new Promise<string>((resolve) => {
@@ -98,7 +124,10 @@ test("tasks sample --n 1000000 piped into a reader that stops: quiet exit 0", as
 
 test("grade --task: the verifier is the reward; synthetic rows need --task", async () => {
   const sample = await runInProcess(["tasks", "sample", "--task", "countdown", "--n", "4", "--seed", "3", "--form", "sequential"]);
-  const rows = sample.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  const rows = sample.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   const solved = rows.find((r) => r.solved)!;
   const lines = [
     { ...solved, response: solved.reference },
@@ -109,7 +138,10 @@ test("grade --task: the verifier is the reward; synthetic rows need --task", asy
   ].map((r) => JSON.stringify(r));
   const r = await runCli(["grade", "--task", "countdown"], { input: [...lines, "not json", ""].join("\n") });
   assert.equal(r.status, 0, r.stderr);
-  const out = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  const out = r.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   assert.deepEqual(out[0], { id: solved.id, correct: true, extracted: /\\boxed\{(.*)\}$/.exec(solved.reference)![1] });
   assert.equal(out[1].correct, false);
   assert.match(out[1].detail, new RegExp(`^${solved.target} is not available`));
@@ -119,11 +151,24 @@ test("grade --task: the verifier is the reward; synthetic rows need --task", asy
   assert.match(out[5].error, /^line 6: invalid JSON/);
   // Without --task a synthetic row is refused: comparing with its answer is what RL would exploit.
   const plain = await runCli(["grade"], { input: `${lines[1]}\n${JSON.stringify({ response: "\\boxed{2}", answer: "2" })}\n` });
-  const po = plain.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  const po = plain.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   assert.match(po[0].error, /^line 1: a countdown sample; grade it with --task countdown/);
   assert.deepEqual(po[1], { correct: true, extracted: "2" });
-  assertOneLineError(await runInProcess(["grade", "--task", "countdown", "--pool", "4"]), "UsageError", /--pool does not apply with --task/, "--pool with --task");
-  assertOneLineError(await runInProcess(["grade", "--task", "zebra"]), "UsageError", /--task must be one of countdown, logic-grid/, "--task zebra");
+  assertOneLineError(
+    await runInProcess(["grade", "--task", "countdown", "--pool", "4"]),
+    "UsageError",
+    /--pool does not apply with --task/,
+    "--pool with --task",
+  );
+  assertOneLineError(
+    await runInProcess(["grade", "--task", "zebra"]),
+    "UsageError",
+    /--task must be one of countdown, logic-grid/,
+    "--task zebra",
+  );
 });
 
 test("tokenizer init-task writes a tokenizer that NprTokenizer loads", async () => {
@@ -135,6 +180,6 @@ test("tokenizer init-task writes a tokenizer that NprTokenizer loads", async () 
   assert.ok(tok.hasTags);
   const text = "<guideline><plan>1: 64+18=82</plan></guideline>";
   assert.equal(tok.decode(tok.encode(text)), text);
-  assert.equal(tok.encode(text).length, 11); // 2 tags, "1" ":" " 64" "+" "18" "=" "82", 2 tags
+  assert.equal(tok.encode(text).length, 12); // 2 tags, "1" ":" " " "64" "+" "18" "=" "82", 2 tags
   assert.equal(JSON.parse(readFileSync(path.join(dir, "tokenizer.json"), "utf8")).model.ignore_merges, true);
 });

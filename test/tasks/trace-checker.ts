@@ -86,7 +86,13 @@ export function expressionReaches(numbers: readonly number[], target: number, ex
  * `root` is the state the search starts from; in a step the first line must be `first` (the plan's
  * move) applied to it, and backtracking may not leave the step's own subtree.
  */
-function checkCountdownLines(lines: readonly string[], root: readonly number[], target: number, where: string, first: string | null): { errors: string[]; reached: boolean } {
+function checkCountdownLines(
+  lines: readonly string[],
+  root: readonly number[],
+  target: number,
+  where: string,
+  first: string | null,
+): { errors: string[]; reached: boolean } {
   const errors: string[] = [];
   // path[k] = state after k operations along the current branch; path[0] = root.
   let path: CdState[] = [{ nums: [...root] }];
@@ -103,7 +109,8 @@ function checkCountdownLines(lines: readonly string[], root: readonly number[], 
     if (back) {
       const want = back[1]!;
       const idx = path.findIndex((s) => key(s.nums) === want);
-      if (idx < floor || idx < 0 || idx === path.length - 1) errors.push(`${at}: not a proper ancestor of the current state within this search`);
+      if (idx < floor || idx < 0 || idx === path.length - 1)
+        errors.push(`${at}: not a proper ancestor of the current state within this search`);
       else path = path.slice(0, idx + 1);
       return;
     }
@@ -113,7 +120,8 @@ function checkCountdownLines(lines: readonly string[], root: readonly number[], 
       return;
     }
     const [a, op, b, r] = [Number(m[1]), m[2]!, Number(m[3]), Number(m[4])];
-    if (k === 0 && first !== null && `${a}${op}${b}=${r}` !== first) errors.push(`${at}: the step does not start with its plan's move ${first}`);
+    if (k === 0 && first !== null && `${a}${op}${b}=${r}` !== first)
+      errors.push(`${at}: the step does not start with its plan's move ${first}`);
     const exact = op === "+" ? a + b : op === "-" ? a - b : op === "*" ? a * b : b !== 0 && a % b === 0 ? a / b : NaN;
     if (exact !== r) errors.push(`${at}: ${a}${op}${b} is not ${r}`);
     if (!(r > 0)) errors.push(`${at}: result not positive`);
@@ -161,7 +169,10 @@ interface ParallelParts {
 
 /** Splits a canonical one-block parallel trace into its parts (a strict reading of its text). */
 export function parallelParts(text: string): ParallelParts | string {
-  const m = /^<guideline>((?:<plan>[^<]*<\/plan>)+)<\/guideline>((?:<step>[^<]*<\/step>)+)<takeaway>([^<]*)<\/takeaway>\n\\boxed\{([^\n]+)\}$/.exec(text);
+  const m =
+    /^<guideline>((?:<plan>[^<]*<\/plan>)+)<\/guideline>((?:<step>[^<]*<\/step>)+)<takeaway>([^<]*)<\/takeaway>\n\\boxed\{([^\n]+)\}$/.exec(
+      text,
+    );
   if (!m) return "not one canonical block (guideline, plans, steps, takeaway) followed by a boxed conclusion";
   const plans = [...m[1]!.matchAll(/<plan>([^<]*)<\/plan>/g)].map((x) => x[1]!);
   const steps = [...m[2]!.matchAll(/<step>([^<]*)<\/step>/g)].map((x) => x[1]!);
@@ -182,7 +193,11 @@ function checkShape(p: ParallelParts): string[] {
 }
 
 /** Checks a parallel Countdown trace: shape, each step's search, takeaway and box. */
-export function checkCountdownParallel(numbers: readonly number[], target: number, text: string): { errors: string[]; solved: boolean; plans: number } {
+export function checkCountdownParallel(
+  numbers: readonly number[],
+  target: number,
+  text: string,
+): { errors: string[]; solved: boolean; plans: number } {
   const p = parallelParts(text);
   if (typeof p === "string") return { errors: [p], solved: false, plans: 0 };
   const errors = checkShape(p);
@@ -250,12 +265,20 @@ interface LgGrid {
 const copyGrid = (g: LgGrid): LgGrid => ({ cand: new Map([...g.cand].map(([k, v]) => [k, new Set(v)])), placed: new Set(g.placed) });
 
 /** Checks the lines of one search (a sequential trace without its tail, or one parallel step). */
-function checkLogicLines(pz: LgPuzzle, lines: readonly string[], where: string, firstTry: string | null): { errors: string[]; end: "solved" | "dead" | "fail" | "open"; grid: LgGrid } {
+function checkLogicLines(
+  pz: LgPuzzle,
+  lines: readonly string[],
+  where: string,
+  firstTry: string | null,
+): { errors: string[]; end: "solved" | "dead" | "fail" | "open"; grid: LgGrid } {
   const errors: string[] = [];
   const clues = pz.clues.map(readClue);
   const attrOf = new Map<string, number>();
   pz.attrs.forEach((a, i) => a.values.forEach((v) => attrOf.set(v, i)));
-  let g: LgGrid = { cand: new Map([...attrOf.keys()].map((v) => [v, new Set(Array.from({ length: pz.houses }, (_, h) => h))])), placed: new Set() };
+  let g: LgGrid = {
+    cand: new Map([...attrOf.keys()].map((v) => [v, new Set(Array.from({ length: pz.houses }, (_, h) => h))])),
+    placed: new Set(),
+  };
   // Open case splits: the grid before each "try" and the value/house it assumed.
   const tries: { saved: LgGrid; word: string; house: number }[] = [];
   let end: "solved" | "dead" | "fail" | "open" = "open";
@@ -317,7 +340,8 @@ function checkLogicLines(pz: LgPuzzle, lines: readonly string[], where: string, 
       dead = true;
     } else if ((m = /^try (\w+)=(\d+)$/.exec(line))) {
       const [w, h] = [m[1]!, Number(m[2]) - 1];
-      if (k === 0 && firstTry !== null && `${w}=${h + 1}` !== firstTry) errors.push(`${at}: the step does not start with its plan's case ${firstTry}`);
+      if (k === 0 && firstTry !== null && `${w}=${h + 1}` !== firstTry)
+        errors.push(`${at}: the step does not start with its plan's case ${firstTry}`);
       if (!g.cand.get(w)?.has(h) || g.placed.has(w)) errors.push(`${at}: ${w}=${h + 1} is not an open candidate`);
       tries.push({ saved: copyGrid(g), word: w, house: h });
       place(w, h);
@@ -364,7 +388,9 @@ export function gridSatisfies(pz: LgPuzzle, boxed: string): string | null {
 
 /** "Alice red cat; ..." from a solved checker grid. */
 function gridText(pz: LgPuzzle, g: LgGrid): string {
-  return Array.from({ length: pz.houses }, (_, h) => pz.attrs.map((a) => a.values.find((v) => g.cand.get(v)!.has(h))!).join(" ")).join("; ");
+  return Array.from({ length: pz.houses }, (_, h) => pz.attrs.map((a) => a.values.find((v) => g.cand.get(v)!.has(h))!).join(" ")).join(
+    "; ",
+  );
 }
 
 export function checkLogicSequential(pz: LgPuzzle, text: string): { errors: string[]; solved: boolean } {

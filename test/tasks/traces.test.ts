@@ -10,7 +10,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { canonicalizeResponse, parseResponse } from "../../src/format/npr-response.ts";
 import { checkResponse } from "../../src/format/npr-score.ts";
-import { generateExamples, SYNTHETIC_NPR_INSTRUCTION, type CountdownExample, type LogicGridExample, type SyntheticExample } from "../../src/tasks/index.ts";
+import {
+  generateExamples,
+  SYNTHETIC_NPR_INSTRUCTION,
+  type CountdownExample,
+  type LogicGridExample,
+  type SyntheticExample,
+} from "../../src/tasks/index.ts";
 import { evaluateSynthetic } from "../../src/tasks/synthetic.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { checkCountdownParallel, checkCountdownSequential, checkLogicParallel, checkLogicSequential } from "./trace-checker.ts";
@@ -23,7 +29,8 @@ function assertNprFormat(text: string, id: string): void {
   assert.equal(tree.blocks.length, 1, id);
   const n = tree.blocks[0]!.plans.length;
   assert.ok(n >= 2 && n <= 5, `${id}: ${n} plans`);
-  for (const v of ["stage1", "eval"] as const) assert.deepEqual(checkResponse(text, v), { valid: true, score: 0, errors: [] }, `${id} (${v})`);
+  for (const v of ["stage1", "eval"] as const)
+    assert.deepEqual(checkResponse(text, v), { valid: true, score: 0, errors: [] }, `${id} (${v})`);
 }
 
 /** The task's verifier must grade a trace correct exactly when the checker says it solved. */
@@ -97,7 +104,9 @@ function runLogic(seed: number, n: number, preset: string): void {
     parSolved += Number(par.solved);
     splits += Number(s.sequential!.text.includes("\ntry ") || s.sequential!.text.startsWith("try "));
   }
-  console.log(`logic-grid ${preset} seed ${seed}: ${n} examples, solved sequential ${((100 * seqSolved) / n).toFixed(1)}% parallel ${((100 * parSolved) / n).toFixed(1)}%, sequential traces with a case split ${splits}`);
+  console.log(
+    `logic-grid ${preset} seed ${seed}: ${n} examples, solved sequential ${((100 * seqSolved) / n).toFixed(1)}% parallel ${((100 * parSolved) / n).toFixed(1)}%, sequential traces with a case split ${splits}`,
+  );
   assert.ok(seqSolved > 0.9 * n && parSolved > 0.9 * n);
 }
 
@@ -129,7 +138,10 @@ test("the checker catches corrupted traces", () => {
   const lines = g!.sequential!.text.split("\n");
   const k = lines.findIndex((l) => / c\d+$/.test(l));
   const flipped = [...lines];
-  flipped[k] = lines[k]!.replace(/=(\d+) c/, (_, h) => `=${(Number(h) % gx.houses) + 1} c`).replace(/ not (\d+)/, (_, h) => ` not ${(Number(h) % gx.houses) + 1}`);
+  flipped[k] = lines[k]!.replace(/=(\d+) c/, (_, h) => `=${(Number(h) % gx.houses) + 1} c`).replace(
+    / not (\d+)/,
+    (_, h) => ` not ${(Number(h) % gx.houses) + 1}`,
+  );
   assert.notDeepEqual(checkLogicSequential(pz, flipped.join("\n")).errors, [], flipped[k]);
 });
 
@@ -149,7 +161,9 @@ test("negative control: every trace with one number changed at random is flagged
     const ex = s.example as CountdownExample;
     for (const t of [mutate(s.sequential!.text), mutate(s.parallel!.text)]) {
       const seq = !t.startsWith("<guideline>");
-      const errors = seq ? checkCountdownSequential(ex.numbers, ex.target, t).errors : checkCountdownParallel(ex.numbers, ex.target, t).errors;
+      const errors = seq
+        ? checkCountdownSequential(ex.numbers, ex.target, t).errors
+        : checkCountdownParallel(ex.numbers, ex.target, t).errors;
       assert.notDeepEqual(errors, [], `not flagged:\n${t}`);
       flagged++;
     }

@@ -76,16 +76,27 @@ function gradcheck(name: string, f: (xs: Tensor[]) => Tensor, inputs: Tensor[], 
       );
     }
   });
-  console.log(`  ${name}: ${count} entries, max rel diff ${worst.toExponential(2)}, mean abs diff ${(sumDiff / Math.max(1, count)).toExponential(2)}`);
+  console.log(
+    `  ${name}: ${count} entries, max rel diff ${worst.toExponential(2)}, mean abs diff ${(sumDiff / Math.max(1, count)).toExponential(2)}`,
+  );
 }
 
 test("elementwise binary ops with broadcasting", () => {
   const rng = new Rng(1);
   for (const [sa, sb] of [
-    [[3, 4], [3, 4]],
+    [
+      [3, 4],
+      [3, 4],
+    ],
     [[3, 4], [4]],
-    [[2, 3, 4], [3, 1]],
-    [[1, 4], [3, 1]],
+    [
+      [2, 3, 4],
+      [3, 1],
+    ],
+    [
+      [1, 4],
+      [3, 1],
+    ],
   ] as Array<[number[], number[]]>) {
     gradcheck(`add ${sa}+${sb}`, ([a, b]) => F.add(a!, b!), [randT(rng, sa), randT(rng, sb)]);
     gradcheck(`sub ${sa}-${sb}`, ([a, b]) => F.sub(a!, b!), [randT(rng, sa), randT(rng, sb)]);
@@ -144,22 +155,45 @@ test("attention with causal, segment and cached layouts (GQA)", () => {
   const T = 5;
   const causal = causalLayout(T);
   gradcheck("attention causal H=2", ([q, k, v]) => F.attention(q!, k!, v!, causal), [
-    randT(rng, [T, 2, 4]), randT(rng, [T, 2, 4]), randT(rng, [T, 2, 4]),
+    randT(rng, [T, 2, 4]),
+    randT(rng, [T, 2, 4]),
+    randT(rng, [T, 2, 4]),
   ]);
   gradcheck("attention causal GQA H=4 Hkv=2", ([q, k, v]) => F.attention(q!, k!, v!, causal), [
-    randT(rng, [T, 4, 4]), randT(rng, [T, 2, 4]), randT(rng, [T, 2, 4]),
+    randT(rng, [T, 4, 4]),
+    randT(rng, [T, 2, 4]),
+    randT(rng, [T, 2, 4]),
   ]);
   // An NPR-like layout: tokens 0-1 shared prefix, 2-3 branch A, 4-5 branch B, 6 sees everything.
-  const seg: Layout = segmentLayout([0, 1, 2, 3, 2, 3, 4], [
-    [[0, 1]], [[0, 2]], [[0, 3]], [[0, 4]], [[0, 2], [4, 5]], [[0, 2], [4, 6]], [[0, 7]],
-  ]);
+  const seg: Layout = segmentLayout(
+    [0, 1, 2, 3, 2, 3, 4],
+    [
+      [[0, 1]],
+      [[0, 2]],
+      [[0, 3]],
+      [[0, 4]],
+      [
+        [0, 2],
+        [4, 5],
+      ],
+      [
+        [0, 2],
+        [4, 6],
+      ],
+      [[0, 7]],
+    ],
+  );
   gradcheck("attention NPR segments", ([q, k, v]) => F.attention(q!, k!, v!, seg, 0.4), [
-    randT(rng, [7, 2, 4]), randT(rng, [7, 1, 4]), randT(rng, [7, 1, 4]),
+    randT(rng, [7, 2, 4]),
+    randT(rng, [7, 1, 4]),
+    randT(rng, [7, 1, 4]),
   ]);
   // Two new tokens after three cached keys.
   const cached = causalLayout(2, 3);
   gradcheck("attention with past keys", ([q, k, v]) => F.attention(q!, k!, v!, cached), [
-    randT(rng, [2, 2, 4]), randT(rng, [5, 2, 4]), randT(rng, [5, 2, 4]),
+    randT(rng, [2, 2, 4]),
+    randT(rng, [5, 2, 4]),
+    randT(rng, [5, 2, 4]),
   ]);
 });
 

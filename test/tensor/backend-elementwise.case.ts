@@ -25,7 +25,15 @@ addCase("fill", "float and i32 buffers", (h) => {
 });
 
 /** Runs one copy and checks the region written and that nothing around it changed. */
-function checkCopy(h: Harness, label: string, srcLen: number, shape: number[], strides: number[], srcOffset: number, dstOffset: number): void {
+function checkCopy(
+  h: Harness,
+  label: string,
+  srcLen: number,
+  shape: number[],
+  strides: number[],
+  srcOffset: number,
+  dstOffset: number,
+): void {
   const src = h.randn(srcLen);
   const n = shape.reduce((a, b) => a * b, 1);
   const outLen = dstOffset + n + 3;
@@ -80,7 +88,12 @@ for (const op of UNARY_OPS) {
     const dy = h.randn(53);
     const dx = h.out(53);
     h.be.unaryBackward(op, h.buf(x), h.buf(y), h.buf(dy), dx);
-    h.close(`d${op}`, dx, x.map((v, i) => dy[i] * ref.df(v)), TOL_POINTWISE);
+    h.close(
+      `d${op}`,
+      dx,
+      x.map((v, i) => dy[i] * ref.df(v)),
+      TOL_POINTWISE,
+    );
   });
 }
 
@@ -119,7 +132,10 @@ for (const op of BINARY_OPS) {
 function sameBits(h: Harness, label: string, out: DeviceBuffer, expected: ArrayLike<number>): void {
   const got = h.get(out);
   for (let i = 0; i < expected.length; i++) {
-    assert.ok(Object.is(got[i], expected[i]), `${label} [${i}]: got ${Object.is(got[i], -0) ? "-0" : got[i]}, expected ${Object.is(expected[i], -0) ? "-0" : expected[i]}`);
+    assert.ok(
+      Object.is(got[i], expected[i]),
+      `${label} [${i}]: got ${Object.is(got[i], -0) ? "-0" : got[i]}, expected ${Object.is(expected[i], -0) ? "-0" : expected[i]}`,
+    );
   }
 }
 
@@ -131,7 +147,12 @@ addCase("binary", "min, max, le: ties return a (signed zeros), NaN propagates, i
   for (const op of ops) {
     const out = h.out(n);
     h.be.binary(op, h.buf(a), h.buf(b), out, { shape: [n], aStrides: [1], bStrides: [1] });
-    sameBits(h, op, out, a.map((v, i) => BINARY_REF[op](v, b[i])));
+    sameBits(
+      h,
+      op,
+      out,
+      a.map((v, i) => BINARY_REF[op](v, b[i])),
+    );
   }
   // The reference's rule, spelled out: a tie returns a, NaN anywhere gives NaN, le of NaN is 0.
   assert.ok(Object.is(BINARY_REF.min(0, -0), 0) && Object.is(BINARY_REF.max(-0, 0), -0));
@@ -176,13 +197,18 @@ for (const maskKind of ["float", "i32"] as const) {
 
 addCase("where", "an unselected inf or NaN does not leak; out may alias a; a mask of another float dtype is refused", (h) => {
   const n = 40;
-  const mask = Array.from({ length: n }, (_, i) => i % 3 === 0 ? 0 : 1);
+  const mask = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 0 : 1));
   const a = Array.from(h.randn(n), (v, i) => (mask[i] === 0 ? (i % 2 ? Infinity : NaN) : v));
   const b = Array.from(h.randn(n), (v, i) => (mask[i] !== 0 ? (i % 2 ? -Infinity : NaN) : v));
   const p = { shape: [n], maskStrides: [1], aStrides: [1], bStrides: [1] };
   const aBuf = h.buf(a);
   h.be.where(h.buf(mask), aBuf, h.buf(b), aBuf, p); // in place over a
-  h.close("in place over a", aBuf, mask.map((m, i) => (m !== 0 ? a[i] : b[i])), tol(0, 0, 0, 0));
+  h.close(
+    "in place over a",
+    aBuf,
+    mask.map((m, i) => (m !== 0 ? a[i] : b[i])),
+    tol(0, 0, 0, 0),
+  );
   const other = h.dtype === "f64" ? "f32" : "f64";
   assert.throws(() => h.be.where(h.bufAs(other, mask), h.buf(a), h.buf(b), h.out(n), p), /mask is|beside bf16/);
 });
@@ -212,7 +238,12 @@ addCase("swiglu", "silu(gate) * up", (h) => {
   const up = h.randn(77);
   const out = h.out(77);
   h.be.swiglu(h.buf(gate), h.buf(up), out);
-  h.close("out", out, gate.map((g, i) => UNARY_REF.silu.f(g) * up[i]), TOL_POINTWISE);
+  h.close(
+    "out",
+    out,
+    gate.map((g, i) => UNARY_REF.silu.f(g) * up[i]),
+    TOL_POINTWISE,
+  );
 });
 
 addCase("swigluBackward", "dGate and dUp", (h) => {
@@ -222,8 +253,18 @@ addCase("swigluBackward", "dGate and dUp", (h) => {
   const dGate = h.out(77);
   const dUp = h.out(77);
   h.be.swigluBackward(h.buf(gate), h.buf(up), h.buf(dy), dGate, dUp);
-  h.close("dGate", dGate, gate.map((g, i) => dy[i] * up[i] * UNARY_REF.silu.df(g)), TOL_POINTWISE);
-  h.close("dUp", dUp, gate.map((g, i) => dy[i] * UNARY_REF.silu.f(g)), TOL_POINTWISE);
+  h.close(
+    "dGate",
+    dGate,
+    gate.map((g, i) => dy[i] * up[i] * UNARY_REF.silu.df(g)),
+    TOL_POINTWISE,
+  );
+  h.close(
+    "dUp",
+    dUp,
+    gate.map((g, i) => dy[i] * UNARY_REF.silu.f(g)),
+    TOL_POINTWISE,
+  );
 });
 
 // ---------------------------------------------------------------- reduce
@@ -250,4 +291,3 @@ addCase("reduceSum", "[outer, reduce, inner] shapes, including reduce 0", (h) =>
     h.close(`[${outer}, ${reduce}, ${inner}]`, out, expected, TOL_REDUCE);
   }
 });
-

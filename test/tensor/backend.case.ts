@@ -44,7 +44,10 @@ function checkMatmul(h: Harness, label: string, p: MatmulParams, cFill?: number)
   const last = (off: number | undefined, stride: number, size: number) => (off ?? 0) + (batch - 1) * stride + size;
   const a = h.randn(last(p.offsetA, p.strideA, m * k) + 2);
   const b = h.randn(last(p.offsetB, p.strideB, k * n) + 2);
-  const c0 = cFill === undefined ? h.randn(last(p.offsetC, p.strideC, m * n) + 2) : new Float64Array(last(p.offsetC, p.strideC, m * n) + 2).fill(cFill);
+  const c0 =
+    cFill === undefined
+      ? h.randn(last(p.offsetC, p.strideC, m * n) + 2)
+      : new Float64Array(last(p.offsetC, p.strideC, m * n) + 2).fill(cFill);
   const c = h.buf(c0);
   h.be.matmul(h.buf(a), h.buf(b), c, p);
   const expected = matmulRef(a, b, c0, p);
@@ -87,18 +90,61 @@ addCase("matmul", "strided batch, broadcast B (stride 0), offsets, gaps between 
     const n = 5;
     const k = 7;
     checkMatmul(h, `batch 3, shared B, ${transA}/${transB}`, {
-      batch: 3, m, n, k, transA, transB, strideA: m * k + 3, strideB: 0, strideC: m * n + 1,
-      offsetA: 2, offsetB: 5, offsetC: 4,
+      batch: 3,
+      m,
+      n,
+      k,
+      transA,
+      transB,
+      strideA: m * k + 3,
+      strideB: 0,
+      strideC: m * n + 1,
+      offsetA: 2,
+      offsetB: 5,
+      offsetC: 4,
     });
   }
   checkMatmul(h, "batch 4, shared A", { batch: 4, m: 3, n: 8, k: 5, transA: false, transB: true, strideA: 0, strideB: 40, strideC: 24 });
 });
 
 addCase("matmul", "alpha and beta (accumulate into C), beta 0 never reads C", (h) => {
-  checkMatmul(h, "alpha 0.5 beta 0.25", { batch: 2, m: 9, n: 4, k: 11, transA: false, transB: false, strideA: 99, strideB: 44, strideC: 36, alpha: 0.5, beta: 0.25 });
-  checkMatmul(h, "beta 1 (gradient accumulation)", { batch: 1, m: 8, n: 8, k: 8, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, beta: 1 });
-  checkMatmul(h, "beta 0 over NaN", { batch: 2, m: 7, n: 6, k: 5, transA: false, transB: true, strideA: 35, strideB: 30, strideC: 50, offsetC: 3 }, NaN);
-  checkMatmul(h, "alpha -2, beta 0 over NaN", { batch: 1, m: 4, n: 3, k: 9, transA: true, transB: true, strideA: 0, strideB: 0, strideC: 0, alpha: -2, beta: 0 }, NaN);
+  checkMatmul(h, "alpha 0.5 beta 0.25", {
+    batch: 2,
+    m: 9,
+    n: 4,
+    k: 11,
+    transA: false,
+    transB: false,
+    strideA: 99,
+    strideB: 44,
+    strideC: 36,
+    alpha: 0.5,
+    beta: 0.25,
+  });
+  checkMatmul(h, "beta 1 (gradient accumulation)", {
+    batch: 1,
+    m: 8,
+    n: 8,
+    k: 8,
+    transA: true,
+    transB: false,
+    strideA: 0,
+    strideB: 0,
+    strideC: 0,
+    beta: 1,
+  });
+  checkMatmul(
+    h,
+    "beta 0 over NaN",
+    { batch: 2, m: 7, n: 6, k: 5, transA: false, transB: true, strideA: 35, strideB: 30, strideC: 50, offsetC: 3 },
+    NaN,
+  );
+  checkMatmul(
+    h,
+    "alpha -2, beta 0 over NaN",
+    { batch: 1, m: 4, n: 3, k: 9, transA: true, transB: true, strideA: 0, strideB: 0, strideC: 0, alpha: -2, beta: 0 },
+    NaN,
+  );
 });
 
 // ---------------------------------------------------------------- dtypes: cast and the bf16 mixes
@@ -115,7 +161,12 @@ addCase("cast", "every pair of float dtypes, exact rounding to nearest even (no 
     h.be.cast(x, out);
     const got = h.get(out);
     h.be.free(out);
-    h.close(`${h.dtype} -> ${to}`, got, Float64Array.from(stored, (v) => roundTo(to, v)), tol(0, 0, 0, 0));
+    h.close(
+      `${h.dtype} -> ${to}`,
+      got,
+      Float64Array.from(stored, (v) => roundTo(to, v)),
+      tol(0, 0, 0, 0),
+    );
   }
 });
 
@@ -128,7 +179,11 @@ addCase("matmul", "bf16 A and B into an f32 C (mixed precision, fp32 accumulatio
     h.be.matmul(h.bufAs("bf16", a), h.bufAs("bf16", b), c, p);
     // Products of bf16 values are exact in f32; only the f32 accumulation over k = 40 rounds.
     const expected = matmulRef(a, b, new Float64Array(306), p);
-    h.close(`${transA ? "T" : "N"}${transB ? "T" : "N"} f32 C`, h.get(c), expected, { f32: { atol: 1e-5, rtol: 1e-5 }, f64: { atol: 1e-5, rtol: 1e-5 }, bf16: { atol: 1e-5, rtol: 1e-5 } });
+    h.close(`${transA ? "T" : "N"}${transB ? "T" : "N"} f32 C`, h.get(c), expected, {
+      f32: { atol: 1e-5, rtol: 1e-5 },
+      f64: { atol: 1e-5, rtol: 1e-5 },
+      bf16: { atol: 1e-5, rtol: 1e-5 },
+    });
   }
 });
 
@@ -146,8 +201,36 @@ addCase("unary", "dtype mixes the contract refuses: f32 beside bf16, f64 C of a 
   const x = h.bufAs("bf16", h.randn(8));
   const y = h.bufAs("f32", h.randn(8));
   assert.throws(() => h.be.unary("exp", x, y), /unary.*f32 beside bf16|float args must share/);
-  assert.throws(() => h.be.matmul(x, y, h.bufAs("bf16", h.randn(4)), { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 }), /a bf16 GEMM needs both bf16/);
-  assert.throws(() => h.be.matmul(x, x, h.bufAs("f64", h.randn(4)), { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 }), /accumulate into f32 or bf16/);
+  assert.throws(
+    () =>
+      h.be.matmul(x, y, h.bufAs("bf16", h.randn(4)), {
+        batch: 1,
+        m: 2,
+        n: 2,
+        k: 2,
+        transA: false,
+        transB: false,
+        strideA: 0,
+        strideB: 0,
+        strideC: 0,
+      }),
+    /a bf16 GEMM needs both bf16/,
+  );
+  assert.throws(
+    () =>
+      h.be.matmul(x, x, h.bufAs("f64", h.randn(4)), {
+        batch: 1,
+        m: 2,
+        n: 2,
+        k: 2,
+        transA: false,
+        transB: false,
+        strideA: 0,
+        strideB: 0,
+        strideC: 0,
+      }),
+    /accumulate into f32 or bf16/,
+  );
   h.be.unary("neg", x, x); // the counter must rise: one legal bf16 call, in place
   const back = h.get(x);
   assert.ok(back.every((v) => Number.isFinite(v)));
@@ -355,7 +438,14 @@ const ATTENTION_SPECS: AttnSpec[] = [
   { label: "random segments, GQA H=4 Hkv=1, D=5", layout: (rng) => randomLayout(rng, 10, 0), H: 4, Hkv: 1, D: 5 },
   { label: "NPR branches, GQA H=6 Hkv=3, D=8", layout: () => branchLayout(), H: 6, Hkv: 3, D: 8 },
   { label: "KV cache T=3 after 6 (S > T), S' = S + 4", layout: () => causalLayout(3, 6), H: 4, Hkv: 2, D: 8, extraRows: 4 },
-  { label: "decode T=1 after 11, random segments over the cache", layout: (rng) => randomLayout(rng, 1, 11), H: 2, Hkv: 1, D: 16, extraRows: 2 },
+  {
+    label: "decode T=1 after 11, random segments over the cache",
+    layout: (rng) => randomLayout(rng, 1, 11),
+    H: 2,
+    Hkv: 1,
+    D: 16,
+    extraRows: 2,
+  },
   { label: "peaked scores (q x 8), causal", layout: () => causalLayout(6), H: 2, Hkv: 2, D: 4, qScale: 8 },
   { label: "uneven groups H=5 Hkv=2 (heads 0-2 read kv 0), causal", layout: () => causalLayout(8), H: 5, Hkv: 2, D: 4 },
 ];
@@ -396,9 +486,7 @@ for (const spec of ATTENTION_SPECS) {
     const dk = h.out(c.S * c.Hkv * c.D);
     const dv = h.out(c.S * c.Hkv * c.D);
     const round = (a: Float64Array) => a.map((x) => h.round(x));
-    h.be.attentionBackward(
-      h.buf(q), h.buf(k), h.buf(v), seg, h.buf(round(ref.out)), h.buf(round(ref.lse)), h.buf(dO), dq, dk, dv, params,
-    );
+    h.be.attentionBackward(h.buf(q), h.buf(k), h.buf(v), seg, h.buf(round(ref.out)), h.buf(round(ref.lse)), h.buf(dO), dq, dk, dv, params);
     // bf16 with peaked scores: lse reaches ~20, where a bf16 ulp is 0.125, so the probabilities
     // the backward rebuilds as exp(s - lse) from the rounded lse are off by up to ~6%.
     const t = spec.qScale ? { ...TOL_ATTENTION, bf16: { atol: 0.05, rtol: 2 ** -4 } } : TOL_ATTENTION;

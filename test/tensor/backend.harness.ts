@@ -34,7 +34,10 @@ export function tol(f32atol: number, f32rtol: number, f64atol = 1e-12, f64rtol =
   return {
     f32: { atol: f32atol, rtol: f32rtol },
     f64: { atol: f64atol, rtol: f64rtol },
-    bf16: { atol: f32atol === 0 && f32rtol === 0 ? 0 : Math.max(f32atol * 256, 1e-3), rtol: f32atol === 0 && f32rtol === 0 ? 0 : BF16_RTOL },
+    bf16: {
+      atol: f32atol === 0 && f32rtol === 0 ? 0 : Math.max(f32atol * 256, 1e-3),
+      rtol: f32atol === 0 && f32rtol === 0 ? 0 : BF16_RTOL,
+    },
   };
 }
 
@@ -88,7 +91,14 @@ export class Harness {
   buf(values: ArrayLike<number>): DeviceBuffer {
     const b = this.be.alloc(this.dtype, values.length);
     this.owned.push(b);
-    this.be.write(b, this.dtype === "f32" ? Float32Array.from(values) : this.dtype === "bf16" ? toBf16Bits(Float64Array.from(values)) : Float64Array.from(values));
+    this.be.write(
+      b,
+      this.dtype === "f32"
+        ? Float32Array.from(values)
+        : this.dtype === "bf16"
+          ? toBf16Bits(Float64Array.from(values))
+          : Float64Array.from(values),
+    );
     return b;
   }
 

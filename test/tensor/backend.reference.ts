@@ -246,7 +246,11 @@ export function randomLayout(rng: Rng, T: number, past: number): Layout {
     }
     visible.push(ranges);
   }
-  return segmentLayout(Array.from({ length: T }, (_, i) => past + i), visible, past + T);
+  return segmentLayout(
+    Array.from({ length: T }, (_, i) => past + i),
+    visible,
+    past + T,
+  );
 }
 
 /**
@@ -260,5 +264,8 @@ export function branchLayout(): Layout {
   for (let i = 4; i < 7; i++) visible.push([prompt, [4, i + 1]]);
   for (let i = 7; i < 10; i++) visible.push([prompt, [7, i + 1]]);
   for (let i = 10; i < 12; i++) visible.push([[0, i + 1]]);
-  return segmentLayout(Array.from({ length: 12 }, (_, i) => i), visible);
+  return segmentLayout(
+    Array.from({ length: 12 }, (_, i) => i),
+    visible,
+  );
 }

@@ -12,14 +12,21 @@ import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
 import { CUDA_CAPABILITIES, CudaBackend } from "../../src/tensor/backend/cuda/index.ts";
 import { InvariantError } from "../../src/util/errors.ts";
 
-const guards = { graphCapture: hasGraphCapture, fusedDecode: hasFusedDecode, decodeAttention: hasDecodeAttention, deviceSampling: hasDeviceSampling };
+const guards = {
+  graphCapture: hasGraphCapture,
+  fusedDecode: hasFusedDecode,
+  decodeAttention: hasDecodeAttention,
+  deviceSampling: hasDeviceSampling,
+};
 
 test("guards follow the declaration: none on the CPU, exactly the declared one on a stand-in", () => {
   assert.deepEqual(Object.keys(guards).sort(), [...CAPABILITIES].sort());
   const cpu = new CpuBackend({ threads: 1 });
   for (const g of Object.values(guards)) assert.equal(g(cpu), false);
   // Methods alone are not a declaration (no duck typing).
-  const undeclared = Object.assign(new CpuBackend({ threads: 1 }), { sampleRows: () => ({ ids: new Int32Array(0), logprobs: new Float64Array(0) }) });
+  const undeclared = Object.assign(new CpuBackend({ threads: 1 }), {
+    sampleRows: () => ({ ids: new Int32Array(0), logprobs: new Float64Array(0) }),
+  });
   assert.equal(hasDeviceSampling(undeclared), false);
   const declared: Backend = Object.assign(new CpuBackend({ threads: 1 }), {
     capabilities: ["deviceSampling"] as const,
@@ -30,7 +37,10 @@ test("guards follow the declaration: none on the CPU, exactly the declared one o
 
 test("a declared capability without its methods is a bug, named", () => {
   const broken: Backend = Object.assign(new CpuBackend({ threads: 1 }), { capabilities: ["fusedDecode"] as const, decodeGemv: () => {} });
-  assert.throws(() => hasFusedDecode(broken), (e: unknown) => e instanceof InvariantError && /declares "fusedDecode" but has no decodeRmsnorm, decodeQkNormRope/.test(e.message));
+  assert.throws(
+    () => hasFusedDecode(broken),
+    (e: unknown) => e instanceof InvariantError && /declares "fusedDecode" but has no decodeRmsnorm, decodeQkNormRope/.test(e.message),
+  );
 });
 
 test("CudaBackend declares every capability and has each one's methods", () => {

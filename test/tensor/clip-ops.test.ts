@@ -44,7 +44,11 @@ function awayFrom(rng: Rng, n: number, avoid: (i: number) => number[], gap: numb
 function gradcheck(name: string, f: (xs: Tensor[]) => Tensor, inputs: Tensor[], seed = 11): void {
   const rng = new Rng(seed);
   const out0 = noGrad(() => f(inputs));
-  const R = f64(Array.from({ length: out0.size }, () => rng.normal()), out0.shape, false);
+  const R = f64(
+    Array.from({ length: out0.size }, () => rng.normal()),
+    out0.shape,
+    false,
+  );
   const lossOf = (): number => noGrad(() => F.sum(F.mul(f(inputs), R)).item());
   for (const x of inputs) x.grad = null;
   F.sum(F.mul(f(inputs), R)).backward();
@@ -85,7 +89,12 @@ test("minimum and maximum: gradients vs float64 finite differences, broadcast, n
   const c = Float64Array.from({ length: 8 }, () => rng.normal());
   const d = awayFrom(rng, 12, (i) => [c[i % 4]!, c[4 + (i % 4)]!], 0.05);
   gradcheck("maximum [3,1,4] x [2,4]", ([x, y]) => F.maximum(x!, y!), [f64(d, [3, 1, 4]), f64(c, [2, 4])]);
-  gradcheck("minimum with b a constant", ([x]) => F.minimum(x!, f64([b], [1], false)), [f64(awayFrom(rng, 9, () => [b], 0.05), [9])]);
+  gradcheck("minimum with b a constant", ([x]) => F.minimum(x!, f64([b], [1], false)), [
+    f64(
+      awayFrom(rng, 9, () => [b], 0.05),
+      [9],
+    ),
+  ]);
 });
 
 test("clamp: gradients vs float64 finite differences, number and tensor bounds, away from the boundaries", () => {
@@ -128,12 +137,33 @@ test("the subgradient convention: a tie gives the whole gradient to the first op
   // min: [1 tie, 2 vs 0 -> b, 3 vs 5 -> a]; max: [tie -> a, 2 vs 0 -> a, 3 vs 5 -> b].
   const a = [1, 2, 3];
   const b = [1, 0, 5];
-  assert.deepEqual(gradsOfSum(([x, y]) => F.minimum(x!, y!), [f64(a, [3]), f64(b, [3])]), [[1, 0, 1], [0, 1, 0]]);
-  assert.deepEqual(gradsOfSum(([x, y]) => F.maximum(x!, y!), [f64(a, [3]), f64(b, [3])]), [[1, 1, 0], [0, 0, 1]]);
+  assert.deepEqual(
+    gradsOfSum(([x, y]) => F.minimum(x!, y!), [f64(a, [3]), f64(b, [3])]),
+    [
+      [1, 0, 1],
+      [0, 1, 0],
+    ],
+  );
+  assert.deepEqual(
+    gradsOfSum(([x, y]) => F.maximum(x!, y!), [f64(a, [3]), f64(b, [3])]),
+    [
+      [1, 1, 0],
+      [0, 0, 1],
+    ],
+  );
   // Swapping the operands moves the tie's gradient with the first one.
-  assert.deepEqual(gradsOfSum(([x, y]) => F.minimum(y!, x!), [f64(a, [3]), f64(b, [3])]), [[0, 0, 1], [1, 1, 0]]);
+  assert.deepEqual(
+    gradsOfSum(([x, y]) => F.minimum(y!, x!), [f64(a, [3]), f64(b, [3])]),
+    [
+      [0, 0, 1],
+      [1, 1, 0],
+    ],
+  );
   // A broadcast operand sums its share: b [1] ties with a at two places, wins at one.
-  assert.deepEqual(gradsOfSum(([x, y]) => F.minimum(x!, y!), [f64([2, 2, 3, 1], [4]), f64([2], [1])]), [[1, 1, 0, 1], [1]]);
+  assert.deepEqual(
+    gradsOfSum(([x, y]) => F.minimum(x!, y!), [f64([2, 2, 3, 1], [4]), f64([2], [1])]),
+    [[1, 1, 0, 1], [1]],
+  );
   // The values at a tie: a's, so signed zeros show it.
   assert.ok(Object.is(F.minimum(f64([0], [1]), f64([-0], [1])).item(), 0));
   assert.ok(Object.is(F.maximum(f64([-0], [1]), f64([0], [1])).item(), -0));
@@ -141,7 +171,10 @@ test("the subgradient convention: a tie gives the whole gradient to the first op
 
 test("clamp at its boundaries passes the gradient (torch.clamp's convention); outside it is 0", () => {
   const x = [-1, -0.5, 0, 0.5, 1, 2];
-  assert.deepEqual(gradsOfSum(([t]) => F.clamp(t!, -0.5, 0.5), [f64(x, [6])]), [[0, 1, 1, 1, 0, 0]]);
+  assert.deepEqual(
+    gradsOfSum(([t]) => F.clamp(t!, -0.5, 0.5), [f64(x, [6])]),
+    [[0, 1, 1, 1, 0, 0]],
+  );
   assert.deepEqual(Array.from(noGrad(() => F.clamp(f64(x, [6]), -0.5, 0.5)).toArray()), [-0.5, -0.5, 0, 0.5, 0.5, 0.5]);
   // Tensor bounds get the gradient only where their side was strictly clipped: x = -1 (lo) and
   // x = 1, 2 (hi); at x = +-0.5 the tie keeps it with x.
@@ -163,7 +196,13 @@ test("lessEqual is a mask: 0/1 values, no gradient; where keeps an unselected in
   const out = F.where(mask, x, y);
   assert.deepEqual(Array.from(out.toArray()), [1, 2, 3, 4]);
   const [dx, dy] = gradsOfSum(() => F.mul(F.where(mask, x, y), f64([5, 6, 7, 8], [4], false)), [x, y]);
-  assert.deepEqual([dx, dy], [[5, 0, 7, 0], [0, 6, 0, 8]]);
+  assert.deepEqual(
+    [dx, dy],
+    [
+      [5, 0, 7, 0],
+      [0, 6, 0, 8],
+    ],
+  );
   const f32Mask = Tensor.fromArray(Float32Array.from([1, 0, 1, 0]), [4], { dtype: "f32", backend });
   assert.throws(() => F.where(f32Mask, x, y), /where: mask \[4\] is f32, a is f64/);
 });

@@ -226,7 +226,8 @@ test("attention forward and backward: 2 threads = 1 thread bit for bit, and both
     "attentionBackward",
     [q, k, v, ...segs, Float64Array.from(out[0]), Float64Array.from(lse[0]), dO],
     [T * H * D, T * Hkv * D, T * Hkv * D],
-    (be, [bq, bk, bv, o, s, e, bo, bl, bdo], [dq, dk, dv]) => be.attentionBackward(bq, bk, bv, { offsets: o, starts: s, ends: e }, bo, bl, bdo, dq, dk, dv, p),
+    (be, [bq, bk, bv, o, s, e, bo, bl, bdo], [dq, dk, dv]) =>
+      be.attentionBackward(bq, bk, bv, { offsets: o, starts: s, ends: e }, bo, bl, bdo, dq, dk, dv, p),
   );
   for (const [i, name] of ["dq", "dk", "dv"].entries()) sameBits(`attention ${name}`, grads[i]);
   const f = (x: Float64Array) => Float64Array.from(x, Math.fround);
@@ -242,7 +243,13 @@ test("attention forward and backward: 2 threads = 1 thread bit for bit, and both
 test("attention backward bands: shared prompts merge, packed sequences split, unseen keys get zero gradients", () => {
   const tile = (t0: number, ranges: number[]) => ({ t0, t1: t0 + 1, ranges: Int32Array.from(ranges), span: 0, dense: false });
   // Two branches reading one prompt [0, 10): one band. A second sequence [40, 60): its own band.
-  const bands = planBands([tile(0, [0, 10, 0]), tile(1, [0, 10, 0, 20, 30, 10]), tile(2, [0, 10, 0, 30, 40, 10]), tile(3, [40, 60, 0]), tile(4, [])]);
+  const bands = planBands([
+    tile(0, [0, 10, 0]),
+    tile(1, [0, 10, 0, 20, 30, 10]),
+    tile(2, [0, 10, 0, 30, 40, 10]),
+    tile(3, [40, 60, 0]),
+    tile(4, []),
+  ]);
   assert.deepEqual(bands, [
     { tiles: [0, 1, 2], k0: 0, k1: 40 },
     { tiles: [3], k0: 40, k1: 60 },
@@ -260,7 +267,11 @@ test("attention backward bands: shared prompts merge, packed sequences split, un
     for (let i = 0; i < n; i++) visible.push([[start, start + i + 1]]);
     start += n;
   }
-  const layout = segmentLayout(Int32Array.from(visible, (_, i) => i), visible, past + 300);
+  const layout = segmentLayout(
+    Int32Array.from(visible, (_, i) => i),
+    visible,
+    past + 300,
+  );
   const [T, S, H, Hkv, D] = [300, past + 300, 4, 2, 32];
   const p = { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D, scale: 0.2 };
   const q = randn(rng, T * H * D);
@@ -307,7 +318,10 @@ test("a task that throws in a worker is an InvariantError, and the pool stays us
   );
   assert.equal(pool.broken, null);
   const before = pool.jobs;
-  assert.equal(pool.run("swiglu", [x, x, x], { n: 16, chunk: 8 }, 2, () => {}), true);
+  assert.equal(
+    pool.run("swiglu", [x, x, x], { n: 16, chunk: 8 }, 2, () => {}),
+    true,
+  );
   assert.equal(pool.jobs, before + 1);
 });
 

@@ -54,7 +54,15 @@ describe("cpu backend specifics", () => {
     const before = be.counters()["gemm.typescript"] ?? 0;
     const c = be.alloc("f32", 4);
     be.matmul(f32([1, 2, 3, 4]), f32([5, 6, 7, 8]), c, {
-      batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0,
+      batch: 1,
+      m: 2,
+      n: 2,
+      k: 2,
+      transA: false,
+      transB: false,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
     });
     assert.deepEqual(Array.from(be.read(c)), [19, 22, 43, 50]);
     assert.equal(be.counters()["gemm.typescript"], before + 1);
@@ -122,7 +130,18 @@ describe("cpu backend specifics", () => {
       /matmul: b has 6 elements, the sizes given need at least 9/,
     );
     throwsInvariant(
-      () => be.matmul(a, f32(new Array(9).fill(1)), small, { batch: 1, m: 2, n: 3, k: 3, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0 }),
+      () =>
+        be.matmul(a, f32(new Array(9).fill(1)), small, {
+          batch: 1,
+          m: 2,
+          n: 3,
+          k: 3,
+          transA: false,
+          transB: false,
+          strideA: 0,
+          strideB: 0,
+          strideC: 0,
+        }),
       /matmul: c has 5 elements/,
     );
     throwsInvariant(() => be.copy(a, small, { shape: [2, 3], srcStrides: [3, 1], srcOffset: 0, dstOffset: 0 }), /copy: out/);
@@ -153,12 +172,28 @@ describe("cpu backend specifics", () => {
     const q = f32(new Array(4).fill(0.5)); // T=2, H=1, D=2
     const seg = { offsets: i32([0, 1, 2]), starts: i32([0, 0]), ends: i32([1, 3]) };
     throwsInvariant(
-      () => be.attention(q, q, q, seg, be.alloc("f32", 4), be.alloc("f32", 2), { tokens: 2, keys: 2, heads: 1, kvHeads: 1, headDim: 2, scale: 1 }),
+      () =>
+        be.attention(q, q, q, seg, be.alloc("f32", 4), be.alloc("f32", 2), {
+          tokens: 2,
+          keys: 2,
+          heads: 1,
+          kvHeads: 1,
+          headDim: 2,
+          scale: 1,
+        }),
       /attention: segment 1 = \[0, 3\) is not inside \[0, 2\)/,
     );
     const unsorted = { offsets: i32([0, 1, 3]), starts: i32([0, 1, 0]), ends: i32([1, 2, 1]) };
     throwsInvariant(
-      () => be.attention(q, q, q, unsorted, be.alloc("f32", 4), be.alloc("f32", 2), { tokens: 2, keys: 2, heads: 1, kvHeads: 1, headDim: 2, scale: 1 }),
+      () =>
+        be.attention(q, q, q, unsorted, be.alloc("f32", 4), be.alloc("f32", 2), {
+          tokens: 2,
+          keys: 2,
+          heads: 1,
+          kvHeads: 1,
+          headDim: 2,
+          scale: 1,
+        }),
       /attention: token 1's segments 1 and 2 are not sorted and disjoint/,
     );
   });
@@ -191,10 +226,17 @@ function branches(): Layout {
   for (let i = 0; i < 20; i++) visible.push([[0, i + 1]]);
   for (let b = 0; b < 3; b++) {
     const start = 20 + 15 * b;
-    for (let i = start; i < start + 15; i++) visible.push([[0, 20], [start, i + 1]]);
+    for (let i = start; i < start + 15; i++)
+      visible.push([
+        [0, 20],
+        [start, i + 1],
+      ]);
   }
   for (let i = 65; i < 70; i++) visible.push([[0, i + 1]]);
-  return segmentLayout(Array.from({ length: 70 }, (_, i) => i), visible);
+  return segmentLayout(
+    Array.from({ length: 70 }, (_, i) => i),
+    visible,
+  );
 }
 
 describe("cpu attention: GEMM tiles and row-wise loop, forced, over several tiles", () => {
@@ -235,7 +277,11 @@ describe("cpu attention: GEMM tiles and row-wise loop, forced, over several tile
           const [q, k, v, dO] = [randn(T * H * D), randn(S * Hkv * D), randn(S * Hkv * D), randn(T * H * D)];
           const c = { T, S, H, Hkv, D, scale: 1 / Math.sqrt(D) };
           const ref = attentionRef(c, denseMask(layout), q, k, v, dO);
-          const seg = { offsets: upload(layout.segOffsets, "i32"), starts: upload(layout.segStarts, "i32"), ends: upload(layout.segEnds, "i32") };
+          const seg = {
+            offsets: upload(layout.segOffsets, "i32"),
+            starts: upload(layout.segStarts, "i32"),
+            ends: upload(layout.segEnds, "i32"),
+          };
           const p = { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D, scale: c.scale };
           const [bq, bk, bv] = [upload(q), upload(k), upload(v)];
           const out = be.alloc(dtype, T * H * D);
@@ -246,7 +292,11 @@ describe("cpu attention: GEMM tiles and row-wise loop, forced, over several tile
           be.attentionBackward(bq, bk, bv, seg, out, lse, upload(dO), dq, dk, dv, p);
           assert.ok((be.counters()[counter] ?? 0) > before, `${label}: the ${counter} path did not run`);
           const checks: Array<[string, DeviceBuffer, Float64Array]> = [
-            ["out", out, ref.out], ["lse", lse, ref.lse], ["dq", dq, ref.dq], ["dk", dk, ref.dk], ["dv", dv, ref.dv],
+            ["out", out, ref.out],
+            ["lse", lse, ref.lse],
+            ["dq", dq, ref.dq],
+            ["dk", dk, ref.dk],
+            ["dv", dv, ref.dv],
           ];
           for (const [name, buf, expected] of checks) {
             const stats = checkClose(`${pathName} ${dtype} ${label}: ${name}`, be.read(buf), expected, tol);

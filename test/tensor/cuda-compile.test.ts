@@ -18,10 +18,14 @@ const nvcc = findNvcc();
 const skip = !nv.nvrtc && !nvcc ? `neither libnvrtc (${nv.why}) nor nvcc is available` : false;
 
 test("npr backend check --backend cuda --compile-only compiles every kernel", { skip, timeout: 60_000 }, (t) => {
-  const out = execFileSync(process.execPath, ["src/cli/main.ts", "backend", "check", "--backend", "cuda", "--compile-only", "--arch", "sm_90"], {
-    cwd: ROOT,
-    encoding: "utf8",
-  });
+  const out = execFileSync(
+    process.execPath,
+    ["src/cli/main.ts", "backend", "check", "--backend", "cuda", "--compile-only", "--arch", "sm_90"],
+    {
+      cwd: ROOT,
+      encoding: "utf8",
+    },
+  );
   t.diagnostic(out.trim());
   const units = 2 * KERNEL_FILES.length;
   assert.match(out, new RegExp(`${units}/${units} units compiled`));

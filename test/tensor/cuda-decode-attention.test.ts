@@ -16,7 +16,14 @@ import assert from "node:assert/strict";
 import { CudaBackend, cudaUnavailable } from "../../src/tensor/backend/cuda/index.ts";
 import { decodeAttentionScratchLength } from "../../src/tensor/backend/cuda/decode-attention.ts";
 import { CpuBackend } from "../../src/tensor/backend/cpu/index.ts";
-import { growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges } from "../../src/tensor/backend/decode-attention-plan.ts";
+import {
+  growCapacity,
+  packPlan,
+  planAttention,
+  planCapacityNeeded,
+  planLayout,
+  slotRanges,
+} from "../../src/tensor/backend/decode-attention-plan.ts";
 import type { DecodeAttentionCapacity } from "../../src/tensor/backend/types.ts";
 import { Rng } from "../../src/util/rng.ts";
 
@@ -89,9 +96,19 @@ if (why) {
     const p = { tokens: B, keys: slots, heads: H, kvHeads: Hkv, headDim: D, scale };
     const cOut = cpu.alloc(dtype, B * H * D);
     const cLse = cpu.alloc(dtype, B * H);
-    cpu.attention(put(cpu, qh, dtype), put(cpu, kh, dtype), put(cpu, vh, dtype), {
-      offsets: put(cpu, offsets, "i32"), starts: put(cpu, Int32Array.from(starts), "i32"), ends: put(cpu, Int32Array.from(ends), "i32"),
-    }, cOut, cLse, p);
+    cpu.attention(
+      put(cpu, qh, dtype),
+      put(cpu, kh, dtype),
+      put(cpu, vh, dtype),
+      {
+        offsets: put(cpu, offsets, "i32"),
+        starts: put(cpu, Int32Array.from(starts), "i32"),
+        ends: put(cpu, Int32Array.from(ends), "i32"),
+      },
+      cOut,
+      cLse,
+      p,
+    );
     const ref = cpu.read(cOut, 0, B * H * D);
     const refLse = cpu.read(cLse, 0, B * H);
 
@@ -112,7 +129,15 @@ if (why) {
       const launches0 = be.counters()["cuda.launch"] ?? 0;
       const run = () => {
         be.write(gOut, dtype === "f32" ? new Float32Array(B * H * D).fill(Number.NaN) : new Float64Array(B * H * D).fill(Number.NaN));
-        be.decodeAttention(gq, gk, gv, gPlan, scratch, gOut, gLse, { rows: B, keys: slots, heads: H, kvHeads: Hkv, headDim: D, scale, capacity: cap });
+        be.decodeAttention(gq, gk, gv, gPlan, scratch, gOut, gLse, {
+          rows: B,
+          keys: slots,
+          heads: H,
+          kvHeads: Hkv,
+          headDim: D,
+          scale,
+          capacity: cap,
+        });
         return { out: be.read(gOut, 0, B * H * D), lse: be.read(gLse, 0, B * H) };
       };
       const { out: got, lse: gotLse } = run();
@@ -122,7 +147,10 @@ if (why) {
       // Same inputs again: bit for bit, and the completion counters are back at 0.
       const again = run();
       const counters = be.read(gPlan, lay.counters, lay.length - lay.counters);
-      assert.ok(counters.every((x) => x === 0), "the completion counters are back at 0");
+      assert.ok(
+        counters.every((x) => x === 0),
+        "the completion counters are back at 0",
+      );
       const bitDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
         let n = 0;
         for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
@@ -130,20 +158,20 @@ if (why) {
       };
       const repeat = bitDiff(got, again.out) + bitDiff(gotLse, again.lse);
       for (const b of [gOut, gLse, scratch, gPlan]) be.free(b);
-    let max = 0;
-    let sum = 0;
-    for (let i = 0; i < ref.length; i++) {
-      const d = Math.abs(got[i] - ref[i]);
-      assert.ok(Number.isFinite(got[i]), `out[${i}] = ${got[i]}`);
-      max = Math.max(max, d);
-      sum += d;
-    }
-    let lseMax = 0;
-    for (let i = 0; i < refLse.length; i++) {
-      if (refLse[i] === -Infinity) assert.equal(gotLse[i], -Infinity, `lse[${i}] of a row without keys`);
-      else lseMax = Math.max(lseMax, Math.abs(gotLse[i] - refLse[i]));
-    }
-    return { max, mean: sum / ref.length, lseMax, items: plan.items.length, chunk: plan.chunk, repeat };
+      let max = 0;
+      let sum = 0;
+      for (let i = 0; i < ref.length; i++) {
+        const d = Math.abs(got[i] - ref[i]);
+        assert.ok(Number.isFinite(got[i]), `out[${i}] = ${got[i]}`);
+        max = Math.max(max, d);
+        sum += d;
+      }
+      let lseMax = 0;
+      for (let i = 0; i < refLse.length; i++) {
+        if (refLse[i] === -Infinity) assert.equal(gotLse[i], -Infinity, `lse[${i}] of a row without keys`);
+        else lseMax = Math.max(lseMax, Math.abs(gotLse[i] - refLse[i]));
+      }
+      return { max, mean: sum / ref.length, lseMax, items: plan.items.length, chunk: plan.chunk, repeat };
     });
   }
 
@@ -167,7 +195,9 @@ if (why) {
         ];
         for (const [lname, rows, slots] of layouts) {
           for (const r of compare(dtype, rows, slots, s, seed++, [undefined, 32, 200])) {
-            console.log(`${dtype} ${name} ${lname} chunk ${r.chunk} (${r.items} items): out max ${r.max.toExponential(2)} mean ${r.mean.toExponential(2)}, lse max ${r.lseMax.toExponential(2)}; values differing on a repeat: ${r.repeat}`);
+            console.log(
+              `${dtype} ${name} ${lname} chunk ${r.chunk} (${r.items} items): out max ${r.max.toExponential(2)} mean ${r.mean.toExponential(2)}, lse max ${r.lseMax.toExponential(2)}; values differing on a repeat: ${r.repeat}`,
+            );
             assert.ok(r.max < tol && r.lseMax < tol * 10, `${dtype} ${name} ${lname}: max ${r.max}, lse ${r.lseMax}`);
             assert.equal(r.repeat, 0, `${dtype} ${name} ${lname}: a second run is bit-identical`);
           }
@@ -185,7 +215,11 @@ if (why) {
     const q = be.alloc("f32", B * H * D);
     const k = be.alloc("f32", slots * Hkv * D);
     const v = be.alloc("f32", slots * Hkv * D);
-    for (const b of [q, k, v]) be.write(b, Float32Array.from({ length: b.length }, () => rng.normal()));
+    for (const b of [q, k, v])
+      be.write(
+        b,
+        Float32Array.from({ length: b.length }, () => rng.normal()),
+      );
     const steps = [siblingRows(rng, 300, 400, 8, 200, 0), siblingRows(rng, 300, 900, 6, 300, 2), siblingRows(rng, 300, 100, 3, 50, 5)];
     const plans = steps.map((rows) => planAttention(rows));
     let cap: DecodeAttentionCapacity | null = null;

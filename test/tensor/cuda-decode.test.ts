@@ -105,7 +105,15 @@ if (why) {
     const ns = [48, 37, 16];
     // [rows, k, x f32]: 4 warps below k = 1024 (32 steps of 32), 8 from there; x staged in shared
     // memory for <= 4 rows of at most 48 KB (not at k = 6400), read from global otherwise.
-    const cases = [[1, 264, false], [3, 1024, true], [8, 520, false], [11, 264, true], [16, 1024, false], [2, 264, false], [4, 6400, true]] as const;
+    const cases = [
+      [1, 264, false],
+      [3, 1024, true],
+      [8, 520, false],
+      [11, 264, true],
+      [16, 1024, false],
+      [2, 264, false],
+      [4, 6400, true],
+    ] as const;
     for (const [rows, k, xF32] of cases) {
       const ws = ns.map((n) => randBf16(n * k));
       const xb = randBf16(rows * k);
@@ -118,11 +126,15 @@ if (why) {
       const ys = [dev(y0), be.alloc("f32", rows * ns[1]!), be.alloc("f32", rows * ns[2]!)];
       const W = ws.map((w) => dev(w.bits));
       const c0 = be.counters()["decodeGemv"] ?? 0;
-      be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [
-        { w: W[0]!, y: ys[0]!, n: ns[0]!, ldy: ldy0 },
-        { w: W[1]!, y: ys[1]!, n: ns[1]!, bias: dev(bias) },
-        { w: W[2]!, y: ys[2]!, n: ns[2]! },
-      ], { rows, k, epilogue: "store" });
+      be.decodeGemv(
+        xF32 ? dev(xf) : dev(xb.bits),
+        [
+          { w: W[0]!, y: ys[0]!, n: ns[0]!, ldy: ldy0 },
+          { w: W[1]!, y: ys[1]!, n: ns[1]!, bias: dev(bias) },
+          { w: W[2]!, y: ys[2]!, n: ns[2]! },
+        ],
+        { rows, k, epilogue: "store" },
+      );
       // "add" into the third output (the residual's use), same x.
       be.decodeGemv(xF32 ? dev(xf) : dev(xb.bits), [{ w: W[2]!, y: ys[2]!, n: ns[2]! }], { rows, k, epilogue: "add" });
       assert.equal((be.counters()["decodeGemv"] ?? 0) - c0, 2);
@@ -147,7 +159,9 @@ if (why) {
       });
       const d = diffStats(all, refs);
       const staged = rows <= 4 && rows * (k + 8) * 2 <= 48 * 1024;
-      t.diagnostic(`rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, ${k >= 1024 ? 8 : 4} warps, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`);
+      t.diagnostic(
+        `rows ${rows}, k ${k}, x ${xF32 ? "f32" : "bf16"}, ${k >= 1024 ? 8 : 4} warps, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max err / sum|terms| ${worst.toExponential(2)}`,
+      );
       assert.ok(worst < 1e-5, `error ${worst} of the terms' magnitude exceeds fp32 accumulation`);
     }
   });
@@ -155,7 +169,14 @@ if (why) {
   test("decodeGemv with the RMSNorm fused (f32 residual in), and its separate-kernel fallback", (t) => {
     const eps = 1e-6;
     // [rows, k, scratch given, epilogue]; the last case's x is too large to stage (read from global).
-    const cases = [[1, 264, false, "store"], [3, 1024, true, "swiglu"], [9, 520, true, "store"], [9, 264, false, "swiglu"], [2, 2560, false, "store"], [4, 6400, true, "store"]] as const;
+    const cases = [
+      [1, 264, false, "store"],
+      [3, 1024, true, "swiglu"],
+      [9, 520, true, "store"],
+      [9, 264, false, "swiglu"],
+      [2, 2560, false, "store"],
+      [4, 6400, true, "store"],
+    ] as const;
     for (const [rows, k, scratch, epilogue] of cases) {
       const n = 40;
       const h = randn(rows * k, 2);
@@ -174,9 +195,21 @@ if (why) {
       const swiglu = epilogue === "swiglu";
       const y = be.alloc(swiglu ? "bf16" : "f32", rows * n);
       const r0 = be.counters()["decodeRmsnorm"] ?? 0;
-      be.decodeGemv(dev(h), swiglu ? [{ w: dev(g.bits), y, n }, { w: dev(u.bits), y, n }] : [{ w: dev(g.bits), y, n }], {
-        rows, k, epilogue, norm: { w: dev(nw), eps, scratch: scratch ? be.alloc("bf16", rows * k) : undefined },
-      });
+      be.decodeGemv(
+        dev(h),
+        swiglu
+          ? [
+              { w: dev(g.bits), y, n },
+              { w: dev(u.bits), y, n },
+            ]
+          : [{ w: dev(g.bits), y, n }],
+        {
+          rows,
+          k,
+          epilogue,
+          norm: { w: dev(nw), eps, scratch: scratch ? be.alloc("bf16", rows * k) : undefined },
+        },
+      );
       const separate = (be.counters()["decodeRmsnorm"] ?? 0) - r0;
       assert.equal(separate, scratch && rows > 4 ? 1 : 0, "the norm runs fused for few rows or without scratch");
       const gr = gemvRef(xv, g.vals, rows, n, k);
@@ -193,19 +226,33 @@ if (why) {
       }
       const d = diffStats(got, ref);
       const staged = rows <= 4 && rows * (k + 8) * 2 <= 48 * 1024;
-      t.diagnostic(`rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`);
+      t.diagnostic(
+        `rows ${rows}, k ${k}, ${epilogue}, norm ${separate ? "separate kernel" : "fused"}, x ${staged ? "staged" : "from global"}: ${fmt(d)}, max error / allowed ${worst.toFixed(3)}`,
+      );
       assert.ok(worst <= 1, `normed GEMV error ${worst} times the allowed`);
     }
   });
 
   test("decodeGemv swiglu: gate and up in one launch, bf16 out", (t) => {
-    for (const [rows, k] of [[1, 136], [9, 512], [16, 264], [4, 1024]] as const) {
+    for (const [rows, k] of [
+      [1, 136],
+      [9, 512],
+      [16, 264],
+      [4, 1024],
+    ] as const) {
       const n = 40;
       const g = randBf16(n * k);
       const u = randBf16(n * k);
       const xb = randBf16(rows * k, 0.5);
       const out = be.alloc("bf16", rows * n);
-      be.decodeGemv(dev(xb.bits), [{ w: dev(g.bits), y: out, n }, { w: dev(u.bits), y: out, n }], { rows, k, epilogue: "swiglu" });
+      be.decodeGemv(
+        dev(xb.bits),
+        [
+          { w: dev(g.bits), y: out, n },
+          { w: dev(u.bits), y: out, n },
+        ],
+        { rows, k, epilogue: "swiglu" },
+      );
       const got = bf16BitsToF32Array(be.read(out) as Uint16Array);
       const gr = gemvRef(xb.vals, g.vals, rows, n, k);
       const ur = gemvRef(xb.vals, u.vals, rows, n, k);
@@ -230,11 +277,25 @@ if (why) {
     const y = be.alloc("f32", 8);
     assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }], { rows: 2, k: 12, epilogue: "store" }), /multiple of 8/);
     assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }], { rows: 17, k: 8, epilogue: "store" }), /rows = 17/);
-    assert.throws(() => be.decodeGemv(x, [{ w, y, n: 4 }, { w, y, n: 3 }], { rows: 1, k: 8, epilogue: "swiglu" }), /equal rows/);
+    assert.throws(
+      () =>
+        be.decodeGemv(
+          x,
+          [
+            { w, y, n: 4 },
+            { w, y, n: 3 },
+          ],
+          { rows: 1, k: 8, epilogue: "swiglu" },
+        ),
+      /equal rows/,
+    );
     assert.throws(() => be.decodeGemv(x, [{ w: y, y, n: 1 }], { rows: 1, k: 8, epilogue: "store" }), /expected bf16/);
   });
 
-  for (const [D, H, Hkv] of [[32, 4, 2], [128, 8, 2]] as const) {
+  for (const [D, H, Hkv] of [
+    [32, 4, 2],
+    [128, 8, 2],
+  ] as const) {
     test(`decodeQkNormRope (D ${D}) equals rmsnorm + rope + scatter on the cpu`, (t) => {
       const rows = 3;
       const eps = 1e-6;
@@ -253,7 +314,14 @@ if (why) {
       const KP = dev(keys0);
       const VP = dev(vals0);
       const c0 = be.counters()["decodeQkNormRope"] ?? 0;
-      be.decodeQkNormRope(Q, dev(k), dev(v), dev(qw), dev(kw), dev(positions), dev(slots), KP, VP, { rows, heads: H, kvHeads: Hkv, headDim: D, eps, theta });
+      be.decodeQkNormRope(Q, dev(k), dev(v), dev(qw), dev(kw), dev(positions), dev(slots), KP, VP, {
+        rows,
+        heads: H,
+        kvHeads: Hkv,
+        headDim: D,
+        eps,
+        theta,
+      });
       assert.equal((be.counters()["decodeQkNormRope"] ?? 0) - c0, 1);
       // The generic path on the CPU: rmsnorm per head, rope at the positions, then the scatter.
       const cpuNormRope = (x: Float32Array, w: Float32Array, heads: number) => {
@@ -299,8 +367,17 @@ if (why) {
       const bf = (n: number, s: number) => dev(toBf16Bits(randn(n, s)));
       const f32 = (n: number, s = 1) => dev(randn(n, s));
       const layers = Array.from({ length: L }, () => ({
-        q: bf(H * D * C, 0.06), k: bf(Hkv * D * C, 0.06), v: bf(Hkv * D * C, 0.06), o: bf(C * H * D, 0.08),
-        gate: bf(I * C, 0.06), up: bf(I * C, 0.06), down: bf(C * I, 0.05), n1: f32(C), n2: f32(C), qn: f32(D), kn: f32(D),
+        q: bf(H * D * C, 0.06),
+        k: bf(Hkv * D * C, 0.06),
+        v: bf(Hkv * D * C, 0.06),
+        o: bf(C * H * D, 0.08),
+        gate: bf(I * C, 0.06),
+        up: bf(I * C, 0.06),
+        down: bf(C * I, 0.05),
+        n1: f32(C),
+        n2: f32(C),
+        qn: f32(D),
+        kn: f32(D),
       }));
       const head = bf(V * C, 0.06);
       const fnorm = f32(C);
@@ -329,11 +406,34 @@ if (why) {
       const logits = be.alloc("f32", rows * V);
       const body = () => {
         for (const w of layers) {
-          be.decodeGemv(h, [{ w: w.q, y: q, n: H * D }, { w: w.k, y: k, n: Hkv * D }, { w: w.v, y: v, n: Hkv * D }], { rows, k: C, epilogue: "store", norm: { w: w.n1, eps, scratch: a16 } });
+          be.decodeGemv(
+            h,
+            [
+              { w: w.q, y: q, n: H * D },
+              { w: w.k, y: k, n: Hkv * D },
+              { w: w.v, y: v, n: Hkv * D },
+            ],
+            { rows, k: C, epilogue: "store", norm: { w: w.n1, eps, scratch: a16 } },
+          );
           be.decodeQkNormRope(q, k, v, w.qn, w.kn, pos, pos, keys, vals, { rows, heads: H, kvHeads: Hkv, headDim: D, eps, theta: 1e4 });
-          be.decodeAttention(q, keys, vals, planBuf, scratch, att, lse, { rows, keys: S, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D), capacity: cap });
+          be.decodeAttention(q, keys, vals, planBuf, scratch, att, lse, {
+            rows,
+            keys: S,
+            heads: H,
+            kvHeads: Hkv,
+            headDim: D,
+            scale: 1 / Math.sqrt(D),
+            capacity: cap,
+          });
           be.decodeGemv(att, [{ w: w.o, y: h, n: C }], { rows, k: H * D, epilogue: "add" });
-          be.decodeGemv(h, [{ w: w.gate, y: m16, n: I }, { w: w.up, y: m16, n: I }], { rows, k: C, epilogue: "swiglu", norm: { w: w.n2, eps, scratch: a16 } });
+          be.decodeGemv(
+            h,
+            [
+              { w: w.gate, y: m16, n: I },
+              { w: w.up, y: m16, n: I },
+            ],
+            { rows, k: C, epilogue: "swiglu", norm: { w: w.n2, eps, scratch: a16 } },
+          );
           be.decodeGemv(m16, [{ w: w.down, y: h, n: C }], { rows, k: I, epilogue: "add" });
         }
         be.decodeGemv(h, [{ w: head, y: logits, n: V }], { rows, k: C, epilogue: "store", norm: { w: fnorm, eps, scratch: a16 } });
@@ -366,7 +466,10 @@ if (why) {
         const launched = (be.counters()["cuda.launch"] ?? 0) - l0;
         assert.equal((be.counters()["cuda.launch.pdl"] ?? 0) - p0, launched, "every fused kernel launched with PDL");
         assert.equal(launched, stepLaunches);
-        assert.ok(launched >= L * (5 + (rows > 4 ? 2 : 0)) + 1 + (rows > 4 ? 1 : 0), `${launched} launches: at least the GEMVs, q/k norm + RoPE, one attention kernel and the norms per layer`);
+        assert.ok(
+          launched >= L * (5 + (rows > 4 ? 2 : 0)) + 1 + (rows > 4 ? 1 : 0),
+          `${launched} launches: at least the GEMVs, q/k norm + RoPE, one attention kernel and the norms per layer`,
+        );
         const onGraph = be.captureGraph(body);
         results.push(["graph, PDL on", run(onGraph.replay)], ["graph, PDL on, again", run(onGraph.replay)]);
         onGraph.destroy();

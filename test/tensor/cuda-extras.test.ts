@@ -60,7 +60,9 @@ if (why) {
       const got = run(16, alpha, beta);
       assert.equal((be.counters()["cuda.gemv"] ?? 0) - before, 1, "the GEMV kernel ran");
       const blas = run(0, alpha, beta);
-      let maxRef = 0, sumRef = 0, maxBlas = 0;
+      let maxRef = 0,
+        sumRef = 0,
+        maxBlas = 0;
       for (let r = 0; r < m; r++) {
         for (let j = 0; j < n; j++) {
           let s = 0;
@@ -72,7 +74,9 @@ if (why) {
           maxBlas = Math.max(maxBlas, Math.abs(got[r * n + j]! - blas[r * n + j]!));
         }
       }
-      console.log(`gemv m=${m}: max abs vs f64 ${maxRef.toExponential(2)}, mean ${(sumRef / (m * n)).toExponential(2)}, max vs cuBLAS ${maxBlas.toExponential(2)}`);
+      console.log(
+        `gemv m=${m}: max abs vs f64 ${maxRef.toExponential(2)}, mean ${(sumRef / (m * n)).toExponential(2)}, max vs cuBLAS ${maxBlas.toExponential(2)}`,
+      );
       // Sums of 264 products of magnitude ~1 in fp32: a few 1e-6 at most.
       assert.ok(maxRef < 2e-4, `m=${m}: max abs diff ${maxRef} from the float64 reference`);
       assert.ok(maxBlas < 2e-4, `m=${m}: max abs diff ${maxBlas} from cuBLAS`);
@@ -126,7 +130,9 @@ if (why) {
       await new Promise((r) => setImmediate(r));
     }
     const after = be.liveBytes();
-    console.log(`liveBytes: before ${before}, after 200 dropped allocs ${peak}, after gc ${after}; gc frees ${(be.counters()["cuda.gc.free"] ?? 0) - freed0}`);
+    console.log(
+      `liveBytes: before ${before}, after 200 dropped allocs ${peak}, after gc ${after}; gc frees ${(be.counters()["cuda.gc.free"] ?? 0) - freed0}`,
+    );
     assert.equal(after, before);
   });
 
@@ -136,11 +142,18 @@ if (why) {
     // of the second sequence sees no key (out 0, lse -inf, no gradient). T = 239: a partial tile.
     const segs: Array<Array<[number, number]>> = [];
     let base = 0;
-    for (const [prompt, branch, summary] of [[70, 30, 11], [40, 9, 1]]) {
+    for (const [prompt, branch, summary] of [
+      [70, 30, 11],
+      [40, 9, 1],
+    ]) {
       for (let i = 0; i < prompt; i++) segs.push(base === 0 || i > 0 ? [[base, base + i + 1]] : []);
       for (let b = 0; b < 3; b++) {
         const b0 = base + prompt + b * branch;
-        for (let i = 0; i < branch; i++) segs.push([[base, base + prompt], [b0, b0 + i + 1]]);
+        for (let i = 0; i < branch; i++)
+          segs.push([
+            [base, base + prompt],
+            [b0, b0 + i + 1],
+          ]);
       }
       const s0 = base + prompt + 3 * branch;
       for (let i = 0; i < summary; i++) segs.push([[base, s0 + i + 1]]);
@@ -152,22 +165,39 @@ if (why) {
     const starts: number[] = [];
     const ends: number[] = [];
     for (const list of segs) {
-      for (const [a, b] of list) { starts.push(a); ends.push(b); }
+      for (const [a, b] of list) {
+        starts.push(a);
+        ends.push(b);
+      }
       offsets.push(starts.length);
     }
     const cpu = new CpuBackend({ useBlas: false });
     const rng = new Rng(31);
-    for (const [H, Hkv, D] of [[4, 2, 64], [3, 1, 128]]) {
+    for (const [H, Hkv, D] of [
+      [4, 2, 64],
+      [3, 1, 128],
+    ]) {
       const p: AttentionParams = { tokens: T, keys: T, heads: H, kvHeads: Hkv, headDim: D, scale: 1 / Math.sqrt(D) };
       const rnd = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
       const host = { q: rnd(T * H * D), k: rnd(T * Hkv * D), v: rnd(T * Hkv * D), dO: rnd(T * H * D) };
       const run = (b: Backend) => {
-        const put = (x: Float32Array) => { const buf = b.alloc("f32", x.length); b.write(buf, x); return buf; };
-        const ints = (x: number[]) => { const buf = b.alloc("i32", Math.max(1, x.length)); b.write(buf, Int32Array.from(x)); return buf; };
+        const put = (x: Float32Array) => {
+          const buf = b.alloc("f32", x.length);
+          b.write(buf, x);
+          return buf;
+        };
+        const ints = (x: number[]) => {
+          const buf = b.alloc("i32", Math.max(1, x.length));
+          b.write(buf, Int32Array.from(x));
+          return buf;
+        };
         const seg = { offsets: ints(offsets), starts: ints(starts), ends: ints(ends) };
         const [q, k, v, dO] = [put(host.q), put(host.k), put(host.v), put(host.dO)];
-        const o = b.alloc("f32", T * H * D), lse = b.alloc("f32", T * H);
-        const dq = b.alloc("f32", T * H * D), dk = b.alloc("f32", T * Hkv * D), dv = b.alloc("f32", T * Hkv * D);
+        const o = b.alloc("f32", T * H * D),
+          lse = b.alloc("f32", T * H);
+        const dq = b.alloc("f32", T * H * D),
+          dk = b.alloc("f32", T * Hkv * D),
+          dv = b.alloc("f32", T * Hkv * D);
         b.attention(q, k, v, seg, o, lse, p);
         b.attentionBackward(q, k, v, seg, o, lse, dO, dq, dk, dv, p);
         const rd = (x: DeviceBuffer) => b.read(x) as Float32Array;
@@ -183,7 +213,11 @@ if (why) {
       assert.equal((be.counters()["cuda.flash"] ?? 0) - before, 2, "the flash kernels ran (forward and backward)");
       for (const key of ["out", "lse", "dq", "dk", "dv"] as const) {
         // bf16 operands (8-bit mantissa): error ~1e-2 of the values' scale; f32 reference ~1e-6.
-        let scaleRef = 0, maxF = 0, sumF = 0, maxR = 0, n = 0;
+        let scaleRef = 0,
+          maxF = 0,
+          sumF = 0,
+          maxR = 0,
+          n = 0;
         for (let i = 0; i < ref[key].length; i++) {
           const r = ref[key][i];
           if (!Number.isFinite(r)) {
@@ -197,7 +231,9 @@ if (why) {
           maxR = Math.max(maxR, Math.abs(f32[key][i] - r));
           n++;
         }
-        console.log(`flash H=${H} Hkv=${Hkv} D=${D} ${key}: max|ref| ${scaleRef.toExponential(2)}, flash max abs diff ${maxF.toExponential(2)} mean ${(sumF / n).toExponential(2)}, f32 kernel max ${maxR.toExponential(2)}`);
+        console.log(
+          `flash H=${H} Hkv=${Hkv} D=${D} ${key}: max|ref| ${scaleRef.toExponential(2)}, flash max abs diff ${maxF.toExponential(2)} mean ${(sumF / n).toExponential(2)}, f32 kernel max ${maxR.toExponential(2)}`,
+        );
         assert.ok(maxF <= 3e-2 * Math.max(1, scaleRef), `${key}: flash max abs diff ${maxF} vs max|ref| ${scaleRef}`);
         assert.ok(maxR <= 1e-4 * Math.max(1, scaleRef), `${key}: f32 kernel max abs diff ${maxR}`);
       }
@@ -214,7 +250,12 @@ if (why) {
     // [5000, 128]: ~157 row chunks of 4 column tiles (the q/k norms' shape, fewer rows);
     // [333, 1000]: a partial last tile of 8 columns and a partial last chunk; [1, 7] and [3, 40].
     for (const dt of ["f32", "f64"] as const) {
-      for (const [rows, dim] of [[5000, 128], [333, 1000], [1, 7], [3, 40]] as const) {
+      for (const [rows, dim] of [
+        [5000, 128],
+        [333, 1000],
+        [1, 7],
+        [3, 40],
+      ] as const) {
         const x = Float64Array.from({ length: rows * dim }, () => rng.normal());
         const w = Float64Array.from({ length: dim }, () => 1 + 0.5 * rng.normal());
         const dy = Float64Array.from({ length: rows * dim }, () => rng.normal());
@@ -235,7 +276,9 @@ if (why) {
         be.rmsnormBackward(X, W, R, DY, DX, DW, { rows, dim, eps: 1e-6 });
         const dw = be.read(DW);
         const dx = be.read(DX);
-        let maxW = 0, sumW = 0, maxX = 0;
+        let maxW = 0,
+          sumW = 0,
+          maxX = 0;
         for (let j = 0; j < dim; j++) {
           let s = 0;
           for (let r = 0; r < rows; r++) s += dys[r * dim + j]! * xs[r * dim + j]! * rs[r]!;
@@ -252,7 +295,9 @@ if (why) {
             maxX = Math.max(maxX, Math.abs(dx[r * dim + j]! - want) / Math.max(1, Math.abs(want)));
           }
         }
-        console.log(`rmsnormBackward ${dt} [${rows}, ${dim}]: dw max rel ${maxW.toExponential(2)}, mean ${(sumW / dim).toExponential(2)}; dx max rel ${maxX.toExponential(2)}`);
+        console.log(
+          `rmsnormBackward ${dt} [${rows}, ${dim}]: dw max rel ${maxW.toExponential(2)}, mean ${(sumW / dim).toExponential(2)}; dx max rel ${maxX.toExponential(2)}`,
+        );
         // Double accumulation, one rounding to the output dtype.
         const tol = dt === "f32" ? 1e-6 : 1e-13;
         assert.ok(maxW < tol, `${dt} [${rows}, ${dim}]: dw off by ${maxW}`);

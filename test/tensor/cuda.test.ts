@@ -39,7 +39,10 @@ if (why) {
       be.write(ids, Int32Array.from([0, 7, 1]));
       const out = be.alloc("f32", 9);
       be.embedding(table, ids, out, { n: 3, dim: 3 });
-      assert.throws(() => be.read(out), (e: unknown) => e instanceof InvariantError && /embedding: an id is outside/.test(e.message) && /element 1 is 7/.test(e.message));
+      assert.throws(
+        () => be.read(out),
+        (e: unknown) => e instanceof InvariantError && /embedding: an id is outside/.test(e.message) && /element 1 is 7/.test(e.message),
+      );
       // The status word is cleared: the next read is fine.
       assert.equal(be.read(out, 0, 3)[0], 1);
       for (const b of [table, ids, out]) be.free(b);

@@ -10,11 +10,22 @@
 import type { PlanLayout } from "../../src/tensor/backend/decode-attention-plan.ts";
 
 /** The kernels' algorithm on the packed i32 plan, in float64: partials per (item, row, head), then combine. */
-export function evalPacked(buf: Int32Array, lay: PlanLayout, q: Float64Array, k: Float64Array, v: Float64Array, H: number, Hkv: number, D: number, scale: number) {
+export function evalPacked(
+  buf: Int32Array,
+  lay: PlanLayout,
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  H: number,
+  Hkv: number,
+  D: number,
+  scale: number,
+) {
   const B = lay.rows;
   // The kernel counts blocks in on the plan's tail and needs it 0 at launch (packPlan writes it so).
   for (let i = lay.counters; i < lay.length; i++) {
-    if (buf[i] !== 0) throw new Error(`evalPacked: completion counter ${i - lay.counters} is ${buf[i]}, the kernel needs 0 (packPlan writes 0)`);
+    if (buf[i] !== 0)
+      throw new Error(`evalPacked: completion counter ${i - lay.counters} is ${buf[i]}, the kernel needs 0 (packPlan writes 0)`);
   }
   const G = H / Hkv;
   const Pc = lay.capacity.partials;

@@ -10,7 +10,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  MAX_CHUNK, MAX_RANGES_PER_ITEM, PLAN_COUNTERS_PER_ROW, autoChunk, capacityFits, growCapacity, packPlan, planAttention, planCapacityNeeded, planLayout, slotRanges,
+  MAX_CHUNK,
+  MAX_RANGES_PER_ITEM,
+  PLAN_COUNTERS_PER_ROW,
+  autoChunk,
+  capacityFits,
+  growCapacity,
+  packPlan,
+  planAttention,
+  planCapacityNeeded,
+  planLayout,
+  slotRanges,
 } from "../../src/tensor/backend/decode-attention-plan.ts";
 import type { AttentionPlan, PlanLayout } from "../../src/tensor/backend/decode-attention-plan.ts";
 import { Rng } from "../../src/util/rng.ts";
@@ -189,7 +199,9 @@ test("every row's keys are covered once and every key is read once (shared prefi
         const plan = planAttention(c.rows, { chunk });
         const { read, seen } = checkStructure(c, plan);
         if (seed === 1 && chunk === undefined) {
-          console.log(`${c.name}: ${plan.items.length} items (chunk ${plan.chunk}), keys read ${read} vs per-row reads ${seen} (${(seen / Math.max(1, read)).toFixed(2)}x)`);
+          console.log(
+            `${c.name}: ${plan.items.length} items (chunk ${plan.chunk}), keys read ${read} vs per-row reads ${seen} (${(seen / Math.max(1, read)).toFixed(2)}x)`,
+          );
         }
       }
     }
@@ -217,7 +229,10 @@ test("the packed plan evaluated in float64 (partials + combine) equals direct so
       packPlan(plan, lay, buf);
       // The kernel's completion counters (the plan's tail) start at 0 whatever the buffer held.
       assert.equal(lay.length - lay.counters, B * PLAN_COUNTERS_PER_ROW);
-      assert.ok(buf.subarray(lay.counters).every((x) => x === 0), `${c.name}: counters packed as 0`);
+      assert.ok(
+        buf.subarray(lay.counters).every((x) => x === 0),
+        `${c.name}: counters packed as 0`,
+      );
       const got = evalPacked(buf, lay, q, k, v, H, Hkv, D, scale);
       for (let i = 0; i < ref.out.length; i++) {
         const d = Math.abs(got.out[i] - ref.out[i]);
@@ -269,6 +284,15 @@ test("autoChunk and the split of one long row", () => {
   const plan = planAttention([[[0, 4600]]]);
   assert.ok(plan.items.length >= 30, `a 4,600-key row is split over ${plan.items.length} items`);
   assert.throws(() => planAttention([[[5, 3]]]), InvariantError);
-  assert.throws(() => planAttention([[[0, 4], [2, 6]]]), InvariantError);
+  assert.throws(
+    () =>
+      planAttention([
+        [
+          [0, 4],
+          [2, 6],
+        ],
+      ]),
+    InvariantError,
+  );
   assert.throws(() => planAttention([[[0, 4]]], { chunk: MAX_CHUNK + 1 }), InvariantError);
 });

@@ -91,7 +91,7 @@ function nextF32(x: number, dir: 1 | -1): number {
   const f = new Float32Array([x]);
   const u = new Uint32Array(f.buffer);
   if (x === 0) return dir * 2 ** -149;
-  u[0] += (x > 0) === (dir > 0) ? 1 : -1;
+  u[0] += x > 0 === dir > 0 ? 1 : -1;
   return f[0];
 }
 
@@ -226,7 +226,9 @@ for (const [fmt, toBits, fromBits, st] of [
       }
     }
     // Normal-range relative error is at most half an ulp: 2^-(manBits+1).
-    console.log(`  ${fmt.name}: ${2 * n} samples, ${bad} mismatches, max rel err ${maxRelErr.toExponential(3)} (bound ${2 ** -(fmt.manBits + 1)})`);
+    console.log(
+      `  ${fmt.name}: ${2 * n} samples, ${bad} mismatches, max rel err ${maxRelErr.toExponential(3)} (bound ${2 ** -(fmt.manBits + 1)})`,
+    );
     assert.equal(bad, 0);
     assert.ok(maxRelErr <= 2 ** -(fmt.manBits + 1));
   });
@@ -241,7 +243,9 @@ test("bf16: ties round to even, and f64 inputs round once (no double rounding vi
   assert.equal(Math.fround(1 + 2 ** -8 + 2 ** -40), 1 + 2 ** -8);
   assert.equal(f32ToBf16Bits(1 + 2 ** -8 + 2 ** -40), 0x3f81);
   assert.equal(f32ToBf16Bits(1 + 3 * 2 ** -8 - 2 ** -40), 0x3f81);
-  const viaBulk = new Uint16Array(encodeFloat(new Float64Array([1 + 2 ** -8 + 2 ** -40, -(1 + 2 ** -8 + 2 ** -40)]), "BF16").slice().buffer);
+  const viaBulk = new Uint16Array(
+    encodeFloat(new Float64Array([1 + 2 ** -8 + 2 ** -40, -(1 + 2 ** -8 + 2 ** -40)]), "BF16").slice().buffer,
+  );
   assert.deepEqual([...viaBulk], [0x3f81, 0xbf81]);
   // Special values.
   assert.equal(f32ToBf16Bits(-0), 0x8000);
@@ -293,7 +297,7 @@ test("f16: ties, subnormals, overflow, -0, inf, NaN", () => {
 test("decodeToFloat / decodeToInt32: every integer and float storage dtype, aligned or not", () => {
   const rng = new Rng(42);
   const n = 257;
-  const i32 = new Int32Array(n).map(() => (rng.nextU32() | 0));
+  const i32 = new Int32Array(n).map(() => rng.nextU32() | 0);
   const f64 = new Float64Array(n).map(() => rng.normal() * 1e3);
   const cases: Array<[string, Uint8Array, (i: number) => number]> = [
     ["F64", new Uint8Array(f64.buffer), (i) => f64[i]],
@@ -302,7 +306,7 @@ test("decodeToFloat / decodeToInt32: every integer and float storage dtype, alig
     ["I16", new Uint8Array(new Int16Array(i32).buffer), (i) => (i32[i] << 16) >> 16],
     ["I8", new Uint8Array(new Int8Array(i32).buffer), (i) => (i32[i] << 24) >> 24],
     ["U8", new Uint8Array(i32.map((v) => v & 0xff)), (i) => i32[i] & 0xff],
-    ["BOOL", new Uint8Array(i32.map((v) => (v & 3) === 0 ? 0 : 1)), (i) => ((i32[i] & 3) === 0 ? 0 : 1)],
+    ["BOOL", new Uint8Array(i32.map((v) => ((v & 3) === 0 ? 0 : 1))), (i) => ((i32[i] & 3) === 0 ? 0 : 1)],
     ["I64", new Uint8Array(new BigInt64Array(Array.from(i32, (v) => BigInt(v) * 1000n)).buffer), (i) => i32[i] * 1000],
   ];
   for (const [dtype, raw, want] of cases) {
@@ -319,19 +323,32 @@ test("decodeToFloat / decodeToInt32: every integer and float storage dtype, alig
       }
       // (I64 here holds values * 1000, beyond int32: its int path is checked below.)
       if (!dtype.startsWith("F") && dtype !== "I64") {
-        assert.deepEqual([...decodeToInt32(bytes, dtype)], Array.from({ length: n }, (_, i) => want(i)), `${dtype} int32`);
+        assert.deepEqual(
+          [...decodeToInt32(bytes, dtype)],
+          Array.from({ length: n }, (_, i) => want(i)),
+          `${dtype} int32`,
+        );
       }
     }
   }
   // I64 beyond int32 is refused by decodeToInt32; beyond 2^53 by decodeToFloat.
   const big = new Uint8Array(new BigInt64Array([1n, 2n ** 40n, -3n]).buffer);
-  assert.throws(() => decodeToInt32(big, "I64"), (e: unknown) => e instanceof DataFormatError && e.code === "out_of_range");
+  assert.throws(
+    () => decodeToInt32(big, "I64"),
+    (e: unknown) => e instanceof DataFormatError && e.code === "out_of_range",
+  );
   assert.deepEqual([...decodeToFloat(big, "I64", "f64")], [1, 2 ** 40, -3]);
   const huge = new Uint8Array(new BigInt64Array([2n ** 60n]).buffer);
-  assert.throws(() => decodeToFloat(huge, "I64", "f64"), (e: unknown) => e instanceof DataFormatError && e.code === "out_of_range");
+  assert.throws(
+    () => decodeToFloat(huge, "I64", "f64"),
+    (e: unknown) => e instanceof DataFormatError && e.code === "out_of_range",
+  );
   assert.deepEqual([...decodeToInt32(new Uint8Array(new BigInt64Array([-5n, 2147483647n]).buffer), "I64")], [-5, 2147483647]);
   // Float dtypes are not integer storage; unknown dtypes are named.
-  assert.throws(() => decodeToInt32(new Uint8Array(4), "F32"), (e: unknown) => e instanceof DataFormatError && e.code === "unsupported_dtype");
+  assert.throws(
+    () => decodeToInt32(new Uint8Array(4), "F32"),
+    (e: unknown) => e instanceof DataFormatError && e.code === "unsupported_dtype",
+  );
   assert.throws(() => decodeToFloat(new Uint8Array(4), "Q4_K", "f32"), /Q4_K/);
   assert.throws(() => decodeToFloat(new Uint8Array(3), "F16", "f32"), InvariantError);
 });
@@ -362,7 +379,10 @@ test("encodeFloat / encodeInt round trip through the decoders", () => {
   assert.deepEqual(decodeToInt32(encodeInt(ints, "I32"), "I32"), ints);
   assert.deepEqual(decodeToInt32(encodeInt(ints, "I64"), "I64"), ints);
   const i64 = new BigInt64Array(encodeInt(ints, "I64").slice().buffer);
-  assert.deepEqual([...i64], Array.from(ints, (v) => BigInt(v)));
+  assert.deepEqual(
+    [...i64],
+    Array.from(ints, (v) => BigInt(v)),
+  );
   const small = ints.map((v) => v & 0xff);
   assert.deepEqual(decodeToInt32(encodeInt(small, "U8"), "U8"), small);
   assert.throws(() => encodeInt(new Int32Array([256]), "U8"), InvariantError);

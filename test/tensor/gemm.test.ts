@@ -137,7 +137,9 @@ for (const [pathName, gemm, skip] of paths) {
                 gemm.run(a, b, c, p);
                 const d = compare(c, ref, k, EPS[dtype]);
                 if (!(d.worst <= 1)) {
-                  assert.fail(`m=${m} n=${n} k=${k} transA=${transA} transB=${transB} alpha=${alpha} beta=${beta}: max abs diff ${d.max} is ${d.worst.toFixed(2)}x the tolerance`);
+                  assert.fail(
+                    `m=${m} n=${n} k=${k} transA=${transA} transB=${transB} alpha=${alpha} beta=${beta}: max abs diff ${d.max} is ${d.worst.toFixed(2)}x the tolerance`,
+                  );
                 }
                 max = Math.max(max, d.max);
                 meanSum += d.mean;
@@ -148,7 +150,9 @@ for (const [pathName, gemm, skip] of paths) {
           }
         }
       }
-      console.log(`${pathName} ${dtype}: ${cases} cases, max abs diff ${max.toExponential(2)}, mean ${(meanSum / cases).toExponential(2)}, worst/tolerance ${worst.toFixed(3)}`);
+      console.log(
+        `${pathName} ${dtype}: ${cases} cases, max abs diff ${max.toExponential(2)}, mean ${(meanSum / cases).toExponential(2)}, worst/tolerance ${worst.toFixed(3)}`,
+      );
     });
 
     test(`${pathName} ${dtype}: batch with broadcast (stride 0), offsets, untouched guard elements`, { skip }, () => {
@@ -188,7 +192,10 @@ for (const [pathName, gemm, skip] of paths) {
             if (!inside[i]) assert.equal(c[i], guard, `C[${i}] outside every item was written`);
           }
           const d = compare(c, ref, k, EPS[dtype]);
-          assert.ok(d.worst <= 1, `strides ${strideA}/${strideB} trans ${transA}/${transB}: max abs diff ${d.max} (${d.worst.toFixed(2)}x tolerance)`);
+          assert.ok(
+            d.worst <= 1,
+            `strides ${strideA}/${strideB} trans ${transA}/${transB}: max abs diff ${d.max} (${d.worst.toFixed(2)}x tolerance)`,
+          );
           max = Math.max(max, d.max);
         }
       }
@@ -220,7 +227,9 @@ test("openblas vs typescript on training-sized shapes, f32", { skip: blasSkip },
       max = Number.isNaN(d) ? NaN : Math.max(max, d);
       sum += d;
     }
-    console.log(`[${m}x${k}]@[${k}x${n}] transA=${transA} transB=${transB}: max abs diff ${max.toExponential(2)}, mean ${(sum / c1.length).toExponential(2)}`);
+    console.log(
+      `[${m}x${k}]@[${k}x${n}] transA=${transA} transB=${transB}: max abs diff ${max.toExponential(2)}, mean ${(sum / c1.length).toExponential(2)}`,
+    );
     // |entries| <= 1 and sums of k of them: f32 rounding stays far below 1e-5 * k.
     assert.ok(max <= 1e-5 * Math.sqrt(k) * 4, `max abs diff ${max}`);
   }
@@ -239,18 +248,49 @@ test("typescript kernel split over worker threads (rows, columns, shared inputs)
   for (const s of shapes) {
     const { m, n, k } = s;
     const [offA, offB, offC] = [5, 2, 3];
-    const alloc = (len: number): Float32Array =>
-      s.shared ? new Float32Array(new SharedArrayBuffer(len * 4)) : new Float32Array(len);
+    const alloc = (len: number): Float32Array => (s.shared ? new Float32Array(new SharedArrayBuffer(len * 4)) : new Float32Array(len));
     const a = alloc(offA + m * k);
     const b = alloc(offB + k * n);
     for (let i = 0; i < a.length; i++) a[i] = rng.uniform(-1, 1);
     for (let i = 0; i < b.length; i++) b[i] = rng.uniform(-1, 1);
     const c = new Float32Array(offC + m * n);
     for (let i = 0; i < c.length; i++) c[i] = rng.uniform(-1, 1);
-    const p: MatmulParams = { batch: 1, m, n, k, transA: s.transA, transB: s.transB, strideA: 0, strideB: 0, strideC: 0, offsetA: offA, offsetB: offB, offsetC: offC, alpha: 0.5, beta: -1 };
+    const p: MatmulParams = {
+      batch: 1,
+      m,
+      n,
+      k,
+      transA: s.transA,
+      transB: s.transB,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
+      offsetA: offA,
+      offsetB: offB,
+      offsetC: offC,
+      alpha: 0.5,
+      beta: -1,
+    };
     const ref = reference(a, b, c, p);
     const before = g.parallelRuns;
-    const call: GemmTsCall = { m, n, k, transA: s.transA, transB: s.transB, alpha: 0.5, beta: -1, a, offA, lda: s.transA ? m : k, b, offB, ldb: s.transB ? k : n, c, offC, ldc: n };
+    const call: GemmTsCall = {
+      m,
+      n,
+      k,
+      transA: s.transA,
+      transB: s.transB,
+      alpha: 0.5,
+      beta: -1,
+      a,
+      offA,
+      lda: s.transA ? m : k,
+      b,
+      offB,
+      ldb: s.transB ? k : n,
+      c,
+      offC,
+      ldc: n,
+    };
     g.run(call);
     assert.equal(g.whyNoWorkers, null, "worker threads should be available");
     assert.equal(g.parallelRuns, before + 1, `m=${m} n=${n} k=${k} did not take the worker path`);
@@ -269,7 +309,18 @@ test("k = 0 and alpha = 0 give beta C without reading A or B", () => {
   for (const [, gemm, skip] of paths) {
     if (skip) continue;
     const c = new Float32Array([1, 2, 3, 4]);
-    gemm.run(new Float32Array(0), new Float32Array(0), c, { batch: 1, m: 2, n: 2, k: 0, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, beta: 2 });
+    gemm.run(new Float32Array(0), new Float32Array(0), c, {
+      batch: 1,
+      m: 2,
+      n: 2,
+      k: 0,
+      transA: false,
+      transB: false,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
+      beta: 2,
+    });
     assert.deepEqual(Array.from(c), [2, 4, 6, 8]);
     const nanC = new Float32Array(4).fill(NaN);
     const nanA = new Float32Array(6).fill(NaN);
@@ -279,15 +330,35 @@ test("k = 0 and alpha = 0 give beta C without reading A or B", () => {
 });
 
 test("bad sizes, overlapping outputs and mixed dtypes are InvariantErrors naming the problem", () => {
-  const p = (over: Partial<MatmulParams>): MatmulParams => ({ batch: 1, m: 4, n: 5, k: 6, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, ...over });
+  const p = (over: Partial<MatmulParams>): MatmulParams => ({
+    batch: 1,
+    m: 4,
+    n: 5,
+    k: 6,
+    transA: false,
+    transB: false,
+    strideA: 0,
+    strideB: 0,
+    strideC: 0,
+    ...over,
+  });
   const a = new Float32Array(24);
   const b = new Float32Array(30);
   const c = new Float32Array(20);
   for (const [, gemm, skip] of paths) {
     if (skip) continue;
-    assert.throws(() => gemm.run(a.subarray(1), b, c, p({})), (e: unknown) => e instanceof InvariantError && /m=4 n=5 k=6/.test(e.message) && /buffer A has length 23/.test(e.message));
-    assert.throws(() => gemm.run(a, b, c, p({ offsetB: 1 })), (e: unknown) => e instanceof InvariantError && /buffer B has length 30/.test(e.message));
-    assert.throws(() => gemm.run(a, b, c, p({ batch: 2, strideA: 0, strideB: 0, strideC: 20 })), (e: unknown) => e instanceof InvariantError && /buffer C/.test(e.message));
+    assert.throws(
+      () => gemm.run(a.subarray(1), b, c, p({})),
+      (e: unknown) => e instanceof InvariantError && /m=4 n=5 k=6/.test(e.message) && /buffer A has length 23/.test(e.message),
+    );
+    assert.throws(
+      () => gemm.run(a, b, c, p({ offsetB: 1 })),
+      (e: unknown) => e instanceof InvariantError && /buffer B has length 30/.test(e.message),
+    );
+    assert.throws(
+      () => gemm.run(a, b, c, p({ batch: 2, strideA: 0, strideB: 0, strideC: 20 })),
+      (e: unknown) => e instanceof InvariantError && /buffer C/.test(e.message),
+    );
     assert.throws(() => gemm.run(a, b, new Float32Array(40), p({ batch: 2, strideC: 0 })), /batch items of C overlap/);
     const shared = new Float32Array(64);
     assert.throws(() => gemm.run(shared.subarray(0, 24), b, shared.subarray(20, 40), p({})), /C overlaps A/);

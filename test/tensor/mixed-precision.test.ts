@@ -27,11 +27,12 @@ test("linear: f32 x times a bf16 weight = bf16(x) . w in float64, f32 out", (t) 
   const y = linear(Tensor.fromArray(x, [R, I], { backend }), w);
   assert.equal(y.dtype, "f32");
   const expected = new Float64Array(R * O);
-  for (let r = 0; r < R; r++) for (let o = 0; o < O; o++) {
-    let s = 0;
-    for (let i = 0; i < I; i++) s += bf(x[r * I + i]) * wv[o * I + i];
-    expected[r * O + o] = s;
-  }
+  for (let r = 0; r < R; r++)
+    for (let o = 0; o < O; o++) {
+      let s = 0;
+      for (let i = 0; i < I; i++) s += bf(x[r * I + i]) * wv[o * I + i];
+      expected[r * O + o] = s;
+    }
   const stats = checkClose("mixed linear", y.toArray(), expected, { atol: 1e-5, rtol: 1e-5 });
   t.diagnostic(formatStats("mixed linear", stats));
   // Without the rounding of x the result is measurably different (the test sees the cast).
@@ -52,11 +53,12 @@ test("gradients flow through cast and the mixed linear in the input's dtype", (t
   assert.equal(x.grad!.dtype, "f32");
   // dx = bf16( bf16(g) @ w ) per the rule; compare with float64 at bf16 tolerance.
   const expected = new Float64Array(R * I);
-  for (let r = 0; r < R; r++) for (let i = 0; i < I; i++) {
-    let s = 0;
-    for (let o = 0; o < O; o++) s += bf(gv[r * O + o]) * wv[o * I + i];
-    expected[r * I + i] = s;
-  }
+  for (let r = 0; r < R; r++)
+    for (let i = 0; i < I; i++) {
+      let s = 0;
+      for (let o = 0; o < O; o++) s += bf(gv[r * O + o]) * wv[o * I + i];
+      expected[r * I + i] = s;
+    }
   const stats = checkClose("dx", x.grad!.toArray(), expected, { atol: 1e-3, rtol: 2 ** -8 });
   t.diagnostic(formatStats("dx", stats));
   // cast's own rule: d(sum(cast(a, bf16)))/da is ones, back in f32.

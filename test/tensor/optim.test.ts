@@ -23,7 +23,11 @@ for (const dtype of ["f64", "f32"] as const) {
     const init = randArr(rng, n);
     const p = Tensor.fromArray(init, [n], { dtype, backend, requiresGrad: true });
     const frozen = Tensor.fromArray(randArr(rng, 3), [3], { dtype, backend, requiresGrad: true });
-    const lr = 0.05, b1 = 0.8, b2 = 0.95, eps = 1e-6, wd = 0.1;
+    const lr = 0.05,
+      b1 = 0.8,
+      b2 = 0.95,
+      eps = 1e-6,
+      wd = 0.1;
     const opt = new AdamW([p, frozen], { lr, betas: [b1, b2], eps, weightDecay: wd });
     const ref = Float64Array.from(init);
     const m = new Float64Array(n);
@@ -84,7 +88,10 @@ test("clipGradNorm scales to the max norm and returns the norm before clipping",
 
 test("learning-rate schedules", () => {
   assert.equal(constantLr(0.1)(1234), 0.1);
-  const lr = 1e-3, warmup = 10, total = 110, minRatio = 0.1;
+  const lr = 1e-3,
+    warmup = 10,
+    total = 110,
+    minRatio = 0.1;
   const f = cosineLr({ lr, warmupSteps: warmup, totalSteps: total, minLrRatio: minRatio });
   // verl get_cosine_schedule_with_warmup, num_cycles = 0.5
   const verl = (step: number): number => {

@@ -47,7 +47,10 @@ test("tidy frees every temporary, keeps the returned tensor, and leaves inputs f
   assert.ok(!freed(a) && !freed(b) && !freed(out), "inputs and the result stay live");
   same("tidy result vs unscoped", out.toArray(), want);
   // A use after the scope freed it is an error naming the freed buffer, not garbage.
-  assert.throws(() => temps[0]!.toArray(), (e: unknown) => e instanceof InvariantError && /used after free/.test(e.message));
+  assert.throws(
+    () => temps[0]!.toArray(),
+    (e: unknown) => e instanceof InvariantError && /used after free/.test(e.message),
+  );
   assert.throws(() => F.add(temps[1]!, temps[1]!), InvariantError);
   assert.equal(scopeDepth(), 0);
 });
@@ -67,7 +70,10 @@ test("a returned view keeps its owner's buffer; views never free buffers born ou
   for (let i = 0; i < 3; i++) for (let j = 0; j < 4; j++) assert.equal(got[j * 3 + i], host[i * 4 + j]! + 1);
   // Views and fromBuffer wrappers of an outside buffer made inside a scope do not own it.
   const raw = backend.alloc("f64", 12);
-  backend.write(raw, Float64Array.from({ length: 12 }, () => rng.normal()));
+  backend.write(
+    raw,
+    Float64Array.from({ length: 12 }, () => rng.normal()),
+  );
   tidy(() => {
     Tensor.fromBuffer(backend, raw, [3, 4]).reshape([12]);
     x.reshape([12]).detach();
@@ -155,7 +161,10 @@ test("keepGraph lets backward run after the scope; without it the graph is freed
   same("grad after keepGraph tidy vs unscoped", w.grad!.toArray(), want);
   w.grad = null;
   const broken = tidy(f);
-  assert.throws(() => broken.backward(), (e: unknown) => e instanceof InvariantError && /used after free/.test(e.message));
+  assert.throws(
+    () => broken.backward(),
+    (e: unknown) => e instanceof InvariantError && /used after free/.test(e.message),
+  );
 });
 
 test("tidy returns containers: tensors in arrays, objects and maps are kept, others freed", () => {
@@ -170,5 +179,8 @@ test("tidy returns containers: tensors in arrays, objects and maps are kept, oth
   assert.ok(!freed(r.a[0]!) && !freed(r.b.get("k")!));
   assert.equal(r.n, 3);
   const xs = x.toArray();
-  assert.deepEqual(Array.from(r.host), Array.from(xs, (v) => -v));
+  assert.deepEqual(
+    Array.from(r.host),
+    Array.from(xs, (v) => -v),
+  );
 });

@@ -71,7 +71,10 @@ test("round trip and one token per piece on thousands of samples; ratio to the b
       }
     }
     for (const s of xs.slice(0, 20)) {
-      const chat = tok.renderChat([{ role: "user", content: s.prompt }, { role: "assistant", content: s.parallel!.text }]);
+      const chat = tok.renderChat([
+        { role: "user", content: s.prompt },
+        { role: "assistant", content: s.parallel!.text },
+      ]);
       assert.equal(tok.decode(tok.encode(chat)), chat);
       assert.equal(byteCount(chat), bytes.encode(chat).length, "the byte count is the byte tokenizer's length");
     }
@@ -89,7 +92,13 @@ test("round trip and one token per piece on thousands of samples; ratio to the b
 });
 
 test("arbitrary text round-trips through the byte fallback; tags and chat tokens are single ids", () => {
-  for (const text of ["héllo wörld 12345 1000000 007", "tab\there\r\nand  two spaces", "emoji 🙂 and 中文", "\\boxed{(1+2)*3}", "Think<step>x</step>"]) {
+  for (const text of [
+    "héllo wörld 12345 1000000 007",
+    "tab\there\r\nand  two spaces",
+    "emoji 🙂 and 中文",
+    "\\boxed{(1+2)*3}",
+    "Think<step>x</step>",
+  ]) {
     assert.equal(tok.decode(tok.encode(text)), text, text);
   }
   assert.ok(tok.hasTags);
@@ -99,7 +108,27 @@ test("arbitrary text round-trips through the byte fallback; tags and chat tokens
     assert.ok(tok.isSpecial(ids[0]!), s);
   }
   assert.equal(tok.specialTokenId("eos_token"), tok.encode("<|im_end|>")[0]);
-  assert.deepEqual(tok.parserTokens(tok.encode(" 64+18=82 (28 9 82)\nback")), [" 64", "+", "18", "=", "82", " (", "28", " 9", " 82", ")", "\n", "back"]);
+  assert.deepEqual(tok.parserTokens(tok.encode(" 64+18=82 (28 9 82)\nback")), [
+    " ",
+    "64",
+    "+",
+    "18",
+    "=",
+    "82",
+    " (",
+    "28",
+    " ",
+    "9",
+    " ",
+    "82",
+    ")",
+    "\n",
+    "back",
+  ]);
+  // A number is one id wherever it stands (prompt list, start of a trace line, after a bracket).
+  const id51 = tok.encode("51");
+  assert.equal(id51.length, 1);
+  for (const ctx of ["from 51 30", "\n51-30", "(51)"]) assert.ok(tok.encode(ctx).includes(id51[0]!), ctx);
   // Ids 0..255 are the bytes in order, as in the byte tokenizer.
   assert.equal(tok.idToToken(65), "A");
   assert.equal(tok.decode([10]), "\n");
@@ -117,8 +146,16 @@ test("saved files load back with the same ids, in the layout transformers reads"
   assert.deepEqual(back.encode(text), tok.encode(text));
   assert.equal(back.size, tok.size);
   const json = JSON.parse(readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
-  assert.deepEqual(json.pre_tokenizer.pretokenizers.map((p: { type: string }) => p.type), ["Split", "ByteLevel"]);
-  assert.deepEqual(json.pre_tokenizer.pretokenizers[0], { type: "Split", pattern: { Regex: TASK_SPLIT_PATTERN }, behavior: "Isolated", invert: false });
+  assert.deepEqual(
+    json.pre_tokenizer.pretokenizers.map((p: { type: string }) => p.type),
+    ["Split", "ByteLevel"],
+  );
+  assert.deepEqual(json.pre_tokenizer.pretokenizers[0], {
+    type: "Split",
+    pattern: { Regex: TASK_SPLIT_PATTERN },
+    behavior: "Isolated",
+    invert: false,
+  });
   assert.equal(json.model.type, "BPE");
   assert.deepEqual(json.model.merges, []);
   assert.equal(json.decoder.type, "ByteLevel");
@@ -134,6 +171,9 @@ test("the NPR layout builds from the task tokenizer's parser tokens", () => {
     const ids = [...promptIds, ...tok.encode(s!.parallel!.text)];
     const r = buildNprLayout(promptIds.length, tok.parserTokens(ids));
     assert.ok(r.ok, r.ok ? "" : r.why);
-    assert.equal(tok.findTags(ids.slice(promptIds.length)).filter((h) => h.tag === "<step>").length, (s!.parallel!.text.match(/<step>/g) ?? []).length);
+    assert.equal(
+      tok.findTags(ids.slice(promptIds.length)).filter((h) => h.tag === "<step>").length,
+      (s!.parallel!.text.match(/<step>/g) ?? []).length,
+    );
   }
 });

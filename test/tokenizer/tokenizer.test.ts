@@ -47,18 +47,32 @@ test("adding the 8 tags: ids 151669..151676, encodes and decodes equal the refer
   assert.equal(tagged.size, VEC.tagged_size);
   assert.equal(tagged.hasTags, true);
   for (const tag of NPR_TAGS) assert.equal(tagged.tagId(tag), VEC.tag_ids[tag], tag);
-  assert.deepEqual(NPR_TAGS.map((t) => tagged.tagId(t)), [151669, 151670, 151671, 151672, 151673, 151674, 151675, 151676]);
+  assert.deepEqual(
+    NPR_TAGS.map((t) => tagged.tagId(t)),
+    [151669, 151670, 151671, 151672, 151673, 151674, 151675, 151676],
+  );
   for (const c of VEC.cases) {
     assert.deepEqual(tagged.encode(c.text), c.ids_with_tags, `encode ${JSON.stringify(c.text)}`);
     assert.equal(tagged.decode(c.ids_with_tags), c.decoded, `decode ${JSON.stringify(c.text)}`);
-    assert.equal(tagged.decode(c.ids_with_tags, { skipSpecialTokens: true }), c.decoded_skip_special, `decode/skip ${JSON.stringify(c.text)}`);
+    assert.equal(
+      tagged.decode(c.ids_with_tags, { skipSpecialTokens: true }),
+      c.decoded_skip_special,
+      `decode/skip ${JSON.stringify(c.text)}`,
+    );
   }
   // The tag-name sub-tokens NPR averages for the new embedding rows, from the tokenizer before the tags.
   for (const tag of NPR_TAGS) assert.deepEqual(qwen3.encode(tagInitText(tag)), VEC.tag_subtoken_ids[tag], tag);
   assert.equal(tagged.withTags(), tagged, "already tagged: unchanged");
   // The saved config lists the tags as special tokens for HF.
   const dec = tagged.tokenizerConfig["added_tokens_decoder"] as Record<string, { content: string; special: boolean }>;
-  assert.deepEqual(dec["151673"], { content: "<step>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  assert.deepEqual(dec["151673"], {
+    content: "<step>",
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
 });
 
 test("Qwen3 chat template renders with enable_thinking=false", () => {
@@ -90,7 +104,10 @@ test("streaming detokenization never emits a broken character and adds up to the
 test("byte tokenizer: bytes + chat tokens + tags, round trip, chat template", () => {
   const b = byteTokenizer();
   assert.equal(b.size, 267);
-  assert.deepEqual(NPR_TAGS.map((t) => b.tagId(t)), [259, 260, 261, 262, 263, 264, 265, 266]);
+  assert.deepEqual(
+    NPR_TAGS.map((t) => b.tagId(t)),
+    [259, 260, 261, 262, 263, 264, 265, 266],
+  );
   const s = "héllo 😀\n<step>1: x</step>";
   const ids = b.encode(s);
   assert.deepEqual(ids.slice(0, 3), [0x68, 0xc3, 0xa9]); // UTF-8 bytes of "hé"
@@ -108,7 +125,10 @@ test("tags located in id sequences; parser tokens give the same layout as the te
     const pids = tok.encode(prompt);
     const ids = [...pids, ...tok.encode(text)];
     const hits = tok.findTags(ids.slice(pids.length));
-    assert.deepEqual(hits.map((h) => h.tag), [...text.matchAll(/<\/?(?:guideline|plan|step|takeaway)>/g)].map((m) => m[0]));
+    assert.deepEqual(
+      hits.map((h) => h.tag),
+      [...text.matchAll(/<\/?(?:guideline|plan|step|takeaway)>/g)].map((m) => m[0]),
+    );
     const strs = tok.parserTokens(ids);
     assert.equal(strs.join(""), prompt + text);
     const r = buildNprLayout(pids.length, strs);

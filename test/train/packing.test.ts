@@ -43,14 +43,20 @@ test("parallel encoding: same tokens as sequential, steps restart their position
   const p = enc(par, 0);
   const s = enc(seq, 0, PARALLEL);
   assert.deepEqual(Array.from(p.ids), Array.from(s.ids), "only the layout differs");
-  assert.deepEqual(Array.from(s.layout.positions), Array.from({ length: s.ids.length }, (_, i) => i));
+  assert.deepEqual(
+    Array.from(s.layout.positions),
+    Array.from({ length: s.ids.length }, (_, i) => i),
+  );
   const step = tok.tagId("<step>");
   const starts = [...p.ids.keys()].filter((i) => i >= p.promptLen && p.ids[i] === step);
   assert.equal(starts.length, 2);
   assert.equal(p.layout.positions[starts[0]!], p.layout.positions[starts[1]!], "both steps start at g + 1");
   // The second step's first token sees the prefix up to </guideline> and itself, not step 1.
   const ranges = visibleRanges(p.layout, starts[1]!);
-  assert.deepEqual(ranges, [[0, starts[0]!], [starts[1]!, starts[1]! + 1]]);
+  assert.deepEqual(ranges, [
+    [0, starts[0]!],
+    [starts[1]!, starts[1]! + 1],
+  ]);
   assert.equal(checkLayout(p.layout), null);
 });
 
@@ -73,7 +79,10 @@ test("concatLayouts shifts key ranges by each sequence's offset and keeps positi
   const off = a.ids.length;
   for (let i = 0; i < b.ids.length; i++) {
     assert.equal(l.positions[off + i], b.layout.positions[i]);
-    assert.deepEqual(visibleRanges(l, off + i), visibleRanges(b.layout, i).map(([s, e]) => [s + off, e + off]));
+    assert.deepEqual(
+      visibleRanges(l, off + i),
+      visibleRanges(b.layout, i).map(([s, e]) => [s + off, e + off]),
+    );
   }
 });
 
@@ -81,8 +90,14 @@ test("packed per-example losses equal separate forwards (f64, mixed sequential a
   const model = tinyModel("f64");
   const examples = [enc(seq, 0), enc(par, 0), enc(seq, 2), enc(par, 1), enc(seq, 1)];
   const row = packExamples(examples, [10, 11, 12, 13, 14]);
-  assert.deepEqual(row.spans.map((s) => s.index), [10, 11, 12, 13, 14]);
-  assert.equal(row.numLossTokens, examples.reduce((n, e) => n + e.numLossTokens, 0));
+  assert.deepEqual(
+    row.spans.map((s) => s.index),
+    [10, 11, 12, 13, 14],
+  );
+  assert.equal(
+    row.numLossTokens,
+    examples.reduce((n, e) => n + e.numLossTokens, 0),
+  );
   // Each example's last token predicts nothing: no loss crosses into the next example.
   for (const s of row.spans) assert.equal(row.targets[s.start + s.length - 1], IGNORE);
   const packedLp = rowLogprobs(model, row);
@@ -97,12 +112,20 @@ test("packed per-example losses equal separate forwards (f64, mixed sequential a
   });
   const lossDiff = diffStats(packed, alone);
   const tokenDiff = diffStats(packedLp, aloneLp);
-  console.log(`packed vs separate: per-example loss max |d| ${lossDiff.max.toExponential(2)} mean ${lossDiff.mean.toExponential(2)}; ` +
-    `per-token log-prob max |d| ${tokenDiff.max.toExponential(2)} mean ${tokenDiff.mean.toExponential(2)} (${row.ids.length} tokens, losses ${packed.map((x) => x.toFixed(4)).join(" ")})`);
+  console.log(
+    `packed vs separate: per-example loss max |d| ${lossDiff.max.toExponential(2)} mean ${lossDiff.mean.toExponential(2)}; ` +
+      `per-token log-prob max |d| ${tokenDiff.max.toExponential(2)} mean ${tokenDiff.mean.toExponential(2)} (${row.ids.length} tokens, losses ${packed.map((x) => x.toFixed(4)).join(" ")})`,
+  );
   assert.ok(lossDiff.max < 1e-12, `per-example loss differs by ${lossDiff.max}`);
   assert.ok(tokenDiff.max < 1e-12, `per-token log-prob differs by ${tokenDiff.max}`);
   // The check can fail: the same positions with causal visibility over the whole row leak.
-  const leakyRow = { ...row, layout: segmentLayout(row.layout.positions, Array.from({ length: row.ids.length }, (_, i) => [[0, i + 1] as const])) };
+  const leakyRow = {
+    ...row,
+    layout: segmentLayout(
+      row.layout.positions,
+      Array.from({ length: row.ids.length }, (_, i) => [[0, i + 1] as const]),
+    ),
+  };
   const leakyLoss = perExampleLoss(rowLogprobs(model, leakyRow), row.targets, row.spans);
   assert.ok(diffStats(leakyLoss, alone).max > 1e-6, "a leaking layout must change later examples' losses");
 });
@@ -113,5 +136,10 @@ test("fillRow takes examples in stream order while they fit, never splits one", 
   const next = () => at++ % lengths.length;
   const peek = () => at % lengths.length;
   const rows = Array.from({ length: 4 }, () => fillRow(next, peek, (i) => lengths[i]!, 10));
-  assert.deepEqual(rows, [[0, 1], [2, 3], [4, 5], [0, 1]]);
+  assert.deepEqual(rows, [
+    [0, 1],
+    [2, 3],
+    [4, 5],
+    [0, 1],
+  ]);
 });

@@ -60,13 +60,34 @@ test("errors name the key path and the value found", () => {
     patch(r);
     return messageOf(r);
   };
-  assert.equal(bad((r) => (r.pretrain.lr = -1)), "recipe r.json: pretrain.lr: Too small: expected number to be >0 (got -1)");
-  assert.equal(bad((r) => (r.pretrain.corpus.parallel_share = 0.2)), "recipe r.json: pretrain.corpus.parallel_share: Too big: expected number to be <=0.1 (got 0.2)");
-  assert.equal(bad((r) => (r.pretrain.corpus.extra = 1)), 'recipe r.json: pretrain.corpus: Unrecognized key: "extra"');
-  assert.equal(bad((r) => (r.tasks[0].name = "sudoku")), 'recipe r.json: tasks.0.name: Invalid option: expected one of "countdown"|"logic-grid" (got "sudoku")');
-  assert.equal(bad((r) => (r.model.num_hidden_layers = 1.5)), "recipe r.json: model.num_hidden_layers: Invalid input: expected int, received number (got 1.5)");
-  assert.equal(bad((r) => delete r.tokenizer), 'recipe r.json: tokenizer: Invalid option: expected one of "byte"|"task"');
-  assert.equal(bad((r) => (r.pretrain.betas = [0.9])), "recipe r.json: pretrain.betas: Too small: expected array to have >=2 items (got [0.9])");
+  assert.equal(
+    bad((r) => (r.pretrain.lr = -1)),
+    "recipe r.json: pretrain.lr: Too small: expected number to be >0 (got -1)",
+  );
+  assert.equal(
+    bad((r) => (r.pretrain.corpus.parallel_share = 0.2)),
+    "recipe r.json: pretrain.corpus.parallel_share: Too big: expected number to be <=0.1 (got 0.2)",
+  );
+  assert.equal(
+    bad((r) => (r.pretrain.corpus.extra = 1)),
+    'recipe r.json: pretrain.corpus: Unrecognized key: "extra"',
+  );
+  assert.equal(
+    bad((r) => (r.tasks[0].name = "sudoku")),
+    'recipe r.json: tasks.0.name: Invalid option: expected one of "countdown"|"logic-grid" (got "sudoku")',
+  );
+  assert.equal(
+    bad((r) => (r.model.num_hidden_layers = 1.5)),
+    "recipe r.json: model.num_hidden_layers: Invalid input: expected int, received number (got 1.5)",
+  );
+  assert.equal(
+    bad((r) => delete r.tokenizer),
+    'recipe r.json: tokenizer: Invalid option: expected one of "byte"|"task"',
+  );
+  assert.equal(
+    bad((r) => (r.pretrain.betas = [0.9])),
+    "recipe r.json: pretrain.betas: Too small: expected array to have >=2 items (got [0.9])",
+  );
 });
 
 test("overrides land in the stage; a missing stage is named", () => {
@@ -85,14 +106,25 @@ test("npr train --help lists the presets; bad flags are one-line errors naming t
   assert.match(help.stdout, /tiny-cpu +the whole pipeline/);
   assert.match(help.stdout, /gpu-small /);
   assert.match(help.stdout, /pretrain/);
-  const bad = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, "src/cli/main.ts"), "train", ...args], { cwd: ROOT, encoding: "utf8" });
+  const bad = (args: string[]) =>
+    spawnSync(process.execPath, [path.join(ROOT, "src/cli/main.ts"), "train", ...args], { cwd: ROOT, encoding: "utf8" });
   const r1 = bad(["pretrain", "--recipe", "tiny-cpu", "--out", "/tmp/npr-never-created-x", "--steps", "0"]);
   assert.equal(r1.status, 2);
   assert.match(r1.stderr, /UsageError: --steps must be an integer in \[1, 10000000\], got "0"/);
   const r2 = bad(["pretrain", "--recipe", "no-such-recipe", "--out", "/tmp/npr-never-created-y"]);
   assert.equal(r2.status, 2);
   assert.match(r2.stderr, /no recipe file or preset named "no-such-recipe"\nHINT: .*tiny-cpu/);
-  const r3 = bad(["sft", "--recipe", "tiny-cpu", "--out", "/tmp/npr-never-created-z", "--init", ROOT, "--data", path.join(ROOT, "package.json")]);
+  const r3 = bad([
+    "sft",
+    "--recipe",
+    "tiny-cpu",
+    "--out",
+    "/tmp/npr-never-created-z",
+    "--init",
+    ROOT,
+    "--data",
+    path.join(ROOT, "package.json"),
+  ]);
   assert.equal(r3.status, 2);
   assert.match(r3.stderr, /--layout is required/);
 });

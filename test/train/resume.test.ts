@@ -46,7 +46,9 @@ function runToEnd(argv: string[]): Promise<string> {
     const child = spawn(process.execPath, argv, { cwd: ROOT, env: ENV, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => (code === 0 ? resolve(stderr) : reject(new Error(`npr ${argv.slice(1).join(" ")} exited ${code}:\n${stderr}`))));
+    child.on("exit", (code) =>
+      code === 0 ? resolve(stderr) : reject(new Error(`npr ${argv.slice(1).join(" ")} exited ${code}:\n${stderr}`)),
+    );
   });
 }
 
@@ -71,7 +73,11 @@ function runAndKill(argv: string[], when: () => boolean): Promise<{ signal: Node
 }
 
 function trainLines(dir: string): Array<{ step: number; loss: number; kind: string }> {
-  return fs.readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  return fs
+    .readFileSync(path.join(dir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
 }
 
 test("SIGKILL after the first checkpoint and mid-checkpoint, resumed twice: identical bytes to an uninterrupted run", async () => {
@@ -101,20 +107,44 @@ test("SIGKILL after the first checkpoint and mid-checkpoint, resumed twice: iden
   const tA = await uninterrupted;
   assert.match(log, /resuming pretrain from .*step-(6|9)/);
 
-  for (const f of ["final/model.safetensors", "checkpoints/step-12/model.safetensors", "checkpoints/step-12/optimizer.safetensors", "checkpoints/step-12/trainer_state.json"]) {
+  for (const f of [
+    "final/model.safetensors",
+    "checkpoints/step-12/model.safetensors",
+    "checkpoints/step-12/optimizer.safetensors",
+    "checkpoints/step-12/trainer_state.json",
+  ]) {
     const a = fs.readFileSync(path.join(A, f));
     const b = fs.readFileSync(path.join(B, f));
     assert.ok(a.equals(b), `${f} differs between the uninterrupted and the killed+resumed run`);
   }
   const la = trainLines(A).filter((l) => l.kind === "train");
   const lb = trainLines(B).filter((l) => l.kind === "train");
-  assert.deepEqual(lb.map((l) => l.step), Array.from({ length: 12 }, (_, i) => i + 1), "exactly one train line per step");
-  assert.deepEqual(lb.map((l) => l.loss), la.map((l) => l.loss), "the same loss at every step");
-  const evalsB = trainLines(B).filter((l) => l.kind === "eval").map((l) => l.step);
+  assert.deepEqual(
+    lb.map((l) => l.step),
+    Array.from({ length: 12 }, (_, i) => i + 1),
+    "exactly one train line per step",
+  );
+  assert.deepEqual(
+    lb.map((l) => l.loss),
+    la.map((l) => l.loss),
+    "the same loss at every step",
+  );
+  const evalsB = trainLines(B)
+    .filter((l) => l.kind === "eval")
+    .map((l) => l.step);
   assert.deepEqual(evalsB, [6, 12], "one eval line per evaluation step");
-  assert.deepEqual(fs.readdirSync(path.join(B, "checkpoints")).filter((n) => /^step-\d+$/.test(n)).sort(), ["step-12", "step-9"], "keep_last 2");
+  assert.deepEqual(
+    fs
+      .readdirSync(path.join(B, "checkpoints"))
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort(),
+    ["step-12", "step-9"],
+    "keep_last 2",
+  );
   assert.ok(fs.existsSync(path.join(B, "samples", "step-12.jsonl")));
-  console.log(`uninterrupted run ${(tA / 1000).toFixed(1)} s; killed after step-3 and ${midWrite ? "while writing" : "right after"} step-9, resumed twice; final bytes equal`);
+  console.log(
+    `uninterrupted run ${(tA / 1000).toFixed(1)} s; killed after step-3 and ${midWrite ? "while writing" : "right after"} step-9, resumed twice; final bytes equal`,
+  );
 
   // A finished run resumed again does nothing; a new run into the same folder is refused.
   const again = spawnSync(process.execPath, args(B, recipe, ["--resume"]), { cwd: ROOT, env: ENV, encoding: "utf8" });
@@ -124,7 +154,11 @@ test("SIGKILL after the first checkpoint and mid-checkpoint, resumed twice: iden
   assert.equal(clash.status, 2);
   assert.match(clash.stderr, /UsageError: .*B is not empty \(it holds a run\)\nHINT: pass --resume/);
   // Resuming with different flags is refused, naming the key.
-  const mismatch = spawnSync(process.execPath, [MAIN, "train", "pretrain", "--out", B, "--resume", "--steps", "13"], { cwd: ROOT, env: ENV, encoding: "utf8" });
+  const mismatch = spawnSync(process.execPath, [MAIN, "train", "pretrain", "--out", B, "--resume", "--steps", "13"], {
+    cwd: ROOT,
+    env: ENV,
+    encoding: "utf8",
+  });
   assert.equal(mismatch.status, 2);
   assert.match(mismatch.stderr, /ConfigError: --resume: the run in .* was started with a different recipe\.pretrain\.steps/);
 });

@@ -27,28 +27,38 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 function tagless(): NprTokenizer {
   const { tokenizerJson, tokenizerConfig } = byteTokenizerFiles();
   const tags = new Set<string>(NPR_TAGS);
-  const json = { ...tokenizerJson, added_tokens: (tokenizerJson["added_tokens"] as Array<{ content: string }>).filter((t) => !tags.has(t.content)) };
-  const decoder = Object.fromEntries(Object.entries(tokenizerConfig["added_tokens_decoder"] as Record<string, { content: string }>).filter(([, t]) => !tags.has(t.content)));
+  const json = {
+    ...tokenizerJson,
+    added_tokens: (tokenizerJson["added_tokens"] as Array<{ content: string }>).filter((t) => !tags.has(t.content)),
+  };
+  const decoder = Object.fromEntries(
+    Object.entries(tokenizerConfig["added_tokens_decoder"] as Record<string, { content: string }>).filter(([, t]) => !tags.has(t.content)),
+  );
   return new NprTokenizer(json, { ...tokenizerConfig, added_tokens_decoder: decoder, additional_special_tokens: [] });
 }
 
-const RECIPE = parseRecipe({
-  name: "sft-test",
-  tokenizer: "byte",
-  model: { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8 },
-  tasks: [{ name: "countdown", difficulty: { preset: "small" } }],
-  sft: { lr: 0.003, steps: 3, tokens_per_micro_batch: 1000, save_every: 3, held_out: 2, eval: { problems: 0, samples: 0 } },
-}, "sft-test");
+const RECIPE = parseRecipe(
+  {
+    name: "sft-test",
+    tokenizer: "byte",
+    model: { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8 },
+    tasks: [{ name: "countdown", difficulty: { preset: "small" } }],
+    sft: { lr: 0.003, steps: 3, tokens_per_micro_batch: 1000, save_every: 3, held_out: 2, eval: { problems: 0, samples: 0 } },
+  },
+  "sft-test",
+);
 
-const quiet = () => makeProgress({ stage: "sft", totalSteps: 3, plain: true, stream: { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream });
+const quiet = () =>
+  makeProgress({ stage: "sft", totalSteps: 3, plain: true, stream: { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream });
 
 function setup(): { root: string; base: string; data: string } {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "npr-sft-"));
   const base = path.join(root, "base");
   saveQwen3(tinyModel("f32", 7), base, { dtype: "f32" });
   tagless().save(base);
-  const rows = generateExamples({ task: "countdown", n: 8, seed: 3, difficulty: { preset: "small" }, forms: ["parallel"] })
-    .map((ex) => JSON.stringify({ id: ex.example.id, prompt: ex.prompt, response: ex.parallel!.text }));
+  const rows = generateExamples({ task: "countdown", n: 8, seed: 3, difficulty: { preset: "small" }, forms: ["parallel"] }).map((ex) =>
+    JSON.stringify({ id: ex.example.id, prompt: ex.prompt, response: ex.parallel!.text }),
+  );
   const data = path.join(root, "traj.jsonl");
   fs.writeFileSync(data, rows.join("\n") + "\n");
   return { root, base, data };
@@ -88,7 +98,17 @@ test("parallel and sequential SFT: same tokens every step, different layouts; fi
   const run = (layout: "parallel" | "sequential") => {
     const dir = path.join(root, layout);
     const folder = RunFolder.create(dir, { stage: "sft", recipe: RECIPE, inputs: { init: base, data, layout } });
-    const res = runSft({ recipe: RECIPE, initDir: base, dataFile: data, layout, backend: cpu, run: folder, resume: false, progress: quiet(), problems: [] });
+    const res = runSft({
+      recipe: RECIPE,
+      initDir: base,
+      dataFile: data,
+      layout,
+      backend: cpu,
+      run: folder,
+      resume: false,
+      progress: quiet(),
+      problems: [],
+    });
     const lines = folder.metrics.read();
     return { res, train: lines.filter((l) => l.kind === "train"), evals: lines.filter((l) => l.kind === "eval"), dir };
   };
@@ -97,7 +117,10 @@ test("parallel and sequential SFT: same tokens every step, different layouts; fi
   assert.equal(par.res.trainExamples, 6);
   assert.equal(par.res.heldOutExamples, 2);
   assert.equal(par.res.dropped.length, 0);
-  assert.deepEqual(par.train.map((l) => [l.step, l.tokens, (l as { loss_tokens: number }).loss_tokens]), seq.train.map((l) => [l.step, l.tokens, (l as { loss_tokens: number }).loss_tokens]));
+  assert.deepEqual(
+    par.train.map((l) => [l.step, l.tokens, (l as { loss_tokens: number }).loss_tokens]),
+    seq.train.map((l) => [l.step, l.tokens, (l as { loss_tokens: number }).loss_tokens]),
+  );
   assert.notEqual(par.train[0]!.loss, seq.train[0]!.loss, "same weights and tokens, different layouts: different losses");
   console.log(`step-1 loss: parallel ${par.train[0]!.loss.toFixed(6)}, sequential ${seq.train[0]!.loss.toFixed(6)}`);
   assert.equal(par.evals.length, 1);
@@ -111,7 +134,18 @@ test("parallel and sequential SFT: same tokens every step, different layouts; fi
   fs.writeFileSync(data, [lines[1], lines[0], ...lines.slice(2)].join("\n") + "\n");
   const folder = RunFolder.existing(par.dir)!;
   assert.throws(
-    () => runSft({ recipe: RECIPE, initDir: base, dataFile: data, layout: "parallel", backend: cpu, run: folder, resume: true, progress: quiet(), problems: [] }),
+    () =>
+      runSft({
+        recipe: RECIPE,
+        initDir: base,
+        dataFile: data,
+        layout: "parallel",
+        backend: cpu,
+        run: folder,
+        resume: true,
+        progress: quiet(),
+        problems: [],
+      }),
     /cannot resume from .*step-3: the training examples changed since it was written/,
   );
 });
@@ -121,7 +155,29 @@ test("npr train sft runs from the command line", () => {
   const recipe = path.join(root, "recipe.json");
   fs.writeFileSync(recipe, JSON.stringify(RECIPE));
   const out = path.join(root, "cli");
-  const r = spawnSync(process.execPath, [path.join(ROOT, "src/cli/main.ts"), "train", "sft", "--recipe", recipe, "--init", base, "--data", data, "--layout", "parallel", "--out", out, "--steps", "2", "--save-every", "1"], { cwd: ROOT, encoding: "utf8" });
+  const r = spawnSync(
+    process.execPath,
+    [
+      path.join(ROOT, "src/cli/main.ts"),
+      "train",
+      "sft",
+      "--recipe",
+      recipe,
+      "--init",
+      base,
+      "--data",
+      data,
+      "--layout",
+      "parallel",
+      "--out",
+      out,
+      "--steps",
+      "2",
+      "--save-every",
+      "1",
+    ],
+    { cwd: ROOT, encoding: "utf8" },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /sft: 2 steps done/);
   assert.match(r.stderr, /6 training and 2 held-out trajectories \(0 dropped\), layout parallel/);

@@ -61,7 +61,9 @@ test("token mean over the whole step: accumulated rows give the one-row gradient
   const naive = gradients(model, [rowA, rowB], (row) => 2 * row.numLossTokens); // mean of per-row means
   const good = diffStats(accumulated, one);
   const bad = diffStats(naive, one);
-  console.log(`gradient, 2 accumulated rows vs 1 row: max |d| ${good.max.toExponential(2)} mean ${good.mean.toExponential(2)}; mean-of-means: max |d| ${bad.max.toExponential(2)}`);
+  console.log(
+    `gradient, 2 accumulated rows vs 1 row: max |d| ${good.max.toExponential(2)} mean ${good.mean.toExponential(2)}; mean-of-means: max |d| ${bad.max.toExponential(2)}`,
+  );
   assert.ok(good.max < 1e-12, `accumulated gradient differs by ${good.max}`);
   assert.ok(bad.max > 1e-6, "the per-row mean must differ (else this test could not fail)");
   // tokenMeanShare is that quantity as a scalar tensor: -(sum of the row's log-probs) / N.
@@ -73,7 +75,16 @@ test("token mean over the whole step: accumulated rows give the one-row gradient
 
 test("optimizerStep: loss is the step's token mean, one AdamW update, clipping measured before", () => {
   const model = tinyModel("f32", 4);
-  const hp: OptimizerHyper = { lr: 1e-3, schedule: "constant", warmup_steps: 0, min_lr_ratio: 0, weight_decay: 0.1, betas: [0.9, 0.95], eps: 1e-8, grad_clip: 1.0 };
+  const hp: OptimizerHyper = {
+    lr: 1e-3,
+    schedule: "constant",
+    warmup_steps: 0,
+    min_lr_ratio: 0,
+    weight_decay: 0.1,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    grad_clip: 1.0,
+  };
   const opt = makeOptimizer(model, hp);
   const order = new DataOrder(examples.length, { seed: 0, shuffle: false });
   const batch = nextStepBatch(order, examples, 400, 3);
@@ -87,7 +98,16 @@ test("optimizerStep: loss is the step's token mean, one AdamW update, clipping m
 });
 
 test("learning rate: warm-up reaches the peak on its last step, cosine lands on the floor at the end", () => {
-  const hp: OptimizerHyper = { lr: 1, schedule: "cosine", warmup_steps: 4, min_lr_ratio: 0.1, weight_decay: 0, betas: [0.9, 0.95], eps: 1e-8, grad_clip: 0 };
+  const hp: OptimizerHyper = {
+    lr: 1,
+    schedule: "cosine",
+    warmup_steps: 4,
+    min_lr_ratio: 0.1,
+    weight_decay: 0,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    grad_clip: 0,
+  };
   const lr = learningRate(hp, 20);
   assert.deepEqual([0, 1, 2, 3].map(lr), [0.25, 0.5, 0.75, 1]);
   assert.ok(Math.abs(lr(19) - 0.1) < 1e-12, `last step ${lr(19)}`);
@@ -106,9 +126,15 @@ test("data order: shuffled per epoch from (seed, epoch), restored from a cursor 
   for (let i = 0; i < 11; i++) b.next();
   const c = new DataOrder(7, { seed: 5, shuffle: true }, b.cursor());
   assert.deepEqual(b.cursor(), { epoch: 1, index: 4 });
-  assert.deepEqual(Array.from({ length: 19 }, () => c.next()), stream.slice(11));
+  assert.deepEqual(
+    Array.from({ length: 19 }, () => c.next()),
+    stream.slice(11),
+  );
   const plain = new DataOrder(4, { seed: 5, shuffle: false });
-  assert.deepEqual(Array.from({ length: 6 }, () => plain.next()), [0, 1, 2, 3, 0, 1]);
+  assert.deepEqual(
+    Array.from({ length: 6 }, () => plain.next()),
+    [0, 1, 2, 3, 0, 1],
+  );
 });
 
 test("progress: plain lines every n steps with an ETA over this session's steps only", () => {
@@ -123,6 +149,9 @@ test("progress: plain lines every n steps with an ETA over this session's steps 
   p.start(0);
   for (let s = 1; s <= 5; s++) p.update({ step: s, loss: 1 / s, lr: 1e-3, tokensPerS: 100 });
   p.log("note");
-  assert.deepEqual(lines.map((l) => l.split(" | ")[0]), ["sft step 2/5", "sft step 4/5", "sft step 5/5", "note\n"]);
+  assert.deepEqual(
+    lines.map((l) => l.split(" | ")[0]),
+    ["sft step 2/5", "sft step 4/5", "sft step 5/5", "note\n"],
+  );
   assert.match(lines[0]!, /^sft step 2\/5 \| loss 0\.5000 \| lr 1\.00e-3 \| 100 tok\/s \| ETA \d+:\d\d\n$/);
 });

@@ -27,12 +27,7 @@ export function formatStats(name: string, s: CloseStats): string {
   return `${name}: n=${s.n} max abs diff ${s.maxAbs.toExponential(2)}, mean ${s.meanAbs.toExponential(2)}`;
 }
 
-export function checkClose(
-  name: string,
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tol: Tolerance,
-): CloseStats {
+export function checkClose(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance): CloseStats {
   if (actual.length !== expected.length) {
     throw new AssertionError({
       message: `${name}: length ${actual.length}, expected ${expected.length}`,

@@ -20,13 +20,22 @@ test("same seed, same draws; different seeds differ; state round-trips", () => {
   const b = new Rng(7);
   const c = new Rng(8);
   const da = Array.from({ length: 50 }, () => a.normal());
-  assert.deepEqual(da, Array.from({ length: 50 }, () => b.normal()));
-  assert.notDeepEqual(da, Array.from({ length: 50 }, () => c.normal()));
+  assert.deepEqual(
+    da,
+    Array.from({ length: 50 }, () => b.normal()),
+  );
+  assert.notDeepEqual(
+    da,
+    Array.from({ length: 50 }, () => c.normal()),
+  );
   const saved = a.state();
   const next = Array.from({ length: 20 }, () => a.nextU32());
   assert.deepEqual(Array.from({ length: 20 }, () => Rng.fromState(saved).nextU32()).slice(0, 1), next.slice(0, 1));
   const restored = Rng.fromState(saved);
-  assert.deepEqual(Array.from({ length: 20 }, () => restored.nextU32()), next);
+  assert.deepEqual(
+    Array.from({ length: 20 }, () => restored.nextU32()),
+    next,
+  );
   // Seeds above 2^32 are mixed in, not truncated.
   assert.notEqual(new Rng(2 ** 40 + 1).nextU32(), new Rng(1).nextU32());
 });

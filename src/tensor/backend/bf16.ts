@@ -67,13 +67,17 @@ export function checkBf16Mix(op: PrimitiveName, args: readonly unknown[]): void 
   }
   if (op === "embedding") {
     const [table, , out] = args as DeviceBuffer[];
-    invariant(table.dtype === "bf16" && (out.dtype === "bf16" || out.dtype === "f32"), () =>
-      `embedding: table is ${table.dtype} and out ${out.dtype}; a bf16 table gathers into f32 or bf16`);
+    invariant(
+      table.dtype === "bf16" && (out.dtype === "bf16" || out.dtype === "f32"),
+      () => `embedding: table is ${table.dtype} and out ${out.dtype}; a bf16 table gathers into f32 or bf16`,
+    );
     return;
   }
   args.forEach((a, i) => {
-    invariant(!isBuffer(a) || a.dtype === "bf16" || a.dtype === "i32", () =>
-      `${op}: argument ${i} is ${(a as DeviceBuffer).dtype} beside bf16 ones (float args must share one dtype; cast first)`);
+    invariant(
+      !isBuffer(a) || a.dtype === "bf16" || a.dtype === "i32",
+      () => `${op}: argument ${i} is ${(a as DeviceBuffer).dtype} beside bf16 ones (float args must share one dtype; cast first)`,
+    );
   });
 }
 

@@ -240,7 +240,17 @@ export function planLayout(rows: number, cap: DecodeAttentionCapacity): PlanLayo
   const rowSlots = rowOff + rows + 1;
   const counters = rowSlots + cap.partials;
   return {
-    rows, capacity: { ...cap }, numItems: 0, mask, pbase, rangeOff, starts, ends, rowOff, rowSlots, counters,
+    rows,
+    capacity: { ...cap },
+    numItems: 0,
+    mask,
+    pbase,
+    rangeOff,
+    starts,
+    ends,
+    rowOff,
+    rowSlots,
+    counters,
     length: counters + rows * PLAN_COUNTERS_PER_ROW,
   };
 }
@@ -248,8 +258,11 @@ export function planLayout(rows: number, cap: DecodeAttentionCapacity): PlanLayo
 /** Writes `plan` into `out` (length >= lay.length) at layout `lay` (same rows, capacity that fits), counters 0. */
 export function packPlan(plan: AttentionPlan, lay: PlanLayout, out: Int32Array): void {
   invariant(plan.rows === lay.rows, () => `packPlan: plan of ${plan.rows} rows, layout of ${lay.rows}`);
-  invariant(capacityFits(lay.capacity, planCapacityNeeded(plan)), () =>
-    `packPlan: plan needs ${JSON.stringify(planCapacityNeeded(plan))}, capacity ${JSON.stringify(lay.capacity)} (grow it and recapture)`);
+  invariant(
+    capacityFits(lay.capacity, planCapacityNeeded(plan)),
+    () =>
+      `packPlan: plan needs ${JSON.stringify(planCapacityNeeded(plan))}, capacity ${JSON.stringify(lay.capacity)} (grow it and recapture)`,
+  );
   invariant(out.length >= lay.length, () => `packPlan: buffer of ${out.length}, layout needs ${lay.length}`);
   out[lay.numItems] = plan.items.length;
   let r = 0;

@@ -22,10 +22,11 @@ export function matmulExtents(p: MatmulParams): MatmulExtents {
   const offA = p.offsetA ?? 0;
   const offB = p.offsetB ?? 0;
   const offC = p.offsetC ?? 0;
-  const need = (off: number, stride: number, size: number): number =>
-    batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size;
+  const need = (off: number, stride: number, size: number): number => (batch === 0 || size === 0 ? 0 : off + (batch - 1) * stride + size);
   return {
-    offA, offB, offC,
+    offA,
+    offB,
+    offC,
     needA: need(offA, p.strideA, m * k),
     needB: need(offB, p.strideB, k * n),
     needC: need(offC, p.strideC, m * n),
@@ -70,8 +71,7 @@ export function collapseDims(
     const size = shape[i];
     if (size === 1) continue;
     const last = outShape.length - 1;
-    const mergeable =
-      last >= 0 && strides.every((s, j) => s[i] === outStrides[j][last] * outShape[last]);
+    const mergeable = last >= 0 && strides.every((s, j) => s[i] === outStrides[j][last] * outShape[last]);
     if (mergeable) {
       outShape[last] *= size;
     } else {

@@ -251,13 +251,7 @@ export interface Backend {
   /** out = silu(gate) * up, all [n]. */
   swiglu(gate: DeviceBuffer, up: DeviceBuffer, out: DeviceBuffer): void;
   /** dGate, dUp from dy for out = silu(gate) * up. */
-  swigluBackward(
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    dy: DeviceBuffer,
-    dGate: DeviceBuffer,
-    dUp: DeviceBuffer,
-  ): void;
+  swigluBackward(gate: DeviceBuffer, up: DeviceBuffer, dy: DeviceBuffer, dGate: DeviceBuffer, dUp: DeviceBuffer): void;
 
   // ---- reduce
   reduceSum(x: DeviceBuffer, out: DeviceBuffer, p: ReduceParams): void;
@@ -292,13 +286,7 @@ export interface Backend {
    * logp[r] = logits[r, targets[r]] - logsumexp(logits[r, :]) (0 where targets[r] == ignoreIndex);
    * writes lse [rows]. logits [rows, cols] float, targets [rows] i32.
    */
-  logprobGather(
-    logits: DeviceBuffer,
-    targets: DeviceBuffer,
-    logp: DeviceBuffer,
-    lse: DeviceBuffer,
-    p: LogprobParams,
-  ): void;
+  logprobGather(logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void;
   /** dLogits[r, :] = dLogp[r] * (onehot(targets[r]) - softmax(logits[r, :])); 0 on ignored rows. */
   logprobGatherBackward(
     logits: DeviceBuffer,
@@ -443,8 +431,16 @@ export interface FusedDecodeOps {
    * positions and slots are i32 [rows] read on the device.
    */
   decodeQkNormRope(
-    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer,
-    positions: DeviceBuffer, slots: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer, p: QkNormRopeParams,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    qNorm: DeviceBuffer,
+    kNorm: DeviceBuffer,
+    positions: DeviceBuffer,
+    slots: DeviceBuffer,
+    keys: DeviceBuffer,
+    values: DeviceBuffer,
+    p: QkNormRopeParams,
   ): void;
 }
 
@@ -477,8 +473,14 @@ export interface DecodeAttentionParams {
  */
 export interface PagedDecodeAttention {
   decodeAttention(
-    q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer,
-    out: DeviceBuffer, lse: DeviceBuffer, p: DecodeAttentionParams,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    plan: DeviceBuffer,
+    scratch: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    p: DecodeAttentionParams,
   ): void;
   /** Float elements of decodeAttention's scratch at this capacity. */
   decodeAttentionScratchLength(cap: DecodeAttentionCapacity, heads: number, headDim: number): number;

@@ -314,15 +314,7 @@ function denseForward(io: AttentionIO, p: AttentionDims, tile: Tile, g: number, 
 // The row-wise path visits only visible keys, so it wins on sparse tiles (and is the whole kernel
 // when no GEMM is given). Inner loops run over D with independent accumulators; everything sums
 // in f64 locals.
-function rowForward(
-  io: AttentionIO,
-  p: AttentionDims,
-  t0: number,
-  t1: number,
-  g: number,
-  scores: Float64Array,
-  acc: Float64Array,
-): void {
+function rowForward(io: AttentionIO, p: AttentionDims, t0: number, t1: number, g: number, scores: Float64Array, acc: Float64Array): void {
   const { q, k, v, offsets, starts, ends, out, lse } = io;
   const { heads: H, kvHeads: Hkv, headDim: D, scale } = p;
   const f32 = out instanceof Float32Array;

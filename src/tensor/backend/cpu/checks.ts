@@ -30,7 +30,13 @@ export class CpuBuffer implements DeviceBuffer {
     const bpe = dtype === "f64" ? 8 : dtype === "bf16" ? 2 : 4;
     const mem = shared ? allocShared(length * bpe) : new ArrayBuffer(length * bpe);
     this.data =
-      dtype === "f32" ? new Float32Array(mem) : dtype === "f64" ? new Float64Array(mem) : dtype === "bf16" ? new Uint16Array(mem, 0, length) : new Int32Array(mem);
+      dtype === "f32"
+        ? new Float32Array(mem)
+        : dtype === "f64"
+          ? new Float64Array(mem)
+          : dtype === "bf16"
+            ? new Uint16Array(mem, 0, length)
+            : new Int32Array(mem);
   }
 }
 
@@ -50,10 +56,7 @@ export function live(op: string, arg: string, buf: DeviceBuffer): CpuBuffer {
 
 export function sized(op: string, arg: string, buf: DeviceBuffer, minLength: number): CpuBuffer {
   const b = live(op, arg, buf);
-  invariant(
-    b.length >= minLength,
-    () => `${op}: ${arg} has ${b.length} elements, the sizes given need at least ${minLength}`,
-  );
+  invariant(b.length >= minLength, () => `${op}: ${arg} has ${b.length} elements, the sizes given need at least ${minLength}`);
   return b;
 }
 
@@ -68,10 +71,7 @@ export function floats(op: string, args: readonly FloatArg[]): FloatArray[] {
   invariant(dtype === "f32" || dtype === "f64", () => `${op}: ${first[0]} is ${dtype}, expected f32 or f64`);
   return args.map(([arg, buf, min]) => {
     const b = sized(op, arg, buf, min);
-    invariant(
-      b.dtype === dtype,
-      () => `${op}: ${arg} is ${b.dtype} but ${first[0]} is ${dtype} (float args must share one dtype)`,
-    );
+    invariant(b.dtype === dtype, () => `${op}: ${arg} is ${b.dtype} but ${first[0]} is ${dtype} (float args must share one dtype)`);
     return b.data as FloatArray;
   });
 }
@@ -113,10 +113,7 @@ export function segments(op: string, seg: AttentionSegments, T: number, S: numbe
   const st = ints(op, "seg.starts", seg.starts, numSeg);
   const en = ints(op, "seg.ends", seg.ends, numSeg);
   for (let s = 0; s < numSeg; s++) {
-    invariant(
-      st[s] >= 0 && st[s] <= en[s] && en[s] <= S,
-      () => `${op}: segment ${s} = [${st[s]}, ${en[s]}) is not inside [0, ${S}) keys`,
-    );
+    invariant(st[s] >= 0 && st[s] <= en[s] && en[s] <= S, () => `${op}: segment ${s} = [${st[s]}, ${en[s]}) is not inside [0, ${S}) keys`);
   }
   for (let t = 0; t < T; t++) {
     for (let s = off[t] + 1; s < off[t + 1]; s++) {

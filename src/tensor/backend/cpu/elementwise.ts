@@ -124,14 +124,7 @@ export function unary(op: UnaryOp, x: FloatArray, out: FloatArray, n: number): v
 export const UNARY_USES_Y: ReadonlySet<UnaryOp> = new Set<UnaryOp>(["exp", "sqrt", "rsqrt", "sigmoid"]);
 
 /** dx[i] = dy[i] * f'(x[i]); y is read only for the ops in UNARY_USES_Y. */
-export function unaryBackward(
-  op: UnaryOp,
-  x: FloatArray,
-  y: FloatArray,
-  dy: FloatArray,
-  dx: FloatArray,
-  n: number,
-): void {
+export function unaryBackward(op: UnaryOp, x: FloatArray, y: FloatArray, dy: FloatArray, dx: FloatArray, n: number): void {
   switch (op) {
     case "neg":
       for (let i = 0; i < n; i++) dx[i] = -dy[i];
@@ -227,11 +220,17 @@ function binaryRow(
  * common cases are one call of binaryRow: same shape (one row of n, both strides 1), scalar-like
  * (b stride 0), and [R, C] op [C] (R rows of C, b's row stride 0).
  */
-export function binary(op: BinaryOp, a: FloatArray, b: FloatArray, out: FloatArray, p: {
-  shape: readonly number[];
-  aStrides: readonly number[];
-  bStrides: readonly number[];
-}): void {
+export function binary(
+  op: BinaryOp,
+  a: FloatArray,
+  b: FloatArray,
+  out: FloatArray,
+  p: {
+    shape: readonly number[];
+    aStrides: readonly number[];
+    bStrides: readonly number[];
+  },
+): void {
   if (numel(p.shape) === 0) return;
   const { shape, strides } = collapseDims(p.shape, [p.aStrides, p.bStrides]);
   const r = shape.length - 1;
@@ -249,12 +248,18 @@ export function binary(op: BinaryOp, a: FloatArray, b: FloatArray, out: FloatArr
  * out = mask != 0 ? a : b over p.shape, broadcasting all three through zero strides. The mask is
  * an i32 array or a float array of the others' dtype (a NaN in it is nonzero: it selects a).
  */
-export function where(mask: FloatArray | Int32Array, a: FloatArray, b: FloatArray, out: FloatArray, p: {
-  shape: readonly number[];
-  maskStrides: readonly number[];
-  aStrides: readonly number[];
-  bStrides: readonly number[];
-}): void {
+export function where(
+  mask: FloatArray | Int32Array,
+  a: FloatArray,
+  b: FloatArray,
+  out: FloatArray,
+  p: {
+    shape: readonly number[];
+    maskStrides: readonly number[];
+    aStrides: readonly number[];
+    bStrides: readonly number[];
+  },
+): void {
   if (numel(p.shape) === 0) return;
   const { shape, strides } = collapseDims(p.shape, [p.maskStrides, p.aStrides, p.bStrides]);
   const r = shape.length - 1;

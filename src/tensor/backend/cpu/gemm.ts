@@ -79,7 +79,18 @@ export class CpuGemm {
     const what = () =>
       `matmul batch=${batch} m=${m} n=${n} k=${k} transA=${transA} transB=${transB} ` +
       `strides A/B/C=${p.strideA}/${p.strideB}/${p.strideC} offsets A/B/C=${offA}/${offB}/${offC}`;
-    for (const [name, v] of Object.entries({ batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offA, offB, offC })) {
+    for (const [name, v] of Object.entries({
+      batch,
+      m,
+      n,
+      k,
+      strideA: p.strideA,
+      strideB: p.strideB,
+      strideC: p.strideC,
+      offA,
+      offB,
+      offC,
+    })) {
       invariant(Number.isSafeInteger(v) && v >= 0, () => `${what()}: ${name} must be a non-negative integer, got ${v}`);
     }
     invariant(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, () => `${what()}: a dimension exceeds 2^31 - 1`);
@@ -87,7 +98,8 @@ export class CpuGemm {
     const f64 = c instanceof Float64Array;
     invariant(
       (c instanceof Float32Array || f64) && a.constructor === c.constructor && b.constructor === c.constructor,
-      () => `${what()}: A, B and C must all be Float32Array or all Float64Array, got ${a.constructor.name}, ${b.constructor.name}, ${c.constructor.name}`,
+      () =>
+        `${what()}: A, B and C must all be Float32Array or all Float64Array, got ${a.constructor.name}, ${b.constructor.name}, ${c.constructor.name}`,
     );
     if (batch === 0 || m === 0 || n === 0) return;
 

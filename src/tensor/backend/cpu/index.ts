@@ -149,7 +149,10 @@ export class CpuBackend implements Backend {
     const n = out.length;
     const o = live("cast", "out", out);
     const s = sized("cast", "x", x, n);
-    for (const [arg, b] of [["x", s], ["out", o]] as const) {
+    for (const [arg, b] of [
+      ["x", s],
+      ["out", o],
+    ] as const) {
       invariant(b.dtype !== "i32", () => `cast: ${arg} is i32, expected f32, f64 or bf16`);
     }
     const src = s.data.subarray(0, n);
@@ -180,11 +183,7 @@ export class CpuBackend implements Backend {
     const n = dx.length;
     const usesY = ew.UNARY_USES_Y.has(op);
     // Only the operand the derivative reads is checked; the other may be any placeholder.
-    const [DX, DY, IN] = floats(`unaryBackward(${op})`, [
-      ["dx", dx, n],
-      ["dy", dy, n],
-      usesY ? ["y", y, n] : ["x", x, n],
-    ]);
+    const [DX, DY, IN] = floats(`unaryBackward(${op})`, [["dx", dx, n], ["dy", dy, n], usesY ? ["y", y, n] : ["x", x, n]]);
     // The kernel reads only the operand checked above, so it is passed as both x and y.
     ew.unaryBackward(op, IN, IN, DY, DX, n);
     this.rt.count("unaryBackward");
@@ -198,9 +197,7 @@ export class CpuBackend implements Backend {
       p.aStrides.length === rank && p.bStrides.length === rank,
       () => `${name}: aStrides/bStrides have ${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`,
     );
-    p.shape.forEach((d, i) =>
-      dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }),
-    );
+    p.shape.forEach((d, i) => dims(name, { [`shape[${i}]`]: d, [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i] }));
     const [A, B, O] = floats(name, [
       ["a", a, stridedExtent(p.shape, p.aStrides)],
       ["b", b, stridedExtent(p.shape, p.bStrides)],
@@ -216,11 +213,15 @@ export class CpuBackend implements Backend {
     const rank = p.shape.length;
     invariant(
       p.maskStrides.length === rank && p.aStrides.length === rank && p.bStrides.length === rank,
-      () => `${name}: maskStrides/aStrides/bStrides have ${p.maskStrides.length}/${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`,
+      () =>
+        `${name}: maskStrides/aStrides/bStrides have ${p.maskStrides.length}/${p.aStrides.length}/${p.bStrides.length} entries for rank ${rank}`,
     );
     p.shape.forEach((d, i) =>
       dims(name, {
-        [`shape[${i}]`]: d, [`maskStrides[${i}]`]: p.maskStrides[i], [`aStrides[${i}]`]: p.aStrides[i], [`bStrides[${i}]`]: p.bStrides[i],
+        [`shape[${i}]`]: d,
+        [`maskStrides[${i}]`]: p.maskStrides[i],
+        [`aStrides[${i}]`]: p.aStrides[i],
+        [`bStrides[${i}]`]: p.bStrides[i],
       }),
     );
     const [A, B, O] = floats(name, [
@@ -294,8 +295,16 @@ export class CpuBackend implements Backend {
     const { batch, m, n, k } = p;
     const e = matmulExtents(p);
     dims("matmul", {
-      batch, m, n, k, strideA: p.strideA, strideB: p.strideB, strideC: p.strideC,
-      offsetA: e.offA, offsetB: e.offB, offsetC: e.offC,
+      batch,
+      m,
+      n,
+      k,
+      strideA: p.strideA,
+      strideB: p.strideB,
+      strideC: p.strideC,
+      offsetA: e.offA,
+      offsetB: e.offB,
+      offsetC: e.offC,
     });
     const [A, B, C] = floats("matmul", [
       ["a", a, e.needA],
@@ -321,7 +330,15 @@ export class CpuBackend implements Backend {
     nnOps.rmsnorm(this.rt, x, w, out, rstd, p);
   }
 
-  rmsnormBackward(x: DeviceBuffer, w: DeviceBuffer, rstd: DeviceBuffer, dy: DeviceBuffer, dx: DeviceBuffer, dw: DeviceBuffer, p: RmsNormParams): void {
+  rmsnormBackward(
+    x: DeviceBuffer,
+    w: DeviceBuffer,
+    rstd: DeviceBuffer,
+    dy: DeviceBuffer,
+    dx: DeviceBuffer,
+    dw: DeviceBuffer,
+    p: RmsNormParams,
+  ): void {
     nnOps.rmsnormBackward(this.rt, x, w, rstd, dy, dx, dw, p);
   }
 
@@ -349,11 +366,26 @@ export class CpuBackend implements Backend {
     nnOps.logprobGather(this.rt, logits, targets, logp, lse, p);
   }
 
-  logprobGatherBackward(logits: DeviceBuffer, targets: DeviceBuffer, lse: DeviceBuffer, dLogp: DeviceBuffer, dLogits: DeviceBuffer, p: LogprobParams): void {
+  logprobGatherBackward(
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    lse: DeviceBuffer,
+    dLogp: DeviceBuffer,
+    dLogits: DeviceBuffer,
+    p: LogprobParams,
+  ): void {
     nnOps.logprobGatherBackward(this.rt, logits, targets, lse, dLogp, dLogits, p);
   }
 
-  attention(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer, p: AttentionParams): void {
+  attention(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    seg: AttentionSegments,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    p: AttentionParams,
+  ): void {
     nnOps.attention(this.rt, q, k, v, seg, out, lse, p);
   }
 

@@ -6,15 +6,7 @@
  * contract's buffers and parameter types; nothing about Tensors or autograd.
  */
 import { invariant } from "../../../util/index.ts";
-import type {
-  AttentionParams,
-  AttentionSegments,
-  DeviceBuffer,
-  LogprobParams,
-  RmsNormParams,
-  RopeParams,
-  RowsParams,
-} from "../types.ts";
+import type { AttentionParams, AttentionSegments, DeviceBuffer, LogprobParams, RmsNormParams, RopeParams, RowsParams } from "../types.ts";
 import * as att from "./attention.ts";
 import { attentionDims, dims, floats, ints, rows, segments } from "./checks.ts";
 import * as nn from "./nn.ts";
@@ -38,7 +30,13 @@ export function embedding(rt: CpuRuntime, table: DeviceBuffer, ids: DeviceBuffer
   rt.count("embedding");
 }
 
-export function embeddingBackward(rt: CpuRuntime, dOut: DeviceBuffer, ids: DeviceBuffer, dTable: DeviceBuffer, p: { n: number; dim: number }): void {
+export function embeddingBackward(
+  rt: CpuRuntime,
+  dOut: DeviceBuffer,
+  ids: DeviceBuffer,
+  dTable: DeviceBuffer,
+  p: { n: number; dim: number },
+): void {
   dims("embeddingBackward", p);
   const I = ints("embeddingBackward", "ids", ids, p.n);
   const [DO, DT] = floats("embeddingBackward", [
@@ -136,7 +134,14 @@ export function logSoftmaxBackward(rt: CpuRuntime, y: DeviceBuffer, dy: DeviceBu
   rt.count("logSoftmaxBackward");
 }
 
-export function logprobGather(rt: CpuRuntime, logits: DeviceBuffer, targets: DeviceBuffer, logp: DeviceBuffer, lse: DeviceBuffer, p: LogprobParams): void {
+export function logprobGather(
+  rt: CpuRuntime,
+  logits: DeviceBuffer,
+  targets: DeviceBuffer,
+  logp: DeviceBuffer,
+  lse: DeviceBuffer,
+  p: LogprobParams,
+): void {
   const { rows, cols } = p;
   dims("logprobGather", { rows, cols });
   const TG = ints("logprobGather", "targets", targets, rows);

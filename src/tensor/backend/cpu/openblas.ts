@@ -95,7 +95,12 @@ export function loadOpenBlas(opts: { path?: string | null; threads?: number | nu
 export function coretypeFromCpuinfo(cpuinfo: string): string | null {
   const line = cpuinfo.split("\n").find((l) => l.startsWith("flags"));
   if (!line) return null;
-  const flags = new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/));
+  const flags = new Set(
+    line
+      .slice(line.indexOf(":") + 1)
+      .trim()
+      .split(/\s+/),
+  );
   if (flags.has("avx512f")) return "SKYLAKEX";
   if (flags.has("avx2")) return "HASWELL";
   return null;

@@ -84,7 +84,8 @@ function threadGemm(path: "openblas" | "typescript"): att.Gemm {
       threadBlas = (a, b, c, p) => {
         const { m, n, k, transA, transB } = p;
         const [lda, ldb, alpha, beta] = [transA ? m : k, transB ? k : n, p.alpha ?? 1, p.beta ?? 0];
-        if (c instanceof Float64Array) blas.dgemm(transA, transB, m, n, k, alpha, a as Float64Array, lda, b as Float64Array, ldb, beta, c, n);
+        if (c instanceof Float64Array)
+          blas.dgemm(transA, transB, m, n, k, alpha, a as Float64Array, lda, b as Float64Array, ldb, beta, c, n);
         else blas.sgemm(transA, transB, m, n, k, alpha, a as Float32Array, lda, b as Float32Array, ldb, beta, c, n);
       };
     }
@@ -94,8 +95,22 @@ function threadGemm(path: "openblas" | "typescript"): att.Gemm {
   return (a, b, c, p) => {
     const { m, n, k, transA, transB } = p;
     ts.run({
-      m, n, k, transA, transB, alpha: p.alpha ?? 1, beta: p.beta ?? 0,
-      a, offA: 0, lda: transA ? m : k, b, offB: 0, ldb: transB ? k : n, c, offC: 0, ldc: n,
+      m,
+      n,
+      k,
+      transA,
+      transB,
+      alpha: p.alpha ?? 1,
+      beta: p.beta ?? 0,
+      a,
+      offA: 0,
+      lda: transA ? m : k,
+      b,
+      offB: 0,
+      ldb: transB ? k : n,
+      c,
+      offC: 0,
+      ldc: n,
     });
   };
 }
@@ -107,9 +122,14 @@ function threadGemmTs(): GemmTs {
 function attentionIO(x: Shareable[]): att.AttentionIO {
   const [q, k, v, offsets, starts, ends, out, lse] = x;
   return {
-    q: q as FloatArray, k: k as FloatArray, v: v as FloatArray,
-    offsets: offsets as Int32Array, starts: starts as Int32Array, ends: ends as Int32Array,
-    out: out as FloatArray, lse: lse as FloatArray,
+    q: q as FloatArray,
+    k: k as FloatArray,
+    v: v as FloatArray,
+    offsets: offsets as Int32Array,
+    starts: starts as Int32Array,
+    ends: ends as Int32Array,
+    out: out as FloatArray,
+    lse: lse as FloatArray,
   };
 }
 
@@ -184,8 +204,17 @@ export const TASKS: Record<TaskName, Task> = {
 };
 
 export type TaskName =
-  | "gemm" | "swiglu" | "swigluBackward" | "logprobGather" | "logprobGatherBackward"
-  | "rmsnorm" | "rmsnormBackward" | "rope" | "adamw" | "attention" | "attentionBackward";
+  | "gemm"
+  | "swiglu"
+  | "swigluBackward"
+  | "logprobGather"
+  | "logprobGatherBackward"
+  | "rmsnorm"
+  | "rmsnormBackward"
+  | "rope"
+  | "adamw"
+  | "attention"
+  | "attentionBackward";
 
 /**
  * Runs chunks [0, nChunks) of a task: over the pool when one is given and every array is in

@@ -45,7 +45,14 @@ function segs(be: CudaBackend, op: string, seg: AttentionSegments, T: number): K
 }
 
 function scalars(p: AttentionParams, dt: KernelDType): KernelArg[] {
-  return [{ i32: p.tokens }, { i32: p.keys }, { i32: p.heads }, { i32: p.kvHeads }, { i32: p.headDim }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }];
+  return [
+    { i32: p.tokens },
+    { i32: p.keys },
+    { i32: p.heads },
+    { i32: p.kvHeads },
+    { i32: p.headDim },
+    dt === "f32" ? { f32: p.scale } : { f64: p.scale },
+  ];
 }
 
 /** Whether this call takes the flash kernels (see CudaBackend.attentionKernel); bufs are all its float buffers. */
@@ -57,13 +64,26 @@ function useFlash(be: CudaBackend, p: AttentionParams, dt: KernelDType, bufs: Cu
 }
 
 export function attentionForward(
-  be: CudaBackend, q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer, p: AttentionParams,
+  be: CudaBackend,
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  seg: AttentionSegments,
+  out: DeviceBuffer,
+  lse: DeviceBuffer,
+  p: AttentionParams,
 ): void {
   const op = "attention";
   attentionDims(be, op, p);
   const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
   const segArgs = segs(be, op, seg, T);
-  const [[Q, K, V, O, L], dt] = be.checks.floats(op, [["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H]]);
+  const [[Q, K, V, O, L], dt] = be.checks.floats(op, [
+    ["q", q, T * H * D],
+    ["k", k, S * Hkv * D],
+    ["v", v, S * Hkv * D],
+    ["out", out, T * H * D],
+    ["lse", lse, T * H],
+  ]);
   const args = [{ ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, ...scalars(p, dt)];
   if (useFlash(be, p, dt, [Q, K, V, O])) {
     // One block per (64-query tile, query head).
@@ -79,16 +99,33 @@ export function attentionForward(
 }
 
 export function attentionBackward(
-  be: CudaBackend, q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, seg: AttentionSegments, out: DeviceBuffer, lse: DeviceBuffer,
-  dOut: DeviceBuffer, dq: DeviceBuffer, dk: DeviceBuffer, dv: DeviceBuffer, p: AttentionParams,
+  be: CudaBackend,
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  seg: AttentionSegments,
+  out: DeviceBuffer,
+  lse: DeviceBuffer,
+  dOut: DeviceBuffer,
+  dq: DeviceBuffer,
+  dk: DeviceBuffer,
+  dv: DeviceBuffer,
+  p: AttentionParams,
 ): void {
   const op = "attentionBackward";
   attentionDims(be, op, p);
   const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
   const segArgs = segs(be, op, seg, T);
   const [[Q, K, V, O, L, DO, DQ, DK, DV], dt] = be.checks.floats(op, [
-    ["q", q, T * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, T * H * D], ["lse", lse, T * H],
-    ["dOut", dOut, T * H * D], ["dq", dq, T * H * D], ["dk", dk, S * Hkv * D], ["dv", dv, S * Hkv * D],
+    ["q", q, T * H * D],
+    ["k", k, S * Hkv * D],
+    ["v", v, S * Hkv * D],
+    ["out", out, T * H * D],
+    ["lse", lse, T * H],
+    ["dOut", dOut, T * H * D],
+    ["dq", dq, T * H * D],
+    ["dk", dk, S * Hkv * D],
+    ["dv", dv, S * Hkv * D],
   ]);
   if (useFlash(be, p, dt, [Q, K, V, O, DO, DQ, DK, DV])) {
     flashBackward(be, Q, K, V, segArgs, O, L, DO, DQ, DK, DV, p);
@@ -103,8 +140,17 @@ export function attentionBackward(
     be.countCall("cuda.memset", 2);
   }
   be.launchKernel("attention.cu", "attention_backward", dt, Math.ceil((T * H) / ATT_WARPS), 32 * ATT_WARPS, [
-    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: O.ptr }, { ptr: L.ptr }, { ptr: DO.ptr },
-    { ptr: DQ.ptr }, { ptr: DK.ptr }, { ptr: DV.ptr }, ...scalars(p, dt),
+    { ptr: Q.ptr },
+    { ptr: K.ptr },
+    { ptr: V.ptr },
+    ...segArgs,
+    { ptr: O.ptr },
+    { ptr: L.ptr },
+    { ptr: DO.ptr },
+    { ptr: DQ.ptr },
+    { ptr: DK.ptr },
+    { ptr: DV.ptr },
+    ...scalars(p, dt),
   ]);
   be.countCall(op);
 }
@@ -114,8 +160,18 @@ export function attentionBackward(
  * with atomics), then one block per (64-key tile, kv head), which writes its dk, dv rows whole.
  */
 function flashBackward(
-  be: CudaBackend, Q: CudaBuffer, K: CudaBuffer, V: CudaBuffer, segArgs: KernelArg[], O: CudaBuffer, L: CudaBuffer,
-  DO: CudaBuffer, DQ: CudaBuffer, DK: CudaBuffer, DV: CudaBuffer, p: AttentionParams,
+  be: CudaBackend,
+  Q: CudaBuffer,
+  K: CudaBuffer,
+  V: CudaBuffer,
+  segArgs: KernelArg[],
+  O: CudaBuffer,
+  L: CudaBuffer,
+  DO: CudaBuffer,
+  DQ: CudaBuffer,
+  DK: CudaBuffer,
+  DV: CudaBuffer,
+  p: AttentionParams,
 ): void {
   const { tokens: T, keys: S, heads: H, kvHeads: Hkv, headDim: D } = p;
   if (T * H * D > 0) {
@@ -125,12 +181,33 @@ function flashBackward(
   if (S === 0) return;
   const delta = be.alloc("f32", T * H);
   be.launchKernel("flash-attention.cu", "flash_bwd_delta", "f32", Math.ceil((T * H) / 4), 128, [
-    { ptr: O.ptr }, { ptr: DO.ptr }, { ptr: delta.ptr }, { i32: T * H }, { i32: D },
+    { ptr: O.ptr },
+    { ptr: DO.ptr },
+    { ptr: delta.ptr },
+    { i32: T * H },
+    { i32: D },
   ]);
-  be.launchKernel("flash-attention.cu", `flash_bwd_d${D}`, "f32", [Math.ceil(S / FA_TILE), Hkv, 1], FA_THREADS, [
-    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, ...segArgs, { ptr: L.ptr }, { ptr: delta.ptr }, { ptr: DO.ptr },
-    { ptr: DQ.ptr }, { ptr: DK.ptr }, { ptr: DV.ptr }, ...scalars(p, "f32"),
-  ], faBwdSmem(D));
+  be.launchKernel(
+    "flash-attention.cu",
+    `flash_bwd_d${D}`,
+    "f32",
+    [Math.ceil(S / FA_TILE), Hkv, 1],
+    FA_THREADS,
+    [
+      { ptr: Q.ptr },
+      { ptr: K.ptr },
+      { ptr: V.ptr },
+      ...segArgs,
+      { ptr: L.ptr },
+      { ptr: delta.ptr },
+      { ptr: DO.ptr },
+      { ptr: DQ.ptr },
+      { ptr: DK.ptr },
+      { ptr: DV.ptr },
+      ...scalars(p, "f32"),
+    ],
+    faBwdSmem(D),
+  );
   be.countCall("cuda.flash");
   be.free(delta);
 }

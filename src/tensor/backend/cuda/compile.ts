@@ -17,7 +17,14 @@ import { CUDA_ENV, errorText } from "./ffi/libs.ts";
 
 /** The kernel sources, in kernels/. Every one is compiled for both float dtypes. */
 export const KERNEL_FILES = [
-  "elementwise.cu", "nn.cu", "attention.cu", "convert.cu", "flash-attention.cu", "decode.cu", "decode-attention.cu", "sample.cu",
+  "elementwise.cu",
+  "nn.cu",
+  "attention.cu",
+  "convert.cu",
+  "flash-attention.cu",
+  "decode.cu",
+  "decode-attention.cu",
+  "sample.cu",
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 /** Headers the sources include by name (passed to NVRTC as in-memory headers, to nvcc by -I). */
@@ -180,13 +187,14 @@ export interface CompileCheck {
  * `prefer` is "nvcc"), else nvcc; no cache, so the check really compiles. `units` defaults to all
  * kernel files in both dtypes (tests pass a broken one to see the failure reported).
  */
-export function compileCheck(nvrtc: Nvrtc | null, whyNotNvrtc: string | null, archs: string[], units: CompileUnit[] = allUnits()): CompileCheck {
+export function compileCheck(
+  nvrtc: Nvrtc | null,
+  whyNotNvrtc: string | null,
+  archs: string[],
+  units: CompileUnit[] = allUnits(),
+): CompileCheck {
   const nvcc = nvrtc ? null : findNvcc();
-  const compiler = nvrtc
-    ? `nvrtc ${nvrtc.version.join(".")} (${nvrtc.libraryPath})`
-    : nvcc
-      ? `nvcc ${nvccVersion(nvcc)} (${nvcc})`
-      : null;
+  const compiler = nvrtc ? `nvrtc ${nvrtc.version.join(".")} (${nvrtc.libraryPath})` : nvcc ? `nvcc ${nvccVersion(nvcc)} (${nvcc})` : null;
   const results: UnitCheck[] = [];
   if (!compiler) return { compiler, whyNotNvrtc, results };
   for (const arch of archs) {

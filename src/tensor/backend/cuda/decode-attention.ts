@@ -55,23 +55,51 @@ function smemBytes(D: number, elem: number): number {
  */
 export function decodeAttention(
   be: CudaBackend,
-  q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, plan: DeviceBuffer, scratch: DeviceBuffer,
-  out: DeviceBuffer, lse: DeviceBuffer, p: DecodeAttentionParams,
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  plan: DeviceBuffer,
+  scratch: DeviceBuffer,
+  out: DeviceBuffer,
+  lse: DeviceBuffer,
+  p: DecodeAttentionParams,
 ): void {
   const op = "decodeAttention";
   const { rows: B, keys: S, heads: H, kvHeads: Hkv, headDim: D, capacity: cap } = p;
   const chk = be.checks;
-  chk.dims(op, { rows: B, keys: S, heads: H, kvHeads: Hkv, headDim: D, "capacity.items": cap.items, "capacity.ranges": cap.ranges, "capacity.partials": cap.partials });
+  chk.dims(op, {
+    rows: B,
+    keys: S,
+    heads: H,
+    kvHeads: Hkv,
+    headDim: D,
+    "capacity.items": cap.items,
+    "capacity.ranges": cap.ranges,
+    "capacity.partials": cap.partials,
+  });
   invariant(B >= 1 && B <= MAX_PLAN_ROWS, () => `${op}: rows = ${B}, expected 1..${MAX_PLAN_ROWS} (one bit of the plan's row mask each)`);
-  invariant(Hkv >= 1 && H >= Hkv && H % Hkv === 0, () => `${op}: ${H} query heads cannot be grouped over ${Hkv} kv heads (H % Hkv must be 0)`);
-  invariant(D >= 4 && D % 4 === 0 && D <= DA_MAX_D, () => `${op}: head dim ${D} must be a multiple of 4 in [4, ${DA_MAX_D}] (4-wide loads)`);
+  invariant(
+    Hkv >= 1 && H >= Hkv && H % Hkv === 0,
+    () => `${op}: ${H} query heads cannot be grouped over ${Hkv} kv heads (H % Hkv must be 0)`,
+  );
+  invariant(
+    D >= 4 && D % 4 === 0 && D <= DA_MAX_D,
+    () => `${op}: head dim ${D} must be a multiple of 4 in [4, ${DA_MAX_D}] (4-wide loads)`,
+  );
   invariant(Number.isFinite(p.scale), () => `${op}: scale ${p.scale} is not finite`);
   const P = chk.ints(op, "plan", plan, planLayout(B, cap).length);
   const [[Q, K, V, O, L, SC], dt] = chk.floats(op, [
-    ["q", q, B * H * D], ["k", k, S * Hkv * D], ["v", v, S * Hkv * D], ["out", out, B * H * D], ["lse", lse, B * H],
+    ["q", q, B * H * D],
+    ["k", k, S * Hkv * D],
+    ["v", v, S * Hkv * D],
+    ["out", out, B * H * D],
+    ["lse", lse, B * H],
     ["scratch", scratch, decodeAttentionScratchLength(cap, H, D)],
   ]);
-  invariant(K.ptr % 16 === 0 && V.ptr % 16 === 0, () => `${op}: k and v must be 16-byte aligned (4-wide loads); got a view at an odd offset`);
+  invariant(
+    K.ptr % 16 === 0 && V.ptr % 16 === 0,
+    () => `${op}: k and v must be 16-byte aligned (4-wide loads); got a view at an odd offset`,
+  );
   const elem = ELEM_BYTES[dt];
   const pml = SC.ptr + cap.partials * H * D * elem;
   const sizes = [{ i32: B }, { i32: cap.items }, { i32: cap.ranges }, { i32: cap.partials }] as const;
@@ -82,14 +110,43 @@ export function decodeAttention(
   // separate vs fused): 1 row x 4,096 keys 45.5 / 38.0, x 16,384 107.8 / 97.1; 8 siblings (600
   // shared + 512 own) 62.6 / 104.8, 16 siblings 90.9 / 180.8.
   const fused = B === 1;
-  be.launchKernel("decode-attention.cu", `decode_attention_partial_d${hd}`, dt, grid, DA_THREADS, [
-    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes,
-    { i32: S }, { i32: H }, { i32: Hkv }, { i32: D }, dt === "f32" ? { f32: p.scale } : { f64: p.scale }, { i32: fused ? 1 : 0 },
-  ], smemBytes(D, elem), { pdl: true });
+  be.launchKernel(
+    "decode-attention.cu",
+    `decode_attention_partial_d${hd}`,
+    dt,
+    grid,
+    DA_THREADS,
+    [
+      { ptr: Q.ptr },
+      { ptr: K.ptr },
+      { ptr: V.ptr },
+      { ptr: P.ptr },
+      { ptr: SC.ptr },
+      { ptr: pml },
+      { ptr: O.ptr },
+      { ptr: L.ptr },
+      ...sizes,
+      { i32: S },
+      { i32: H },
+      { i32: Hkv },
+      { i32: D },
+      dt === "f32" ? { f32: p.scale } : { f64: p.scale },
+      { i32: fused ? 1 : 0 },
+    ],
+    smemBytes(D, elem),
+    { pdl: true },
+  );
   if (!fused) {
-    be.launchKernel("decode-attention.cu", "decode_attention_combine", dt, [B, H, 1], COMBINE_THREADS, [
-      { ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D },
-    ], 0, { pdl: true });
+    be.launchKernel(
+      "decode-attention.cu",
+      "decode_attention_combine",
+      dt,
+      [B, H, 1],
+      COMBINE_THREADS,
+      [{ ptr: P.ptr }, { ptr: SC.ptr }, { ptr: pml }, { ptr: O.ptr }, { ptr: L.ptr }, ...sizes, { i32: H }, { i32: D }],
+      0,
+      { pdl: true },
+    );
   }
   be.countCall(op);
 }

@@ -62,9 +62,18 @@ export function decodeRmsnorm(be: CudaBackend, x: DeviceBuffer, w: DeviceBuffer,
   const X = f32Arg(be, op, "x", x, p.rows * p.dim);
   const W = f32Arg(be, op, "w", w, p.dim);
   const O = bf16Arg(be, op, "out", out16, p.rows * p.dim);
-  be.launchKernel("decode.cu", "dec_rmsnorm_bf16", "f32", p.rows, 256, [
-    { ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { i64: p.dim }, { f64: p.eps },
-  ], 0, { pdl: true });
+  be.launchKernel(
+    "decode.cu",
+    "dec_rmsnorm_bf16",
+    "f32",
+    p.rows,
+    256,
+    [{ ptr: X.ptr }, { ptr: W.ptr }, { ptr: O.ptr }, { i64: p.dim }, { f64: p.eps }],
+    0,
+    {
+      pdl: true,
+    },
+  );
   be.countCall(op);
 }
 
@@ -144,10 +153,26 @@ export function decodeGemv(be: CudaBackend, x: DeviceBuffer, mats: readonly Gemv
   // DgMats (decode.cu), field by field.
   const mat = [mats.length, ...fields.w, ...fields.bias, ...fields.y, ...fields.n, ...fields.ldy, ...fields.start];
   const name = `dec_gemv_${NW ? "xn" : X.dtype === "bf16" ? "x16" : "x32"}_nt${nt}_t${tiles}`;
-  be.launchKernel("decode.cu", name, "f32", blocks, 32 * nw, [
-    { ptr: X.ptr }, { i64: k }, { i64s: mat }, { i32: rows }, { i64: k }, { i32: EPILOGUE_CODE[p.epilogue] },
-    { ptr: NW?.ptr ?? 0 }, { f64: p.norm?.eps ?? 0 }, { i32: staged ? 1 : 0 },
-  ], smem, { pdl: true });
+  be.launchKernel(
+    "decode.cu",
+    name,
+    "f32",
+    blocks,
+    32 * nw,
+    [
+      { ptr: X.ptr },
+      { i64: k },
+      { i64s: mat },
+      { i32: rows },
+      { i64: k },
+      { i32: EPILOGUE_CODE[p.epilogue] },
+      { ptr: NW?.ptr ?? 0 },
+      { f64: p.norm?.eps ?? 0 },
+      { i32: staged ? 1 : 0 },
+    ],
+    smem,
+    { pdl: true },
+  );
   be.countCall(op);
 }
 
@@ -159,8 +184,17 @@ export function decodeGemv(be: CudaBackend, x: DeviceBuffer, mats: readonly Gemv
  * for a (theta, headDim) writes a table from the host: run it once outside a graph capture.
  */
 export function decodeQkNormRope(
-  be: CudaBackend, q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, qNorm: DeviceBuffer, kNorm: DeviceBuffer,
-  positions: DeviceBuffer, slots: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer, p: QkNormRopeParams,
+  be: CudaBackend,
+  q: DeviceBuffer,
+  k: DeviceBuffer,
+  v: DeviceBuffer,
+  qNorm: DeviceBuffer,
+  kNorm: DeviceBuffer,
+  positions: DeviceBuffer,
+  slots: DeviceBuffer,
+  keys: DeviceBuffer,
+  values: DeviceBuffer,
+  p: QkNormRopeParams,
 ): void {
   const op = "decodeQkNormRope";
   const { rows, heads: H, kvHeads: Hkv, headDim: D } = p;
@@ -168,17 +202,44 @@ export function decodeQkNormRope(
   be.checks.dims(op, { heads: H, kvHeads: Hkv, headDim: D });
   invariant(D % 2 === 0 && D > 0, () => `${op}: head dim ${D} must be even`);
   const [[Q, K, V, QW, KW, KP, VP]] = be.checks.floats(op, [
-    ["q", q, rows * H * D], ["k", k, rows * Hkv * D], ["v", v, rows * Hkv * D], ["qNorm", qNorm, D], ["kNorm", kNorm, D],
-    ["keys", keys, Hkv * D], ["values", values, Hkv * D],
+    ["q", q, rows * H * D],
+    ["k", k, rows * Hkv * D],
+    ["v", v, rows * Hkv * D],
+    ["qNorm", qNorm, D],
+    ["kNorm", kNorm, D],
+    ["keys", keys, Hkv * D],
+    ["values", values, Hkv * D],
   ]);
   invariant(Q.dtype === "f32", () => `${op}: f32 only, got ${Q.dtype}`);
   const P = be.checks.ints(op, "positions", positions, rows);
   const S = be.checks.ints(op, "slots", slots, rows);
   const table = ropeTable(be, p.theta, D);
   const warps = rows * (H + Hkv);
-  be.launchKernel("decode.cu", "dec_qk_norm_rope", "f32", Math.ceil(warps / 4), 128, [
-    { ptr: Q.ptr }, { ptr: K.ptr }, { ptr: V.ptr }, { ptr: QW.ptr }, { ptr: KW.ptr }, { ptr: P.ptr }, { ptr: S.ptr },
-    { ptr: KP.ptr }, { ptr: VP.ptr }, { i32: rows }, { i32: H }, { i32: Hkv }, { i32: D }, { f64: p.eps }, { ptr: table.ptr },
-  ], 0, { pdl: true });
+  be.launchKernel(
+    "decode.cu",
+    "dec_qk_norm_rope",
+    "f32",
+    Math.ceil(warps / 4),
+    128,
+    [
+      { ptr: Q.ptr },
+      { ptr: K.ptr },
+      { ptr: V.ptr },
+      { ptr: QW.ptr },
+      { ptr: KW.ptr },
+      { ptr: P.ptr },
+      { ptr: S.ptr },
+      { ptr: KP.ptr },
+      { ptr: VP.ptr },
+      { i32: rows },
+      { i32: H },
+      { i32: Hkv },
+      { i32: D },
+      { f64: p.eps },
+      { ptr: table.ptr },
+    ],
+    0,
+    { pdl: true },
+  );
   be.countCall(op);
 }

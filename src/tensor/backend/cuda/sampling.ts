@@ -60,7 +60,9 @@ const profileOf = new WeakMap<CudaBackend, Profile>();
  */
 export function sampleProfile(be: CudaBackend, on: boolean): { partUs: number; finishUs: number; calls: number } {
   let p = profileOf.get(be);
-  const out = p ? { partUs: (p.partMs * 1000) / Math.max(1, p.calls), finishUs: (p.finishMs * 1000) / Math.max(1, p.calls), calls: p.calls } : { partUs: 0, finishUs: 0, calls: 0 };
+  const out = p
+    ? { partUs: (p.partMs * 1000) / Math.max(1, p.calls), finishUs: (p.finishMs * 1000) / Math.max(1, p.calls), calls: p.calls }
+    : { partUs: 0, finishUs: 0, calls: 0 };
   if (on && !p) {
     const d = be.driver;
     p = { events: [d.eventCreate(), d.eventCreate(), d.eventCreate()], partMs: 0, finishMs: 0, calls: 0 };
@@ -101,7 +103,10 @@ export function sampleGrid(vocab: number): { blocks: number; candidates: number 
  * read-back). Counted as "sampleRows", and each row's path as "sampleRows.path.<path>".
  */
 export function sampleRows(
-  be: CudaBackend, logits: DeviceBuffer, packed: Int32Array, p: { batch: number; vocab: number },
+  be: CudaBackend,
+  logits: DeviceBuffer,
+  packed: Int32Array,
+  p: { batch: number; vocab: number },
 ): { ids: Int32Array; logprobs: Float64Array } {
   const op = "sampleRows";
   const { batch: B, vocab: V } = p;
@@ -115,7 +120,10 @@ export function sampleRows(
   if (B === 0) return { ids: new Int32Array(0), logprobs: new Float64Array(0) };
   // Layout checks: the kernel trusts offsets, so a bad pack must fail here, not read stray memory.
   const base = 2 * SAMPLE_REC * B;
-  invariant(packed.length >= packedWords(B, 0), () => `${op}: packed has ${packed.length} words, ${B} rows need at least ${packedWords(B, 0)}`);
+  invariant(
+    packed.length >= packedWords(B, 0),
+    () => `${op}: packed has ${packed.length} words, ${B} rows need at least ${packedWords(B, 0)}`,
+  );
   invariant(packed.byteOffset % 8 === 0, () => `${op}: packed must start on an 8-byte boundary (its records are float64)`);
   const penOff = base + B;
   const banOff = penOff + B + 1;
@@ -129,7 +137,10 @@ export function sampleRows(
     for (let b = 0; b < B; b++) {
       invariant(packed[off + b]! <= packed[off + b + 1]!, () => `${op}: id offsets decrease at row ${b}`);
     }
-    invariant(packed[off]! >= 0 && packed[off + B]! <= nIds, () => `${op}: id offsets [${packed[off]}, ${packed[off + B]}] exceed the ${nIds} ids packed`);
+    invariant(
+      packed[off]! >= 0 && packed[off + B]! <= nIds,
+      () => `${op}: id offsets [${packed[off]}, ${packed[off + B]}] exceed the ${nIds} ids packed`,
+    );
   }
   const recs = new Float64Array(packed.buffer, packed.byteOffset, SAMPLE_REC * B);
   let sampled = false;
@@ -150,15 +161,39 @@ export function sampleRows(
   const prof = profileOf.get(be);
   if (prof) be.driver.eventRecord(prof.events[0], be.streamHandle);
   be.launchKernel("sample.cu", "sample_part", dt, [G, B, 1], PT, [
-    { ptr: L.ptr }, { ptr: s.packed.ptr }, { ptr: s.part.ptr }, { ptr: s.ckey.ptr }, { ptr: s.cid.ptr }, { ptr: s.counter.ptr },
-    { ptr: s.out.ptr }, { i64: V }, { i32: B }, { i32: C },
+    { ptr: L.ptr },
+    { ptr: s.packed.ptr },
+    { ptr: s.part.ptr },
+    { ptr: s.ckey.ptr },
+    { ptr: s.cid.ptr },
+    { ptr: s.counter.ptr },
+    { ptr: s.out.ptr },
+    { i64: V },
+    { i32: B },
+    { i32: C },
   ]);
   if (prof) be.driver.eventRecord(prof.events[1], be.streamHandle);
   if (sampled) {
-    be.launchKernel("sample.cu", "sample_finish", dt, B, SB, [
-      { ptr: L.ptr }, { ptr: s.packed.ptr }, { ptr: s.part.ptr }, { ptr: s.ckey.ptr }, { ptr: s.cid.ptr }, { ptr: s.scores!.ptr },
-      { ptr: s.out.ptr }, { i64: V }, { i32: B }, { i32: C },
-    ], SAMPLE_FINISH_SMEM);
+    be.launchKernel(
+      "sample.cu",
+      "sample_finish",
+      dt,
+      B,
+      SB,
+      [
+        { ptr: L.ptr },
+        { ptr: s.packed.ptr },
+        { ptr: s.part.ptr },
+        { ptr: s.ckey.ptr },
+        { ptr: s.cid.ptr },
+        { ptr: s.scores!.ptr },
+        { ptr: s.out.ptr },
+        { i64: V },
+        { i32: B },
+        { i32: C },
+      ],
+      SAMPLE_FINISH_SMEM,
+    );
   }
   if (prof) be.driver.eventRecord(prof.events[2], be.streamHandle);
   be.countCall(op);

@@ -375,8 +375,13 @@ export class CudaDriver {
    * and the device (sm_90+).
    */
   launch(
-    fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], shared: number, stream: number,
-    args: readonly KernelArg[], pdl = false,
+    fn: number,
+    grid: readonly [number, number, number],
+    block: readonly [number, number, number],
+    shared: number,
+    stream: number,
+    args: readonly KernelArg[],
+    pdl = false,
   ): void {
     const dv = this.argArea;
     let off = 0;
@@ -409,7 +414,8 @@ export class CudaDriver {
         }
       }
     }
-    if (off > ARG_BYTES || args.length > MAX_ARGS) throw new Error(`cuLaunchKernel: ${args.length} arguments (${off} bytes) exceed the argument area`);
+    if (off > ARG_BYTES || args.length > MAX_ARGS)
+      throw new Error(`cuLaunchKernel: ${args.length} arguments (${off} bytes) exceed the argument area`);
     if (!pdl) {
       this.call("cuLaunchKernel", fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, stream, this.ptrAddr, 0);
       return;

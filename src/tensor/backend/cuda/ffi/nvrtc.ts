@@ -35,7 +35,14 @@ export class Nvrtc {
     this.f = {
       nvrtcVersion: lib.func("nvrtcVersion", "int", ["void *", "void *"]),
       nvrtcGetErrorString: lib.func("nvrtcGetErrorString", "const char *", ["int"]),
-      nvrtcCreateProgram: lib.func("nvrtcCreateProgram", "int", ["void *", "const char *", "const char *", "int", "const char **", "const char **"]),
+      nvrtcCreateProgram: lib.func("nvrtcCreateProgram", "int", [
+        "void *",
+        "const char *",
+        "const char *",
+        "int",
+        "const char **",
+        "const char **",
+      ]),
       nvrtcCompileProgram: lib.func("nvrtcCompileProgram", "int", [u64, "int", "const char **"]),
       nvrtcGetProgramLogSize: lib.func("nvrtcGetProgramLogSize", "int", [u64, "void *"]),
       nvrtcGetProgramLog: lib.func("nvrtcGetProgramLog", "int", [u64, "void *"]),
@@ -68,8 +75,12 @@ export class Nvrtc {
     try {
       const status = this.f["nvrtcCompileProgram"](prog, options.length, options) as number;
       if (status !== 0) {
-        throw new CudaError("nvrtcCompileProgram", this.errorName(status), `${name}:\n${this.log(prog)}`,
-          "the kernel source does not compile for this GPU; `npr backend check --backend cuda --compile-only` shows every error");
+        throw new CudaError(
+          "nvrtcCompileProgram",
+          this.errorName(status),
+          `${name}:\n${this.log(prog)}`,
+          "the kernel source does not compile for this GPU; `npr backend check --backend cuda --compile-only` shows every error",
+        );
       }
       const size = new BigUint64Array(1);
       this.call("nvrtcGetCUBINSize", prog, size);
