@@ -16,6 +16,11 @@ import type { EvalProblem } from "./evaluate.ts";
 import type { TextExample } from "./examples.ts";
 import type { PretrainHyper, Recipe } from "./recipe.ts";
 
+/** The seed of the validation stream: a fixed function of the run's seed, apart from the corpus's. */
+export function validationSeed(seed: number): number {
+  return (seed ^ 0x5eed1234) >>> 0;
+}
+
 /** `total` split over the mix by weight (largest remainders), so the counts add up exactly. */
 export function splitByWeight(total: number, weights: readonly number[]): number[] {
   const sum = weights.reduce((a, b) => a + b, 0);
@@ -45,6 +50,13 @@ function traceOf(ex: SyntheticExample, parallel: boolean): string {
 
 export interface Corpus {
   train: TextExample[];
+  /**
+   * Validation traces and problems: training-split problems drawn from a seed stream of their own
+   * and deduplicated against the corpus, for the curve during training (loss and greedy
+   * accuracy at every evaluation) so the test split is read only by the final evaluation.
+   */
+  validation: TextExample[];
+  validationProblems: EvalProblem[];
   /** Held-out traces (test split), in the same sequential/parallel mix. */
   heldOut: TextExample[];
   /** Test-split problems with their verifiers, for greedy accuracy. */
@@ -57,8 +69,13 @@ export interface Corpus {
 }
 
 /** Test-split examples as evaluation problems, each graded by its task's verifier (the RL reward's function). */
-function gradedProblems(task: SyntheticTaskName, difficulty: SyntheticDifficulty, examples: readonly SyntheticExample[]): EvalProblem[] {
-  const grader = syntheticTask(task, Math.max(1, examples.length), 0, "test", difficulty);
+function gradedProblems(
+  task: SyntheticTaskName,
+  difficulty: SyntheticDifficulty,
+  examples: readonly SyntheticExample[],
+  split: "train" | "test" = "test",
+): EvalProblem[] {
+  const grader = syntheticTask(task, Math.max(1, examples.length), 0, split, difficulty);
   return examples.map((ex) => ({
     id: ex.example.id,
     prompt: ex.prompt,
@@ -98,14 +115,43 @@ export function buildCorpus(recipe: Recipe, hp: PretrainHyper, seed: number): Co
   const nTrain = splitByWeight(hp.corpus.examples, weights);
   const nHeld = splitByWeight(hp.corpus.held_out, weights);
   const nProblems = splitByWeight(hp.eval.problems, weights);
-  const corpus: Corpus = { train: [], heldOut: [], problems: [], parallelCount: 0, parallelShare: 0, perTask: {} };
+  const corpus: Corpus = {
+    train: [],
+    validation: [],
+    validationProblems: [],
+    heldOut: [],
+    problems: [],
+    parallelCount: 0,
+    parallelShare: 0,
+    perTask: {},
+  };
   recipe.tasks.forEach((entry, t) => {
     const difficulty = entry.difficulty as SyntheticDifficulty;
     let i = 0;
+    const seen = new Set<string>();
     for (const ex of streamExamples({ task: entry.name, n: nTrain[t]!, seed, split: "train", difficulty })) {
       const parallel = isParallelSlot(i++, hp.corpus.parallel_share);
       if (parallel) corpus.parallelCount++;
+      seen.add(ex.example.problem);
       corpus.train.push({ prompt: ex.prompt, response: traceOf(ex, parallel) });
+    }
+    // Validation: as many problems as the held-out set and the evaluation each take, from the
+    // training split under a seed of its own, none of them a corpus problem.
+    const nVal = Math.max(nHeld[t]!, nProblems[t]!);
+    if (nVal > 0) {
+      const val: SyntheticExample[] = [];
+      for (const ex of streamExamples({ task: entry.name, n: 4 * nVal + 64, seed: validationSeed(seed), split: "train", difficulty })) {
+        if (seen.has(ex.example.problem)) continue;
+        seen.add(ex.example.problem);
+        val.push(ex);
+        if (val.length === nVal) break;
+      }
+      val
+        .slice(0, nHeld[t]!)
+        .forEach((ex, k) =>
+          corpus.validation.push({ prompt: ex.prompt, response: traceOf(ex, isParallelSlot(k, hp.corpus.parallel_share)) }),
+        );
+      corpus.validationProblems.push(...gradedProblems(entry.name, difficulty, val.slice(0, nProblems[t]!), "train"));
     }
     corpus.perTask[entry.name] = (corpus.perTask[entry.name] ?? 0) + nTrain[t]!;
     // The test split is one fixed list per difficulty: its first n are the held-out traces and

@@ -22,7 +22,7 @@ import type { Progress } from "./progress.ts";
 import type { Recipe } from "./recipe.ts";
 import type { RunFolder } from "./run-folder.ts";
 import { runSupervised } from "./trainer.ts";
-import type { SupervisedResult } from "./trainer.ts";
+import type { Evaluation, SupervisedResult } from "./trainer.ts";
 
 /**
  * The recipe's tokenizer: "byte" (npr's byte-level one, 267 ids) or "task" (the compact task
@@ -80,6 +80,7 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
   const corpus = buildCorpus(recipe, hp, recipe.seed);
   const train = encodeAll(encoder, corpus.train, hp.tokens_per_micro_batch);
   const held = encodeAll(encoder, corpus.heldOut, hp.tokens_per_micro_batch);
+  const val = encodeAll(encoder, corpus.validation, hp.tokens_per_micro_batch);
   if (train.examples.length === 0) {
     throw new ConfigError(`recipe ${recipe.name}: no training trace fits pretrain.tokens_per_micro_batch = ${hp.tokens_per_micro_batch}`, {
       code: "no_data",
@@ -94,7 +95,7 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
       .map(([k, v]) => `${k} ${v}`)
       .join(", ")}), ` +
       `${corpus.parallelCount} in parallel form (${(100 * corpus.parallelShare).toFixed(1)}%), ${tokens} tokens, ` +
-      `${train.dropped.length} dropped as longer than ${hp.tokens_per_micro_batch} tokens; ${held.examples.length} held-out traces, ` +
+      `${train.dropped.length} dropped as longer than ${hp.tokens_per_micro_batch} tokens; ${val.examples.length} validation and ${held.examples.length} test traces, ` +
       `${corpus.problems.length} eval problems (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
   );
   // The CPU GEMM path decides the stage's speed (OpenBLAS runs tiny-cpu's budget, the TypeScript
@@ -110,10 +111,20 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
     budget: hp.tokens_per_micro_batch,
     sampledPerProblem: hp.eval.sampled_per_problem,
   };
-  // The held-out loss at every evaluation (the curve); generations on the test problems only
-  // after the last step: they cost more than the loss, and the test split is looked at once.
-  const evaluate = (model: Qwen3Model, step: number) =>
-    evaluateStage(model, encoder, held.examples, step === hp.steps ? corpus.problems : [], evalOpts);
+  // During training the curve comes from the validation slice (training-split problems outside
+  // the corpus): loss and greedy accuracy at every evaluation, keys prefixed `val_`. The test
+  // split is read once, after the last step: held-out loss, greedy and sampled generations.
+  const evaluate = (model: Qwen3Model, step: number): Evaluation => {
+    const v = evaluateStage(model, encoder, val.examples, corpus.validationProblems, { ...evalOpts, sampledPerProblem: 0 });
+    const metrics: Record<string, number> = {};
+    for (const [k, x] of Object.entries(v.metrics)) metrics[`val_${k}`] = x;
+    if (step !== hp.steps) return { metrics, samples: v.samples.map((x) => ({ ...x, split: "validation" })) };
+    const t = evaluateStage(model, encoder, held.examples, corpus.problems, evalOpts);
+    return {
+      metrics: { ...metrics, ...t.metrics },
+      samples: [...v.samples.map((x) => ({ ...x, split: "validation" })), ...t.samples.map((x) => ({ ...x, split: "test" }))],
+    };
+  };
   const res = runSupervised({
     stage: "pretrain",
     hp,
@@ -132,7 +143,7 @@ export function runPretrain(inp: PretrainInputs): PretrainResult {
         computeDtype,
         std: recipe.model.initializer_range,
       }),
-    evaluate: held.examples.length > 0 || corpus.problems.length > 0 ? evaluate : undefined,
+    evaluate: held.examples.length > 0 || corpus.problems.length > 0 || val.examples.length > 0 ? evaluate : undefined,
     resume: inp.resume,
     progress,
   });
