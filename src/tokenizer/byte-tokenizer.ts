@@ -74,9 +74,21 @@ export function byteTokenizerFiles(): { tokenizerJson: Record<string, unknown>; 
       merges: [],
     },
   };
+  return { tokenizerJson, tokenizerConfig: chatmlTokenizerConfig(added) };
+}
+
+/**
+ * The tokenizer_config.json of npr's own tokenizers (byte and task): transformers'
+ * PreTrainedTokenizerFast with the chat tokens and the 8 NPR tags as added special tokens, eos
+ * `<|im_end|>`, pad `<|endoftext|>`, no bos, and the ChatML template; `extra` keys are appended.
+ */
+export function chatmlTokenizerConfig(
+  added: ReadonlyArray<{ id: number } & Record<string, unknown>>,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   const decoder: Record<string, unknown> = {};
   for (const { id, ...rest } of added) decoder[String(id)] = rest;
-  const tokenizerConfig = {
+  return {
     tokenizer_class: "PreTrainedTokenizerFast",
     added_tokens_decoder: decoder,
     additional_special_tokens: [...NPR_TAGS],
@@ -89,8 +101,8 @@ export function byteTokenizerFiles(): { tokenizerJson: Record<string, unknown>; 
     split_special_tokens: false,
     model_max_length: 32768,
     chat_template: CHATML_TEMPLATE,
+    ...extra,
   };
-  return { tokenizerJson, tokenizerConfig };
 }
 
 /** The byte tokenizer, ready to use. */

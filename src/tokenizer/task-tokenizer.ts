@@ -10,7 +10,7 @@
  * Knows tokenizer files only; the word list comes from the caller (tasks' TASK_VOCABULARY).
  */
 import { NPR_TAGS } from "../format/index.ts";
-import { BYTE_SPECIAL_TOKENS, CHATML_TEMPLATE, byteToUnicode } from "./byte-tokenizer.ts";
+import { BYTE_SPECIAL_TOKENS, byteToUnicode, chatmlTokenizerConfig } from "./byte-tokenizer.ts";
 import { NprTokenizer } from "./tokenizer.ts";
 
 export interface TaskVocabulary {
@@ -103,24 +103,10 @@ export function taskTokenizerFiles(vocab: TaskVocabulary): {
       merges: [],
     },
   };
-  const decoder: Record<string, unknown> = {};
-  for (const { id, ...rest } of added) decoder[String(id)] = rest;
-  const tokenizerConfig = {
-    tokenizer_class: "PreTrainedTokenizerFast",
-    added_tokens_decoder: decoder,
-    additional_special_tokens: [...NPR_TAGS],
-    bos_token: null,
-    eos_token: "<|im_end|>",
-    pad_token: "<|endoftext|>",
-    unk_token: null,
-    add_bos_token: false,
-    clean_up_tokenization_spaces: false,
-    split_special_tokens: false,
-    model_max_length: 32768,
-    chat_template: CHATML_TEMPLATE,
-    // Where this file came from, for people reading a checkpoint folder.
+  // Where this file came from, for people reading a checkpoint folder.
+  const tokenizerConfig = chatmlTokenizerConfig(added, {
     npr_tokenizer: { kind: "task", words: vocab.words.length, max_number: vocab.maxNumber },
-  };
+  });
   return { tokenizerJson, tokenizerConfig };
 }
 
