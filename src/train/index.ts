@@ -69,3 +69,41 @@ export { evaluateStage, greedyEval, heldOutLoss, type EvalProblem, type GreedyEv
 export { buildCorpus, evalProblems, isParallelSlot, splitByWeight, type Corpus } from "./corpus.ts";
 export { recipeModelConfig, recipeTokenizer, runPretrain, type PretrainInputs, type PretrainResult } from "./pretrain.ts";
 export { loadSftModel, readTrajectories, runSft, sftTokenizer, type SftInputs, type SftResult } from "./sft.ts";
+export {
+  ADVANTAGE_EPS,
+  dynamicSamplingFilter,
+  grpoAdvantages,
+  overlongPenalty,
+  papoAdvantages,
+  rolloutReward,
+  unbiasedStd,
+  type GroupFilter,
+  type OverlongOptions,
+  type RewardOptions,
+} from "./advantages.ts";
+export {
+  DAPO_CLIP,
+  dapoTokenLoss,
+  papoTokenLoss,
+  stepTokenCount,
+  type ClipCounts,
+  type ClipOptions,
+  type PolicyLoss,
+  type PolicyTokens,
+} from "./policy-loss.ts";
+export {
+  ROLLOUT_SAMPLING,
+  collectRollouts,
+  logprobDiff,
+  rolloutExample,
+  rolloutSeed,
+  trainerLogprobs,
+  type CollectOptions,
+  type LogprobDiff,
+  type Rollout,
+  type RolloutBatch,
+  type RolloutBatchStats,
+  type RolloutLayout,
+  type RolloutProblem,
+  type RolloutStats,
+} from "./rollouts.ts";
