@@ -18,6 +18,7 @@ import { registerEngineCommands } from "./engine.ts";
 import { registerGenerateCommand } from "./generate.ts";
 import { registerDemoCommand } from "./demo.ts";
 import { registerTrainCommands } from "./train.ts";
+import { registerDistillCommand } from "./distill.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerGenerateCommand(program);
   registerDemoCommand(program);
   registerTrainCommands(program);
+  registerDistillCommand(program);
   return program;
 }
 

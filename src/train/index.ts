@@ -107,3 +107,19 @@ export {
   type RolloutProblem,
   type RolloutStats,
 } from "./rollouts.ts";
+export {
+  distill,
+  distillJsonl,
+  distillProblems,
+  distillSeed,
+  statsPathOf,
+  writeFileAtomic,
+  MAX_TRIES,
+  type DistillLine,
+  type DistillOptions,
+  type DistillProblem,
+  type DistillResult,
+  type DistillStats,
+  type RoundReport,
+  type YieldStats,
+} from "./distill.ts";

@@ -66,6 +66,8 @@ export interface CollectOptions {
   forceStructure?: (problem: number, sample: number) => ForcedBlock[] | null;
   /** Variant of NPR's format score recorded per rollout (default "stage1"). */
   formatVariant?: FormatVariant;
+  /** Engine seed of rollout (problem, sample) instead of rolloutSeed(seed, step, ...) (distill.ts: per problem and try). */
+  seedOf?: (problem: number, sample: number) => number;
 }
 
 export type RolloutLayout = { ok: true; layout: Layout } | { ok: false; why: string };
@@ -189,7 +191,7 @@ export function collectRollouts(opts: CollectOptions): RolloutBatch {
   const seeds: number[] = [];
   problems.forEach((_, i) => {
     for (let j = 0; j < G; j++) {
-      const seed = rolloutSeed(opts.seed, opts.step, i, j);
+      const seed = opts.seedOf ? opts.seedOf(i, j) : rolloutSeed(opts.seed, opts.step, i, j);
       const forceStructure = opts.forceStructure?.(i, j) ?? null;
       prompts.push(promptOf[i]!);
       seeds.push(seed);
