@@ -17,10 +17,8 @@ import { CheckpointFormatError, ConfigError } from "../util/index.ts";
 import { parseQwen3Config, qwen3ConfigToJson } from "./config.ts";
 import type { ParsedQwen3Config } from "./config.ts";
 import { Qwen3Model } from "./qwen3.ts";
+import { checkQwen3Tensors } from "./validate.ts";
 import { LM_HEAD, paramDtype, qwen3ParamSpecs } from "./weights.ts";
-
-/** Storage dtypes a Qwen3 weight may have on disk. */
-const FLOAT_STORAGE = new Set(["F32", "BF16", "F16", "F64"]);
 
 export interface LoadOptions {
   /** Where the parameters live (required: there is no default backend). */
@@ -77,38 +75,11 @@ export function loadQwen3(dir: string, opts: LoadOptions): Qwen3Model {
   const specs = qwen3ParamSpecs(config);
   const ck = SafetensorsCheckpoint.open(dir);
   try {
+    // The same rules `npr model info` applies (validate.ts), so info passes exactly what loads.
+    const report = checkQwen3Tensors(dir, config, ck);
     const params = new Map<string, Tensor>();
     for (const spec of specs) {
-      const entry = ck.get(spec.name);
-      if (!entry) {
-        const tiedHint =
-          spec.name === LM_HEAD
-            ? "config.json says tie_word_embeddings: false, so lm_head.weight must be stored; set it to true if the head shares embed_tokens"
-            : "the checkpoint does not match config.json (num_hidden_layers, attention_bias?)";
-        throw new CheckpointFormatError(`${dir}: tensor ${spec.name} is missing`, {
-          code: "missing_tensor",
-          param: spec.name,
-          hint: tiedHint,
-        });
-      }
-      const same = entry.shape.length === spec.shape.length && entry.shape.every((d, i) => d === spec.shape[i]);
-      if (!same) {
-        throw new CheckpointFormatError(
-          `${dir}: tensor ${spec.name} has shape [${entry.shape.join(", ")}], config.json implies [${spec.shape.join(", ")}]`,
-          {
-            code: "bad_shape",
-            param: spec.name,
-            hint: "the weights and config.json come from different models",
-          },
-        );
-      }
-      if (!FLOAT_STORAGE.has(entry.dtype)) {
-        throw new CheckpointFormatError(`${dir}: tensor ${spec.name} is stored as ${entry.dtype}, expected F32, BF16, F16 or F64`, {
-          code: "bad_dtype",
-          param: spec.name,
-          hint: "quantized checkpoints are not supported; use the bf16 release",
-        });
-      }
+      const entry = ck.get(spec.name)!; // present, shaped and float-typed: checkQwen3Tensors above
       // Decoded straight into the compute dtype and written into a fresh buffer in one bulk copy
       // (Tensor.fromArray would copy element by element once more: slow for 150M-entry tables).
       const held = paramDtype(spec, dtype);
@@ -126,8 +97,7 @@ export function loadQwen3(dir: string, opts: LoadOptions): Qwen3Model {
     }
     // lm_head.weight in a tied checkpoint is a copy of embed_tokens that HF drops; rotary
     // inv_freq buffers appear in old exports. Neither is an error.
-    const wanted = new Set(specs.map((s) => s.name));
-    const unexpected = ck.names().filter((n) => !wanted.has(n) && !(config.tieWordEmbeddings && n === LM_HEAD));
+    const unexpected = report.unexpected.filter((n) => !(config.tieWordEmbeddings && n === LM_HEAD));
     if (unexpected.length > 0) opts.onUnexpected?.(unexpected);
     return new Qwen3Model(config, params, { activations: opts.activations });
   } finally {

@@ -2,8 +2,8 @@
  * Checks a checkpoint's tensors against its config without loading them: every parameter the
  * config implies is present, has the implied shape and a float storage dtype; tensors Qwen3 does
  * not use are reported back (a renamed tensor shows up as one missing and one unexpected name).
- * The rules are the ones loading applies (checkpoint.ts), so `npr model info` passes exactly the
- * checkpoints that load. Reads headers only (format/safetensors.ts); knows names and shapes, no math.
+ * loadQwen3 (checkpoint.ts) runs this same check before it reads a byte, so `npr model info`
+ * passes exactly the checkpoints that load. Reads headers only (format/safetensors.ts); knows names and shapes, no math.
  */
 import type { SafetensorsCheckpoint } from "../format/index.ts";
 import { CheckpointFormatError } from "../util/index.ts";
