@@ -66,6 +66,27 @@ export function sha256File(file: string): string {
   return h.digest("hex");
 }
 
+/**
+ * Writes `text` to `file` atomically: a temporary sibling, fsync'd, then renamed over the target,
+ * so a crash leaves the old file or none, never half of one.
+ */
+export function writeFileAtomic(file: string, text: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  try {
+    const fd = fs.openSync(tmp, "w");
+    try {
+      fs.writeFileSync(fd, text);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
 function fsyncPath(p: string): void {
   const fd = fs.openSync(p, "r");
   try {

@@ -7,8 +7,6 @@
  * of `rejection_sampling.py --structured_trace_distil`) is kept in the canonical form.
  * Knows the tasks' API, rollouts and the format score; nothing about the CLI or training.
  */
-import fs from "node:fs";
-import path from "node:path";
 import { canonicalizeResponse } from "../format/index.ts";
 import type { ForcedBlock } from "../engine/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
@@ -19,6 +17,7 @@ import { splitByWeight } from "./corpus.ts";
 import type { ExampleEncoder } from "./examples.ts";
 import type { Recipe } from "./recipe.ts";
 import { collectRollouts, rolloutSeed } from "./rollouts.ts";
+export { writeFileAtomic } from "./checkpoint-io.ts";
 import type { RolloutProblem } from "./rollouts.ts";
 
 /** Most tries per problem (NPR's is 8; past 64 a problem the model cannot solve only burns compute). */
@@ -240,27 +239,6 @@ export function distill(opts: DistillOptions): DistillResult {
       mode,
     },
   };
-}
-
-/**
- * Writes `text` to `file` atomically: a temporary sibling, fsync'd, then renamed over the target,
- * so a crash leaves the old file or none, never half of one.
- */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  try {
-    const fd = fs.openSync(tmp, "w");
-    try {
-      fs.writeFileSync(fd, text);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
 }
 
 /** The JSONL text of the kept lines (one object per line, a final newline when any). */

@@ -8,8 +8,8 @@
  * Knows files and JSON; nothing about tensors or models.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { DataFormatError } from "../util/index.ts";
+import { writeFileAtomic } from "./checkpoint-io.ts";
 
 /** The line a training step writes. */
 export interface TrainLine {
@@ -96,15 +96,7 @@ export class MetricsLog {
     const all = this.read();
     const keep = all.filter((l) => typeof l.step === "number" && l.step <= step);
     const text = keep.map((l) => JSON.stringify(l) + "\n").join("");
-    const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.tmp-${process.pid}`);
-    const fd = fs.openSync(tmp, "w");
-    try {
-      fs.writeSync(fd, text);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, this.file);
+    writeFileAtomic(this.file, text);
     return all.length - keep.length;
   }
 }

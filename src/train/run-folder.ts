@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { UsageError } from "../util/index.ts";
-import { verifyFolder } from "./checkpoint-io.ts";
+import { verifyFolder, writeFileAtomic } from "./checkpoint-io.ts";
 import { MetricsLog } from "./metrics.ts";
 
 const STEP_DIR = /^step-(\d+)$/;
@@ -79,9 +79,7 @@ export class RunFolder {
       });
     }
     fs.mkdirSync(run.dir, { recursive: true });
-    const tmp = `${run.recipeFile}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, configText(config));
-    fs.renameSync(tmp, run.recipeFile);
+    writeFileAtomic(run.recipeFile, configText(config));
     return run;
   }
 
