@@ -7,7 +7,7 @@
  * Knows the model, the engine and the format checker; nothing about runs, files or task kinds.
  */
 import { Engine, engineVocab } from "../engine/index.ts";
-import type { GenerateParams, GenerationResult } from "../engine/index.ts";
+import type { EngineVocab, GenerateParams, GenerationResult } from "../engine/index.ts";
 import { checkResponse } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
 import type { EncodedExample, ExampleEncoder } from "./examples.ts";
@@ -113,11 +113,7 @@ function generateAndScore(
   const vocab = engineVocab(encoder.tokenizer, model.config.vocabSize);
   const problemIds = problems.map((p) => encoder.promptIds(p.prompt));
   const prompts = problemOf.map((i) => problemIds[i]!);
-  const blockSize = 16;
-  // Room for every request at once, so no request is preempted and recomputed.
-  const perRequest = Math.max(...prompts.map((p) => p.length)) + opts.maxNewTokens + 2 * blockSize;
-  const numBlocks = prompts.length * Math.ceil(perRequest / blockSize) + 8;
-  const engine = new Engine(model, vocab, { numBlocks, blockSize, maxRunningRequests: prompts.length, maxBatchTokens: 4096 });
+  const engine = engineFor(model, vocab, prompts, opts.maxNewTokens);
   const results: GenerationResult[] = engine.generateSync(prompts, params);
   let correct = 0;
   let formatted = 0;
@@ -225,6 +221,17 @@ export interface StageEvalOptions extends GreedyEvalOptions {
   budget: number;
   /** Sampled generations per problem at temperature 1.0 (0 or absent: greedy only). */
   sampledPerProblem?: number;
+}
+
+/**
+ * An engine with room for every request of `prompts` at once (each prompt plus `maxNewTokens` and
+ * two blocks of slack), so no request is preempted and recomputed; evaluation and rollouts share it.
+ */
+export function engineFor(model: Qwen3Model, vocab: EngineVocab, prompts: ReadonlyArray<readonly number[]>, maxNewTokens: number): Engine {
+  const blockSize = 16;
+  const perRequest = Math.max(...prompts.map((p) => p.length)) + maxNewTokens + 2 * blockSize;
+  const numBlocks = prompts.length * Math.ceil(perRequest / blockSize) + 8;
+  return new Engine(model, vocab, { numBlocks, blockSize, maxRunningRequests: prompts.length, maxBatchTokens: 4096 });
 }
 
 /**

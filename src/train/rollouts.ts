@@ -16,7 +16,7 @@
  * make a new Engine after doing that.
  */
 import { Engine, engineVocab, forcedMaxPlans } from "../engine/index.ts";
-import type { EngineVocab, FinishReason, ForcedBlock, GenerateParams, SamplingParams, TokenOrigin } from "../engine/index.ts";
+import type { FinishReason, ForcedBlock, GenerateParams, SamplingParams, TokenOrigin } from "../engine/index.ts";
 import { formatScore, trajectoryLayout } from "../format/index.ts";
 import type { FormatVariant } from "../format/index.ts";
 import type { Qwen3Model } from "../model/index.ts";
@@ -24,6 +24,7 @@ import { UsageError, invariant } from "../util/index.ts";
 import type { Layout } from "../util/index.ts";
 import type { EncodedExample, ExampleEncoder } from "./examples.ts";
 import { IGNORE } from "./examples.ts";
+import { engineFor } from "./evaluate.ts";
 import { rowLogprobs } from "./losses.ts";
 import { packExamples } from "./packing.ts";
 
@@ -164,14 +165,6 @@ function checkOptions(o: CollectOptions): void {
     bad("max_new_tokens", `must be a positive integer, got ${o.maxNewTokens}`);
   if (!(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad("seed", `must be a non-negative integer, got ${o.seed}`);
   if (!(Number.isSafeInteger(o.step) && o.step >= 0)) bad("step", `must be a non-negative integer, got ${o.step}`);
-}
-
-/** An engine with room for every request at once (no preemption), as evaluate.ts sizes its own. */
-function engineFor(model: Qwen3Model, vocab: EngineVocab, prompts: ReadonlyArray<readonly number[]>, maxNewTokens: number): Engine {
-  const blockSize = 16;
-  const perRequest = Math.max(...prompts.map((p) => p.length)) + maxNewTokens + 2 * blockSize;
-  const numBlocks = prompts.length * Math.ceil(perRequest / blockSize) + 8;
-  return new Engine(model, vocab, { numBlocks, blockSize, maxRunningRequests: prompts.length, maxBatchTokens: 4096 });
 }
 
 /**
